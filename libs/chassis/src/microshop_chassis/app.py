@@ -1,0 +1,90 @@
+"""The app factory: a FastAPI app with health, readiness, metrics, problem+json and the edge middleware.
+
+A service passes its routers, its lifespan (what starts and stops with it) and its readiness
+checks; everything else is the same in every service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, Response
+
+from . import metrics
+from .errors import PROBLEM_JSON, install_problem_handlers
+from .logs import configure_logging
+from .middleware import EdgeMiddleware
+from .settings import ServiceSettings
+from .telemetry import configure_tracing
+
+ReadinessCheck = Callable[[], Awaitable[Any]]
+
+
+def create_app(
+    *,
+    settings: ServiceSettings,
+    version: str,
+    description: str = "",
+    routers: Sequence[APIRouter] = (),
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    readiness: dict[str, ReadinessCheck] | None = None,
+    health_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+) -> FastAPI:
+    configure_logging(settings.service_name, settings.log_level, settings.log_format)
+    configure_tracing(settings.service_name, settings.traces_exporter, settings.data_dir)
+    app = FastAPI(
+        title=f"microshop {settings.service_name}",
+        version=version,
+        description=description,
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(EdgeMiddleware)
+    checks = readiness or {}
+
+    @app.get("/health", tags=["operations"], summary="Liveness: the process serves requests")
+    async def health() -> dict[str, Any]:
+        body = {"status": "ok", "service": settings.service_name, "version": version}
+        if health_extra:
+            body.update(await health_extra())
+        return body
+
+    @app.get("/ready", tags=["operations"], summary="Readiness: database and broker reachable")
+    async def ready() -> JSONResponse:
+        results = await asyncio.gather(*(_run_check(check) for check in checks.values()))
+        report = dict(zip(checks, results, strict=True))
+        ok = all(result == "ok" for result in report.values())
+        if ok:
+            return JSONResponse({"status": "ready", "checks": report})
+        return JSONResponse(
+            {
+                "type": "https://microshop.dev/problems/not-ready",
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": "A dependency is not reachable.",
+                "checks": report,
+            },
+            status_code=503,
+            media_type=PROBLEM_JSON,
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+async def _run_check(check: ReadinessCheck, timeout: float = 2.0) -> str:
+    try:
+        await asyncio.wait_for(check(), timeout)
+        return "ok"
+    except Exception as exc:  # readiness reports any failure, whatever its kind
+        return f"failing: {type(exc).__name__}: {exc}"[:200]

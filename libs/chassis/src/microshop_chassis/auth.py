@@ -1,0 +1,163 @@
+"""Authentication every service does for itself: it verifies bearer tokens against the public
+keys users publishes (JWKS), so no service trusts the gateway blindly.
+
+Tokens are EdDSA (Ed25519) JWTs: small, and fast to verify. Three roles: ``customer``, ``admin``
+and ``service`` (another microshop service, holding a token users issued it for its secret).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import aiohttp
+import jwt
+from fastapi import Depends, Request
+
+from .errors import Problem
+from .http_client import shared_session
+
+ISSUER = "microshop-users"
+AUDIENCE = "microshop"
+ALGORITHM = "EdDSA"
+
+JwksLoader = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: str
+    role: str
+    email: str | None = None
+    name: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == "service"
+
+
+class JwtVerifier:
+    def __init__(self, jwks_loader: JwksLoader, *, min_refresh_interval: float = 5.0) -> None:
+        self._load = jwks_loader
+        self._keys: dict[str, Any] = {}
+        self._last_refresh = 0.0
+        self._min_refresh_interval = min_refresh_interval
+        self._lock = asyncio.Lock()
+
+    async def _key_for(self, kid: str):
+        key = self._keys.get(kid)
+        if key is not None:
+            return key
+        async with self._lock:  # one refresh for many concurrent requests with a new kid
+            if kid not in self._keys and time.monotonic() - self._last_refresh >= self._min_refresh_interval:
+                jwks = await self._load()
+                self._keys = {k.key_id: k.key for k in jwt.PyJWKSet.from_dict(jwks).keys}
+                self._last_refresh = time.monotonic()
+        return self._keys.get(kid)
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid", "")
+        except jwt.PyJWTError as exc:
+            raise _unauthorized("The bearer token is malformed.") from exc
+        try:
+            key = await self._key_for(kid)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise Problem(503, "Cannot fetch signing keys from users.", type="auth-unavailable") from exc
+        if key is None:
+            raise _unauthorized("The token was signed by an unknown key.")
+        try:
+            claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER)
+        except jwt.ExpiredSignatureError as exc:
+            raise _unauthorized("The token has expired.") from exc
+        except jwt.PyJWTError as exc:
+            raise _unauthorized("The token is not valid.") from exc
+        return Principal(
+            id=str(claims["sub"]), role=claims.get("role", "customer"),
+            email=claims.get("email"), name=claims.get("name"),
+        )
+
+
+def http_jwks_loader(users_url: str, timeout: float = 3.0) -> JwksLoader:
+    async def load() -> dict[str, Any]:
+        async with shared_session().get(
+            f"{users_url.rstrip('/')}/.well-known/jwks.json", timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
+            response.raise_for_status()
+            return await response.json()
+
+    return load
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, detail, type="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+
+async def current_principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("A bearer token is required.")
+    verifier: JwtVerifier = request.app.state.jwt_verifier
+    return await verifier.verify(token.strip())
+
+
+async def _require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise Problem(403, "This needs the admin role.", type="forbidden")
+    return principal
+
+
+async def _require_service(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if not (principal.is_service or principal.is_admin):
+        raise Problem(403, "This endpoint is for other microshop services.", type="forbidden")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+AdminUser = Annotated[Principal, Depends(_require_admin)]
+ServiceCaller = Annotated[Principal, Depends(_require_service)]
+
+
+class ServiceTokenProvider:
+    """Fetches and caches this service's own token from users (client-credentials style)."""
+
+    def __init__(self, users_url: str, service: str, secret: str, timeout: float = 3.0) -> None:
+        self.url = f"{users_url.rstrip('/')}/service-tokens"
+        self.service = service
+        self.secret = secret
+        self.timeout = timeout
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def invalidate(self) -> None:
+        self._token = None
+
+    async def __call__(self) -> str:
+        if self._token and time.monotonic() < self._expires_at:
+            return self._token
+        async with self._lock:
+            if not self._token or time.monotonic() >= self._expires_at:
+                async with shared_session().post(
+                    self.url,
+                    json={"service": self.service, "secret": self.secret},
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                ) as response:
+                    if response.status != 200:
+                        raise aiohttp.ClientResponseError(
+                            response.request_info, (), status=response.status,
+                            message="users refused a service token",
+                        )
+                    body = await response.json()
+                self._token = body["access_token"]
+                # Refresh a minute early so a token never expires in flight.
+                self._expires_at = time.monotonic() + max(5.0, body["expires_in"] - 60)
+        return self._token

@@ -1,0 +1,110 @@
+"""The connection to NATS JetStream, kept alive for the life of the process.
+
+A service starts even when the broker is down (its readiness says so); the connection is retried
+in the background, and nats-py reconnects by itself after a broker restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import structlog
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from .events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, STREAM, SUBJECT_PREFIX
+
+log = structlog.get_logger("microshop.broker")
+
+
+class Broker:
+    def __init__(self, url: str, client_name: str) -> None:
+        self.url = url
+        self.client_name = client_name
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                nc = await nats.connect(
+                    self.url,
+                    name=self.client_name,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                )
+                self.nc = nc
+                self.js = nc.jetstream(timeout=5)
+                await ensure_stream(self.js)
+                self.ready.set()
+                log.info("broker_connected", url=self.url)
+                return
+            except Exception as exc:  # any failure to connect: retry with capped backoff
+                log.warning("broker_connect_failed", url=self.url, error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def wait_connected(self) -> JetStreamContext:
+        await self.ready.wait()
+        assert self.js is not None
+        return self.js
+
+    async def ping(self) -> None:
+        if self.nc is None or not self.nc.is_connected:
+            raise ConnectionError("not connected to NATS")
+        await self.nc.flush(timeout=1)
+
+    async def close(self) -> None:
+        if self._task and not self._task.done():
+            self._task.cancel()
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # closing during a broker outage must not block shutdown
+                await self.nc.close()
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("broker_error", error=str(exc))
+
+    async def _on_disconnected(self) -> None:
+        log.warning("broker_disconnected")
+
+    async def _on_reconnected(self) -> None:
+        log.info("broker_reconnected")
+
+
+async def ensure_stream(js: JetStreamContext) -> None:
+    """Create the event and dead-letter streams if missing. Every process does this; first wins."""
+    # Nats-Msg-Id dedupe window: a relay re-publishing after a crash within it is dropped by the
+    # server; consumers' inboxes cover anything older.
+    await _ensure(js, StreamConfig(
+        name=STREAM, subjects=[f"{SUBJECT_PREFIX}.>"], storage=StorageType.FILE, duplicate_window=600
+    ))
+    # Events a consumer gave up on, kept for a human to inspect and replay.
+    await _ensure(js, StreamConfig(
+        name=DEAD_LETTER_STREAM, subjects=[f"{DEAD_LETTER_PREFIX}.>"], storage=StorageType.FILE
+    ))
+
+
+async def _ensure(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+        except Exception:  # another process created it between our two calls
+            await js.stream_info(config.name)

@@ -1,0 +1,9 @@
+"""Per-request context that must follow a request across awaits and into outgoing calls."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+# Absolute deadline (time.monotonic()) of the request being served, when the caller sent one.
+deadline_var: ContextVar[float | None] = ContextVar("deadline", default=None)

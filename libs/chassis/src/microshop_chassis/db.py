@@ -1,0 +1,78 @@
+"""The database layer: SQLAlchemy 2 async on SQLite (default, a file per service) or PostgreSQL.
+
+SQLite notes, measured in docs/performance.md: WAL with synchronous=NORMAL, and one connection per
+process. SQLite admits one writer at a time anyway; one connection turns lock contention (which
+SQLite resolves by sleeping in its busy handler) into a fair asyncio queue. It also means no
+transaction may stay open across a call to another service - which is the rule anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = url
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            self.engine: AsyncEngine = create_async_engine(
+                url, pool_size=1, max_overflow=0, pool_timeout=30
+            )
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+        # A Session subclass of our own, so session events (the outbox's after_commit) listen to
+        # this database only.
+        self.sync_session_class = type("ServiceSession", (Session,), {})
+        self.sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        async with self.sessions.begin() as session:
+            yield session
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessions() as session:
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def migrate(self, script_location: str) -> None:
+        """Upgrade the schema to the newest Alembic revision (``package:folder`` location).
+
+        Alembic's env.py runs its own event loop, so it runs in a worker thread.
+        """
+        cfg = Config()
+        cfg.set_main_option("script_location", script_location)
+        cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
+        await asyncio.to_thread(command.upgrade, cfg, "head")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,183 @@
+"""The client every service uses to call another: aiohttp, one pooled session per process.
+
+Each call has a deadline (the smaller of its own timeout and what is left of the incoming
+request's), carries ``traceparent``, ``X-Request-ID`` and the service's bearer token, and is
+retried with capped exponential backoff and full jitter only when repeating it is safe: reads,
+and writes that carry an idempotency key (``idempotent=True``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from . import metrics
+from .context import deadline_var, request_id_var
+from .telemetry import inject_headers
+
+log = structlog.get_logger("microshop.http_client")
+
+_RETRYABLE_STATUS = {502, 503, 504}
+_SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+
+_session: aiohttp.ClientSession | None = None
+
+
+def shared_session() -> aiohttp.ClientSession:
+    """The process's one pooled aiohttp session (created on first use, inside the event loop)."""
+    global _session
+    if _session is None or _session.closed:
+        _session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=512, limit_per_host=128, ttl_dns_cache=300),
+            json_serialize=json.dumps,
+        )
+    return _session
+
+
+async def close_shared_session() -> None:
+    global _session
+    if _session is not None and not _session.closed:
+        await _session.close()
+    _session = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+class ServiceUnavailable(Exception):
+    """The callee could not be reached or did not answer in time: the outcome is unknown."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        super().__init__(f"{target} unavailable: {reason}")
+        self.target = target
+        self.reason = reason
+
+
+TokenProvider = Callable[[], Awaitable[str]]
+
+
+class ServiceClient:
+    def __init__(
+        self,
+        target: str,
+        base_url: str,
+        *,
+        timeout: float = 5.0,
+        retries: int = 2,
+        token_provider: TokenProvider | None = None,
+        token_refresh: Callable[[], None] | None = None,
+    ) -> None:
+        self.target = target
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self.token_provider = token_provider
+        self.token_refresh = token_refresh
+
+    async def get(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> Reply:
+        return await self.request("PUT", path, **kwargs)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Any = None,
+        headers: dict[str, str] | None = None,
+        idempotent: bool | None = None,
+        timeout: float | None = None,
+    ) -> Reply:
+        safe = idempotent if idempotent is not None else method in _SAFE_METHODS
+        attempts = 1 + (self.retries if safe else 0)
+        deadline = _deadline(timeout or self.timeout)
+        refreshed_token = False
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServiceUnavailable(self.target, "deadline exceeded")
+            try:
+                reply = await self._once(method, path, json_body, params, headers, remaining)
+            except ServiceUnavailable:
+                if attempt >= attempts:
+                    raise
+                await _backoff(attempt, deadline)
+                continue
+            if reply.status == 401 and self.token_refresh and not refreshed_token:
+                self.token_refresh()  # the cached service token expired or the keys rotated
+                refreshed_token = True
+                attempt -= 1
+                continue
+            if reply.status in _RETRYABLE_STATUS and attempt < attempts:
+                await _backoff(attempt, deadline)
+                continue
+            return reply
+
+    async def _once(self, method, path, json_body, params, extra_headers, remaining: float) -> Reply:
+        headers = {"X-Request-Timeout": f"{remaining:.3f}"}
+        request_id = request_id_var.get()
+        if request_id:
+            headers["X-Request-ID"] = request_id
+        inject_headers(headers)
+        if extra_headers:
+            headers.update(extra_headers)
+        start = time.perf_counter()
+        outcome = "error"
+        try:
+            if self.token_provider:  # inside the try: users being down makes the callee unreachable
+                headers["Authorization"] = f"Bearer {await self.token_provider()}"
+            async with shared_session().request(
+                method,
+                self.base_url + path,
+                json=json_body,
+                params=params,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=remaining),
+            ) as response:
+                raw = await response.read()
+                outcome = str(response.status)
+                content_type = response.headers.get("Content-Type", "")
+                body: Any = json.loads(raw) if raw and "json" in content_type else raw.decode(errors="replace")
+                return Reply(response.status, body, dict(response.headers))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            outcome = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
+            raise ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            metrics.CLIENT_REQUESTS.labels(self.target, method, outcome).inc()
+            metrics.CLIENT_DURATION.labels(self.target, method).observe(time.perf_counter() - start)
+
+
+def _deadline(timeout: float) -> float:
+    own = time.monotonic() + timeout
+    inherited = deadline_var.get()
+    return min(own, inherited) if inherited is not None else own
+
+
+async def _backoff(attempt: int, deadline: float, base: float = 0.05, cap: float = 1.0) -> None:
+    """Full jitter (AWS architecture blog): sleep uniformly in [0, min(cap, base * 2^attempt)]."""
+    delay = random.uniform(0, min(cap, base * 2**attempt))
+    await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))

@@ -1,0 +1,64 @@
+"""JSON logs, one object per line, each carrying service, trace and request ids.
+
+structlog renders our own events; the standard library's loggers (uvicorn, SQLAlchemy, nats)
+go through the same renderer so a service's log is one uniform stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from opentelemetry import trace
+
+from .context import request_id_var
+
+
+def _add_trace_ids(_logger, _method, event_dict):
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event_dict["trace_id"] = format(span_context.trace_id, "032x")
+        event_dict["span_id"] = format(span_context.span_id, "016x")
+    request_id = request_id_var.get()
+    if request_id:
+        event_dict["request_id"] = request_id
+    return event_dict
+
+
+def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_trace_ids,
+        lambda _l, _m, ed: {"service": service, **ed},
+    ]
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn's access log would duplicate our request log, which carries more.
+    logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("aiosqlite").setLevel("WARNING")

@@ -1,0 +1,37 @@
+"""Prometheus metrics every service exposes at ``/metrics`` (RED: rate, errors, duration)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+# Buckets from 1 ms to 10 s: a checkout hop is a few ms, a stuck one several seconds.
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HTTP_REQUESTS = Counter(
+    "http_server_requests_total", "HTTP requests served.", ["method", "route", "status"]
+)
+HTTP_DURATION = Histogram(
+    "http_server_request_duration_seconds",
+    "Time to serve an HTTP request.",
+    ["method", "route"],
+    buckets=_BUCKETS,
+)
+HTTP_IN_FLIGHT = Gauge("http_server_requests_in_flight", "HTTP requests being served now.")
+CLIENT_REQUESTS = Counter(
+    "http_client_requests_total", "Calls made to other services.", ["target", "method", "outcome"]
+)
+CLIENT_DURATION = Histogram(
+    "http_client_request_duration_seconds",
+    "Duration of calls to other services.",
+    ["target", "method"],
+    buckets=_BUCKETS,
+)
+OUTBOX_BACKLOG = Gauge("outbox_backlog", "Events written to the outbox and not yet published.")
+OUTBOX_PUBLISHED = Counter("outbox_published_total", "Events the relay published to the broker.", ["type"])
+EVENTS_CONSUMED = Counter(
+    "events_consumed_total", "Events handled by a consumer.", ["consumer", "type", "outcome"]
+)
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,138 @@
+"""Transactional outbox: an event is written in the same local transaction as the state change
+that caused it, and a relay publishes it to JetStream afterwards.
+
+So a committed change always gets its event out (at least once), and a rolled-back change never
+does. The relay sends ``Nats-Msg-Id = event id``: JetStream drops a re-publish of the same event
+inside its duplicate window, and consumers' inboxes drop anything later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from . import metrics
+from .broker import Broker
+from .db import Database
+from .events import Event
+from .tables import outbox
+from .telemetry import inject_headers
+
+log = structlog.get_logger("microshop.outbox")
+
+_WROTE_OUTBOX = "microshop.outbox_written"
+
+
+async def add_event(session: AsyncSession, event: Event) -> None:
+    """Stage ``event`` in the caller's transaction; it is published only if that commits."""
+    await session.execute(
+        sa.insert(outbox).values(
+            event_id=event.id,
+            subject=event.subject,
+            event_type=event.type,
+            payload=event.model_dump_json(),
+            # The trace context of the change travels with the event to every consumer.
+            headers=json.dumps(inject_headers({})),
+            created_at=datetime.now(UTC),
+        )
+    )
+    session.info[_WROTE_OUTBOX] = True
+
+
+class OutboxRelay:
+    def __init__(
+        self, db: Database, broker: Broker, *, batch_size: int = 200, poll_interval: float = 1.0
+    ) -> None:
+        self.db = db
+        self.broker = broker
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        # Wake the relay as soon as a transaction that wrote to the outbox commits, so events
+        # leave within milliseconds; the poll interval only bounds the wait after a failure.
+        sa_event.listen(db.sync_session_class, "after_commit", self._after_commit)
+
+    def _after_commit(self, session) -> None:
+        if session.info.pop(_WROTE_OUTBOX, False):
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="outbox-relay")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def run(self) -> None:
+        await self.broker.wait_connected()
+        while True:
+            try:
+                while await self.publish_batch() == self.batch_size:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker or database away: keep the rows, try again later
+                log.warning("outbox_publish_failed", error=str(exc))
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def publish_batch(self) -> int:
+        """Publish the oldest pending events; return how many were published."""
+        async with self.db.session() as session:
+            rows = (
+                await session.execute(
+                    sa.select(outbox.c.id, outbox.c.event_id, outbox.c.subject, outbox.c.event_type,
+                              outbox.c.payload, outbox.c.headers)
+                    .order_by(outbox.c.id)
+                    .limit(self.batch_size)
+                )
+            ).all()
+        if not rows:
+            metrics.OUTBOX_BACKLOG.set(0)
+            return 0
+        js = await self.broker.wait_connected()
+        # Sent in order on one connection, so the stream keeps the outbox order.
+        acks = await asyncio.gather(
+            *(
+                js.publish(
+                    row.subject,
+                    row.payload.encode(),
+                    headers={**json.loads(row.headers), "Nats-Msg-Id": row.event_id},
+                )
+                for row in rows
+            ),
+            return_exceptions=True,
+        )
+        published = []
+        for row, ack in zip(rows, acks, strict=True):
+            if isinstance(ack, BaseException):
+                break  # keep order: nothing after a failed publish is deleted
+            published.append(row.id)
+            metrics.OUTBOX_PUBLISHED.labels(row.event_type).inc()
+        if published:
+            async with self.db.transaction() as session:
+                await session.execute(sa.delete(outbox).where(outbox.c.id.in_(published)))
+        failed = next((a for a in acks if isinstance(a, BaseException)), None)
+        if failed is not None:
+            raise failed
+        # A short batch drained the table (as of our read); a full one leaves an unknown rest.
+        metrics.OUTBOX_BACKLOG.set(0 if len(rows) < self.batch_size else self.batch_size)
+        return len(published)
+
+    async def backlog(self) -> int:
+        async with self.db.session() as session:
+            return (await session.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()

