@@ -1,5 +1,4 @@
 import pytest
-
 from microshop_chassis.testing import RunningApp
 from microshop_users.bootstrap import create_app
 from microshop_users.settings import UsersSettings

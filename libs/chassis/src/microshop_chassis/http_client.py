@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import structlog
+from multidict import CIMultiDict
 
 from . import metrics
 from .context import deadline_var, request_id_var
@@ -53,7 +54,7 @@ async def close_shared_session() -> None:
 class Reply:
     status: int
     body: Any
-    headers: dict[str, str]
+    headers: CIMultiDict  # case-insensitive, as HTTP header names are
 
     @property
     def ok(self) -> bool:
@@ -162,7 +163,7 @@ class ServiceClient:
                 outcome = str(response.status)
                 content_type = response.headers.get("Content-Type", "")
                 body: Any = json.loads(raw) if raw and "json" in content_type else raw.decode(errors="replace")
-                return Reply(response.status, body, dict(response.headers))
+                return Reply(response.status, body, CIMultiDict(response.headers))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             outcome = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
             raise ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}") from exc

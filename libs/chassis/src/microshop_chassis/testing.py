@@ -221,6 +221,7 @@ class ApiClient:
 
     async def request(self, method: str, path: str, *, json=None, headers=None, params=None, token=None):
         import aiohttp
+        from multidict import CIMultiDict
 
         from .http_client import Reply
 
@@ -236,7 +237,7 @@ class ApiClient:
                 import json as _json
 
                 body = _json.loads(raw) if raw and "json" in ctype else raw.decode(errors="replace")
-                return Reply(response.status, body, dict(response.headers))
+                return Reply(response.status, body, CIMultiDict(response.headers))
 
     async def get(self, path: str, **kw):
         return await self.request("GET", path, **kw)
@@ -306,3 +307,38 @@ def assert_event_matches_contract(event: dict) -> None:
     schema_file = folder / f"{event['type']}.v{event['version']}.schema.json"
     assert schema_file.exists(), f"no contract for {event['type']} v{event['version']}"
     jsonschema.validate(event["data"], _json.loads(schema_file.read_text()))
+
+
+class TokenMint:
+    """Stands in for users in one service's own tests: signs tokens the way users does and serves
+    the matching JWKS to a ``JwtVerifier``. (Whole-system tests use the real users service.)"""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self.kid = uuid.uuid4().hex
+        self._key = Ed25519PrivateKey.generate()
+
+    def token(self, subject: str | None = None, *, role: str = "customer", email: str | None = None,
+              ttl: int = 3600) -> str:
+        import jwt
+
+        from .auth import ALGORITHM, AUDIENCE, ISSUER
+
+        now = int(time.time())
+        claims = {"sub": subject or str(uuid.uuid4()), "role": role, "iss": ISSUER, "aud": AUDIENCE,
+                  "iat": now, "exp": now + ttl, "email": email or f"{role}@example.com"}
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+    async def jwks(self) -> dict:
+        import json as _json
+
+        import jwt
+
+        jwk = _json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(self._key.public_key()))
+        return {"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "EdDSA"}]}
+
+    def verifier(self):
+        from .auth import JwtVerifier
+
+        return JwtVerifier(self.jwks)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Request, status
-
 from microshop_chassis.auth import AdminUser, CurrentUser
 from microshop_chassis.errors import Problem
 from microshop_chassis.pagination import Page, Paging

@@ -5,7 +5,6 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-
 from microshop_chassis.app import create_app as create_service_app
 from microshop_chassis.auth import JwtVerifier
 from microshop_chassis.broker import Broker

@@ -14,10 +14,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
-
 from microshop_chassis.auth import ALGORITHM, AUDIENCE, ISSUER
 from microshop_chassis.db import Database
+from sqlalchemy import select
 
 from .models import SigningKey
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-
 from microshop_chassis.db import Database
 from microshop_chassis.errors import Problem
 from microshop_chassis.events import Event
 from microshop_chassis.outbox import add_event
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from .domain import Role, normalize_email
 from .models import User

@@ -1,7 +1,6 @@
+from microshop_chassis.settings import ServiceSettings
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
-
-from microshop_chassis.settings import ServiceSettings
 
 
 class UsersSettings(ServiceSettings):

@@ -6,7 +6,6 @@ Create Date: 2026-11-24
 """
 import sqlalchemy as sa
 from alembic import op
-
 from microshop_chassis.migrations import create_outbox_table
 
 revision = "0001"

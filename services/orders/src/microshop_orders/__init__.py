@@ -1,0 +1,3 @@
+"""microshop orders service."""
+
+__version__ = "0.1.0"

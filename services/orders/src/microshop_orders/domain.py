@@ -1,0 +1,99 @@
+"""The checkout saga as plain data: which step follows which, and what each ending means.
+
+No framework and no I/O here, so the rules can be read (and tested) on their own.
+
+    reserve_stock ──ok──▶ charge_payment ──ok──▶ commit_stock ──ok──▶ CONFIRMED
+         │ failed              │ declined             │ reservation expired
+         ▼                     ▼                      ▼
+      REJECTED           release_stock ◀──ok── refund_payment
+                               │ ok
+                               ▼
+                            REJECTED
+
+    cancel (from CONFIRMED): cancel_refund ──ok──▶ cancel_restock ──ok──▶ CANCELLED
+
+Every step is idempotent at the callee (keyed by order id), so a step interrupted by a crash is
+simply run again; a technical failure (timeout, 5xx) leaves the step where it is, to be retried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class OrderStatus(StrEnum):
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"
+    REJECTED = "REJECTED"
+    CANCELLED = "CANCELLED"
+
+
+class Step(StrEnum):
+    RESERVE_STOCK = "reserve_stock"
+    CHARGE_PAYMENT = "charge_payment"
+    COMMIT_STOCK = "commit_stock"
+    RELEASE_STOCK = "release_stock"  # compensation: give held stock back
+    REFUND_PAYMENT = "refund_payment"  # compensation: money taken, stock could not be committed
+    CANCEL_REFUND = "cancel_refund"
+    CANCEL_RESTOCK = "cancel_restock"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What a step's call to another service decided. ``ok=False`` is a business refusal
+    (out of stock, card declined), never a technical failure."""
+
+    ok: bool
+    reason: str | None = None
+    payment_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    step: Step
+    status: OrderStatus
+    event: str | None = None  # the event this transition publishes, if any
+
+
+_ON_SUCCESS: dict[Step, Transition] = {
+    Step.RESERVE_STOCK: Transition(Step.CHARGE_PAYMENT, OrderStatus.PENDING),
+    Step.CHARGE_PAYMENT: Transition(Step.COMMIT_STOCK, OrderStatus.PENDING),
+    Step.COMMIT_STOCK: Transition(Step.DONE, OrderStatus.CONFIRMED, "OrderConfirmed"),
+    Step.REFUND_PAYMENT: Transition(Step.RELEASE_STOCK, OrderStatus.PENDING),
+    Step.RELEASE_STOCK: Transition(Step.DONE, OrderStatus.REJECTED, "OrderRejected"),
+    Step.CANCEL_REFUND: Transition(Step.CANCEL_RESTOCK, OrderStatus.CONFIRMED),
+    Step.CANCEL_RESTOCK: Transition(Step.DONE, OrderStatus.CANCELLED, "OrderCancelled"),
+}
+
+_ON_REFUSAL: dict[Step, Transition] = {
+    # Nothing was held when a reservation is refused, so there is nothing to compensate.
+    Step.RESERVE_STOCK: Transition(Step.DONE, OrderStatus.REJECTED, "OrderRejected"),
+    Step.CHARGE_PAYMENT: Transition(Step.RELEASE_STOCK, OrderStatus.PENDING),
+    Step.COMMIT_STOCK: Transition(Step.REFUND_PAYMENT, OrderStatus.PENDING),
+}
+
+
+def next_transition(step: Step, result: StepResult) -> Transition:
+    if result.ok:
+        return _ON_SUCCESS[step]
+    try:
+        return _ON_REFUSAL[step]
+    except KeyError:
+        # Compensations and cancellation steps cannot be refused by design; if a callee does,
+        # that is a bug to surface, not a state to invent.
+        raise ValueError(f"step {step} cannot be refused ({result.reason})") from None
+
+
+FINAL_STATUSES = frozenset({OrderStatus.CONFIRMED, OrderStatus.REJECTED, OrderStatus.CANCELLED})
+
+
+def can_cancel(status: OrderStatus, step: Step) -> bool:
+    """Only a CONFIRMED order can be cancelled; one already being cancelled continues."""
+    return status == OrderStatus.CONFIRMED and step in (Step.DONE, Step.CANCEL_REFUND, Step.CANCEL_RESTOCK)
+
+
+def order_total(lines: list[tuple[int, int]]) -> int:
+    """Sum of quantity x unit price, in minor units."""
+    return sum(quantity * unit_price for quantity, unit_price in lines)

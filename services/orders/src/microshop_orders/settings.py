@@ -1,0 +1,17 @@
+from microshop_chassis.settings import ServiceSettings
+from pydantic_settings import SettingsConfigDict
+
+
+class OrdersSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MICROSHOP_ORDERS_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "orders"
+    port: int = 8103
+    # How long POST /orders waits for the saga before answering 202 with the order still PENDING.
+    checkout_wait_seconds: float = 10.0
+    # A process driving a saga holds it this long without progress before another may take it over.
+    saga_lease_seconds: float = 10.0
+    # How often open sagas whose lease ran out are looked for and driven on.
+    recovery_interval_seconds: float = 1.0
+    # Deadline of one call to payments (which itself waits on the card processor).
+    payments_timeout: float = 10.0
