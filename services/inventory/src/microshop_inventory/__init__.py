@@ -1,0 +1,3 @@
+"""microshop inventory service."""
+
+__version__ = "0.1.0"

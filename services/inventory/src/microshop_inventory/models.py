@@ -1,0 +1,79 @@
+"""inventory's tables. Only inventory reads or writes them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out. SQLite stores no offset and hands back naive values; this
+    stores UTC wall time there, so text comparison orders correctly, and reads it back as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Product(Base):
+    __tablename__ = "products"
+    # The last line of defence against overselling: no bug can make stock negative or over-held.
+    __table_args__ = (
+        CheckConstraint("price_cents >= 0", name="ck_products_price"),
+        CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="ck_products_stock"),
+    )
+
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    price_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    on_hand: Mapped[int] = mapped_column(Integer)
+    reserved: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Reservation(Base):
+    __tablename__ = "reservations"
+    # The sweeper looks for HELD rows past their expiry; operators list by status.
+    __table_args__ = (Index("ix_reservations_status_expires_at", "status", "expires_at"),)
+
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    # None for a tombstone (a release that arrived first): it never held anything.
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ReservationLine(Base):
+    __tablename__ = "reservation_lines"
+    __table_args__ = (CheckConstraint("quantity > 0", name="ck_reservation_lines_quantity"),)
+
+    order_id: Mapped[str] = mapped_column(String(64), ForeignKey("reservations.order_id"), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    quantity: Mapped[int] = mapped_column(Integer)
+
+
+products = Product.__table__
+reservations = Reservation.__table__
+reservation_lines = ReservationLine.__table__

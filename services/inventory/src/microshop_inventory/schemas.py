@@ -1,0 +1,79 @@
+"""What inventory's API takes and answers."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .domain import MAX_LINES, SKU_PATTERN, ReservationStatus
+
+Sku = Annotated[str, Field(pattern=SKU_PATTERN, max_length=64, examples=["MUG-BLUE"])]
+# Strict: a count or an amount of money is a JSON integer, never 1.5, "3" or true.
+Count = Annotated[int, Field(strict=True, ge=0, le=1_000_000_000)]
+
+
+class ProductIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=5000)
+    price_cents: Count = Field(description="Unit price in minor units (cents).")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+
+
+class ProductOut(BaseModel):
+    sku: str
+    name: str
+    description: str
+    price_cents: int
+    currency: str
+    available: int = Field(description="Units a new reservation can take: on hand minus reserved.")
+
+
+class StockIn(BaseModel):
+    on_hand: Count
+
+
+class StockOut(BaseModel):
+    sku: str
+    on_hand: int = Field(description="Units not yet sold.")
+    reserved: int = Field(description="Units held by HELD reservations.")
+
+
+class ReservationLineSchema(BaseModel):
+    sku: Sku
+    quantity: Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
+
+
+class ReservationIn(BaseModel):
+    items: list[ReservationLineSchema] = Field(min_length=1, max_length=MAX_LINES)
+
+    @field_validator("items")
+    @classmethod
+    def skus_are_unique(cls, items: list[ReservationLineSchema]) -> list[ReservationLineSchema]:
+        counts = Counter(line.sku for line in items)
+        repeated = sorted(sku for sku, count in counts.items() if count > 1)
+        if repeated:
+            raise ValueError(f"each sku may appear once; repeated: {', '.join(repeated)}")
+        return items
+
+
+class ReservationOut(BaseModel):
+    order_id: str
+    status: ReservationStatus
+    items: list[ReservationLineSchema]
+    expires_at: datetime | None = Field(description="When a HELD reservation gives its units back; "
+                                                    "null for a release recorded before any reserve.")
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details (served as application/problem+json)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
