@@ -225,8 +225,9 @@ async def _faults(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise Problem(400, "invalid_header", "X-Simulate-Latency-Ms must be a number of ms in 0..600000")
         delay_ms += extra_ms
     if delay_ms > 0:
-        # The handler is not cancelled if the client gives up meanwhile (aiohttp's default), so a
-        # client timeout here still lets the write happen: a realistic "unknown outcome".
+        # Read the body first: it is buffered, so a client that gives up during the delay still
+        # gets its charge made (aiohttp does not cancel the handler) - a realistic "unknown outcome".
+        await request.read()
         await asyncio.sleep(delay_ms / 1000)
     if state.rng.random() < state.failure_rate:
         raise Problem(503, "processor_unavailable", "the card processor is temporarily unavailable")

@@ -1,0 +1,3 @@
+"""microshop payments service."""
+
+__version__ = "0.1.0"

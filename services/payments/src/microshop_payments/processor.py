@@ -1,0 +1,112 @@
+"""The adapter to the outside card processor (PSP): the only code that talks to it.
+
+Every write carries an Idempotency-Key and is retried with that same key on a timeout, a
+connection error or a 503, so an unknown outcome is settled by asking again, never by guessing.
+Its answers are turned into results or into this service's problems here, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from microshop_chassis.errors import Problem
+from microshop_chassis.http_client import Reply, ServiceClient, ServiceUnavailable
+
+log = structlog.get_logger("microshop.payments.processor")
+
+
+@dataclass(frozen=True)
+class CardToken:
+    token: str
+    brand: str
+    last4: str
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    charge_id: str
+    approved: bool
+    brand: str | None
+    last4: str | None
+    decline_code: str | None
+
+
+class CardProcessor:
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+
+    async def tokenize(self, *, number: str, exp_month: int, exp_year: int, cvc: str) -> CardToken:
+        # Safe to retry without a key: a lost answer only leaves an unused token at the processor.
+        reply = await self._post(
+            "/v1/tokens", {"number": number, "exp_month": exp_month, "exp_year": exp_year, "cvc": cvc}
+        )
+        if reply.status == 201:
+            return CardToken(token=reply.body["token"], brand=reply.body["brand"], last4=reply.body["last4"])
+        if reply.status == 422:
+            # The processor's detail says what is wrong, never the number itself.
+            raise Problem(422, f"The card was refused: {_detail(reply)}", type="invalid-card", code=_code(reply))
+        raise _unexpected(reply)
+
+    async def charge(
+        self, *, idempotency_key: str, token: str, amount_cents: int, currency: str, description: str
+    ) -> ChargeResult:
+        body = {"token": token, "amount_cents": amount_cents, "currency": currency, "description": description}
+        reply = await self._post("/v1/charges", body, idempotency_key)
+        if reply.status in (201, 402):
+            return ChargeResult(
+                charge_id=reply.body["id"],
+                approved=reply.status == 201,
+                brand=reply.body.get("brand"),
+                last4=reply.body.get("last4"),
+                decline_code=reply.body.get("decline_code"),
+            )
+        code = _code(reply)
+        if code == "token_not_found":
+            raise Problem(422, "The card token is unknown to the card processor.", type="unknown-card-token")
+        if code == "idempotency_key_reused":
+            raise Problem(409, "This Idempotency-Key was already used for a different charge.",
+                          type="idempotency-key-reused")
+        raise _unexpected(reply)
+
+    async def refund(self, *, idempotency_key: str, charge_id: str) -> str:
+        """Refund a charge in full; return the processor's refund id."""
+        reply = await self._post("/v1/refunds", {"charge_id": charge_id}, idempotency_key)
+        if reply.status == 201:
+            return reply.body["id"]
+        raise _unexpected(reply)
+
+    async def _post(self, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Reply:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        try:
+            reply = await self.client.post(path, json_body=body, headers=headers, idempotent=True)
+        except ServiceUnavailable as exc:
+            log.warning("card_processor_unreachable", path=path, reason=exc.reason)
+            raise _unavailable() from exc
+        if reply.status in (502, 503, 504):  # still failing after the client's retries
+            log.warning("card_processor_unavailable", path=path, status=reply.status)
+            raise _unavailable()
+        return reply
+
+
+def _unavailable() -> Problem:
+    return Problem(
+        503, "The card processor is not reachable; retry with the same Idempotency-Key.",
+        type="processor-unavailable", headers={"Retry-After": "1"},
+    )
+
+
+def _unexpected(reply: Reply) -> Problem:
+    log.error("card_processor_unexpected_answer", status=reply.status, code=_code(reply))
+    return Problem(502, f"The card processor answered {reply.status} unexpectedly.", type="processor-error",
+                   processor_status=reply.status, code=_code(reply))
+
+
+def _code(reply: Reply) -> str | None:
+    return reply.body.get("code") if isinstance(reply.body, dict) else None
+
+
+def _detail(reply: Reply) -> str:
+    detail = reply.body.get("detail") if isinstance(reply.body, dict) else None
+    return detail if isinstance(detail, str) else "not valid"

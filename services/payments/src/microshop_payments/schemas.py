@@ -1,0 +1,76 @@
+"""Request and response bodies of payments' HTTP API."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from .domain import CURRENCY, MAX_AMOUNT_CENTS, PaymentStatus
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone; they were written in UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class PaymentMethodIn(BaseModel):
+    card_number: str = Field(min_length=1, max_length=30, description="Digits, spaces allowed; never stored.")
+    expiry_month: int = Field(description="1..12")
+    expiry_year: int = Field(description="Four digits")
+    cvc: str = Field(min_length=1, max_length=8, description="Never stored.")
+
+
+class PaymentMethodOut(BaseModel):
+    token: str = Field(description="The processor's token for the card: what /charges takes.")
+    brand: str
+    last4: str
+
+
+class ChargeIn(BaseModel):
+    order_id: str = Field(min_length=1, max_length=64)
+    customer_id: str = Field(min_length=1, max_length=100)
+    amount_cents: int = Field(gt=0, le=MAX_AMOUNT_CENTS, strict=True, description="Integer minor units.")
+    currency: Literal["USD"] = Field(description=f"Always {CURRENCY}.")
+    card_token: str = Field(min_length=1, max_length=255, description="From POST /payment-methods.")
+
+
+class ChargeOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    order_id: str
+    customer_id: str
+    amount_cents: int
+    currency: str
+    status: PaymentStatus
+    card_brand: str | None
+    card_last4: str | None
+    created_at: UtcDatetime
+
+
+class PaymentOut(ChargeOut):
+    decline_code: str | None
+    updated_at: UtcDatetime
+
+
+class LedgerSummary(BaseModel):
+    captured_cents: int = Field(description="Sum of all captures.")
+    refunded_cents: int = Field(description="Sum of all refunds, as a positive number.")
+    net_cents: int = Field(description="captured_cents - refunded_cents: money the shop holds.")
+    captures: int
+    refunds: int
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details (served as application/problem+json); extra members vary by type."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
