@@ -1,0 +1,3 @@
+from microshop_cli.main import app
+
+app(prog_name="microshop")

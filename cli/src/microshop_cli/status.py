@@ -1,0 +1,90 @@
+"""What ``microshop status`` reports: each component's health, checked live (1 s timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import aiohttp
+
+PROBE_TIMEOUT = 1.0
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    pid: int | None
+    port: int | None
+    url: str | None
+    health: str  # "ok" or "down"
+    version: str | None
+    restarts: int
+    uptime_seconds: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+async def check_all(processes: dict[str, dict]) -> list[ComponentStatus]:
+    """Probe every component of a state.json's ``processes`` at once."""
+    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        return list(await asyncio.gather(*(_check(session, name, info) for name, info in processes.items())))
+
+
+async def _check(session: aiohttp.ClientSession, name: str, info: dict) -> ComponentStatus:
+    if info.get("health_url"):
+        healthy, version = await _http_health(session, info["health_url"])
+    else:
+        healthy, version = await _tcp_health(info.get("url") or "", info.get("port"))
+    started = info.get("started_at")
+    uptime = (datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds() if started else None
+    return ComponentStatus(
+        name=name, pid=info.get("pid"), port=info.get("port"), url=info.get("url"),
+        health="ok" if healthy else "down", version=version, restarts=info.get("restarts", 0),
+        uptime_seconds=round(uptime, 1) if uptime is not None and healthy else None,
+    )
+
+
+async def _http_health(session: aiohttp.ClientSession, url: str) -> tuple[bool, str | None]:
+    try:
+        async with session.get(url) as reply:
+            if reply.status != 200:
+                return False, None
+            body = await reply.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return False, None
+    return True, body.get("version") if isinstance(body, dict) else None
+
+
+async def _tcp_health(url: str, port: int | None) -> tuple[bool, str | None]:
+    """Up when the port accepts a connection; a NATS server also tells its version in its greeting."""
+    host = urlsplit(url).hostname or "127.0.0.1"
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), PROBE_TIMEOUT)
+    except (OSError, TimeoutError):
+        return False, None
+    version = None
+    try:
+        greeting = await asyncio.wait_for(reader.readline(), 0.5)
+        if greeting.startswith(b"INFO "):
+            version = json.loads(greeting[5:]).get("version")
+    except (OSError, TimeoutError, ValueError):
+        pass
+    finally:
+        writer.close()
+    return True, version
+
+
+def format_uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"

@@ -1,0 +1,474 @@
+"""Start, supervise and stop the whole system: the machinery behind ``microshop up`` and the
+whole-system tests.
+
+    async with System(SystemConfig.with_free_ports(tmp_path)) as system:   # started, ready, seeded
+        system.url("gateway"); system.kill("orders"); await system.wait_ready("orders")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+from .components import (
+    DEFAULT_PORTS,
+    HOST,
+    Component,
+    ComponentFactory,
+    check_ports_free,
+    default_components,
+    free_ports,
+    process_env,
+)
+from .errors import MicroshopError, StartupError
+from .logtail import tail_lines
+from .seed import SeedReport, seed_catalog
+from .state import DataDir, SupervisorLock, service_secret, write_state
+
+log = logging.getLogger("microshop.supervisor")
+logging.getLogger("microshop").addHandler(logging.NullHandler())
+
+POLL_INTERVAL = 0.05
+PROBE_TIMEOUT = 1.0
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    initial: float = 0.5
+    maximum: float = 10.0
+    # A process that stayed up this long is healthy again: its next restart is quick.
+    reset_after: float = 30.0
+
+
+class Backoff:
+    def __init__(self, policy: BackoffPolicy) -> None:
+        self.policy = policy
+        self._next = policy.initial
+
+    def next_delay(self, uptime: float) -> float:
+        if uptime >= self.policy.reset_after:
+            self._next = self.policy.initial
+        delay = self._next
+        self._next = min(delay * 2, self.policy.maximum)
+        return delay
+
+
+@dataclass
+class SystemConfig:
+    data_dir: Path = Path(".microshop")
+    # Port per name (see components.DEFAULT_PORTS); missing names take the default.
+    ports: dict[str, int] = field(default_factory=dict)
+    # Added to every child's environment last, so it wins.
+    extra_env: dict[str, str] = field(default_factory=dict)
+    seed: bool = True
+    components: ComponentFactory = default_components
+    host: str = HOST
+    ready_timeout: float = 60.0  # per start step
+    stop_timeout: float = 10.0  # per process, then SIGKILL
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+
+    def __post_init__(self) -> None:
+        # Absolute, because children and a detached supervisor may not share our working directory.
+        self.data_dir = Path(self.data_dir).resolve()
+        self.ports = {**DEFAULT_PORTS, **self.ports}
+
+    @classmethod
+    def with_free_ports(cls, data_dir: Path, **options) -> SystemConfig:
+        ports = {**free_ports(list(DEFAULT_PORTS)), **options.pop("ports", {})}
+        return cls(data_dir=data_dir, ports=ports, **options)
+
+
+@dataclass
+class _Managed:
+    component: Component
+    backoff: Backoff
+    process: asyncio.subprocess.Process | None = None
+    started_at: datetime | None = None
+    started_monotonic: float = 0.0
+    restarts: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    supervisor: asyncio.Task | None = None
+
+
+class System:
+    def __init__(self, config: SystemConfig) -> None:
+        self.config = config
+        self.paths = DataDir(config.data_dir)
+        components = sorted(config.components(config), key=lambda component: component.step)
+        self._managed = {c.name: _Managed(c, Backoff(config.backoff)) for c in components}
+        if len(self._managed) != len(components):
+            raise MicroshopError("component names must be unique")
+        self.env: dict[str, str] = {}
+        self.ready_seconds: float | None = None
+        self.seed_report: SeedReport | None = None
+        self._lock = SupervisorLock(self.paths)
+        self._session: aiohttp.ClientSession | None = None
+        self._started_at: datetime | None = None
+        self._status = "stopped"
+        self._stopping: asyncio.Future | None = None
+
+    # --- the API tests use -------------------------------------------------------------------
+
+    async def __aenter__(self) -> System:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.stop()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._managed)
+
+    @property
+    def admin_email(self) -> str:
+        return self.env["MICROSHOP_ADMIN_EMAIL"]
+
+    @property
+    def admin_password(self) -> str:
+        return self.env["MICROSHOP_ADMIN_PASSWORD"]
+
+    def component(self, name: str) -> Component:
+        return self._get(name).component
+
+    def url(self, name: str) -> str:
+        return self._get(name).component.url
+
+    def port(self, name: str) -> int:
+        return self._get(name).component.port
+
+    def pid(self, name: str) -> int | None:
+        process = self._get(name).process
+        return process.pid if process else None
+
+    def restarts(self, name: str) -> int:
+        return self._get(name).restarts
+
+    def is_ready(self, name: str) -> bool:
+        return self._get(name).ready.is_set()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Signal the component's current process (as a crash would) and return its pid. It counts as
+        not ready from now on, so a following ``wait_ready`` waits for the restarted process."""
+        managed = self._get(name)
+        if managed.process is None:
+            raise MicroshopError(f"{name} has no process")
+        managed.ready.clear()
+        os.kill(managed.process.pid, sig)
+        return managed.process.pid
+
+    async def wait_ready(self, name: str, timeout: float = 30.0) -> int:
+        """Wait until the component answers its readiness check; return its pid."""
+        managed = self._get(name)
+        try:
+            await asyncio.wait_for(managed.ready.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{name} was not ready within {timeout:g} s") from None
+        return managed.process.pid
+
+    def state(self) -> dict:
+        gateway = self._managed.get("gateway")
+        return {
+            "supervisor_pid": os.getpid(),
+            "started_at": _iso(self._started_at),
+            "status": self._status,
+            "data_dir": str(self.paths.root),
+            "gateway_url": gateway.component.url if gateway else None,
+            "ready_seconds": self.ready_seconds,
+            "processes": {
+                name: {
+                    "pid": managed.process.pid,
+                    "port": managed.component.port,
+                    "url": managed.component.url,
+                    "health_url": managed.component.health_url,
+                    "restarts": managed.restarts,
+                    "started_at": _iso(managed.started_at),
+                }
+                for name, managed in self._managed.items()
+                if managed.process is not None
+            },
+        }
+
+    # --- start ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every component step by step, wait until all are ready, then seed. On any failure
+        (or cancellation) whatever was started is stopped again before the error propagates."""
+        began = time.monotonic()
+        self.paths.create()
+        self._lock.acquire()
+        try:
+            check_ports_free([managed.component for managed in self._managed.values()])
+            secret = self.config.extra_env.get("MICROSHOP_SERVICE_SECRET") or os.environ.get(
+                "MICROSHOP_SERVICE_SECRET") or service_secret(self.paths)
+            self.env = process_env(self.config, secret)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT),
+                connector=aiohttp.TCPConnector(force_close=True),  # no pooled sockets to dead processes
+            )
+            self._started_at = datetime.now(UTC)
+            self._status = "starting"
+            self._write_state()
+            self._log(logging.INFO, "starting %d components in %s", len(self._managed), self.paths.root)
+            for step in self._steps():
+                await self._start_step(step)
+            self.ready_seconds = time.monotonic() - began
+            self._log(logging.INFO, "all components ready in %.2f s", self.ready_seconds)
+            for managed in self._managed.values():
+                managed.supervisor = asyncio.create_task(self._supervise(managed))
+                managed.supervisor.add_done_callback(self._report_supervisor_crash)
+            if self.config.seed and "gateway" in self._managed:
+                await self._seed()
+            self._status = "running"
+            self._write_state()
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _steps(self) -> list[list[_Managed]]:
+        steps: dict[int, list[_Managed]] = {}
+        for managed in self._managed.values():
+            steps.setdefault(managed.component.step, []).append(managed)
+        return [steps[number] for number in sorted(steps)]
+
+    async def _start_step(self, step: list[_Managed]) -> None:
+        deadline = time.monotonic() + self.config.ready_timeout
+        tasks = [asyncio.create_task(self._start_until_ready(managed, deadline)) for managed in step]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _start_until_ready(self, managed: _Managed, deadline: float) -> None:
+        await self._spawn(managed)
+        name, process = managed.component.name, managed.process
+        while not await self._probe_ready(managed.component):
+            if process.returncode is not None:
+                problem = f"{name} exited with code {process.returncode} before it was ready"
+                raise StartupError(problem + self._log_tail(name))
+            if time.monotonic() > deadline:
+                problem = f"{name} was not ready within {self.config.ready_timeout:g} s"
+                raise StartupError(problem + self._log_tail(name))
+            await asyncio.sleep(POLL_INTERVAL)
+        managed.ready.set()
+        self._log(logging.INFO, "%s ready (pid %d) after %.2f s", name, process.pid,
+                  time.monotonic() - managed.started_monotonic)
+
+    async def _spawn(self, managed: _Managed) -> None:
+        component = managed.component
+        managed.started_monotonic = time.monotonic()
+        log_path = self.paths.log_file(component.name)
+        with log_path.open("ab") as log_file:
+            log_file.write(f"----- {_iso(datetime.now(UTC))} microshop: starting {component.name}: "
+                           f"{shlex.join(component.command)}\n".encode())
+            log_file.flush()
+            try:
+                managed.process = await asyncio.create_subprocess_exec(
+                    *component.command,
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=self.env,
+                    # Own session: Ctrl-C in the terminal reaches the supervisor only, which stops in order.
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent(os.getpid()),
+                )
+            except OSError as exc:
+                raise StartupError(f"cannot start {component.name}: {exc}") from exc
+        managed.started_at = datetime.now(UTC)
+        self._log(logging.INFO, "started %s (pid %d)", component.name, managed.process.pid)
+        self._write_state()
+
+    async def _probe_ready(self, component: Component) -> bool:
+        if component.ready_url is None:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(component.host, component.port),
+                                                   PROBE_TIMEOUT)
+            except (OSError, TimeoutError):
+                return False
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return True
+        try:
+            async with self._session.get(component.ready_url) as reply:
+                return reply.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def _seed(self) -> None:
+        began = time.monotonic()
+        self.seed_report = await seed_catalog(self.url("gateway"), email=self.admin_email,
+                                              password=self.admin_password)
+        self._log(logging.INFO, "catalog seeded in %.2f s: %d created, %d already there",
+                  time.monotonic() - began, len(self.seed_report.created), len(self.seed_report.existing))
+
+    # --- supervise -----------------------------------------------------------------------------
+
+    async def _supervise(self, managed: _Managed) -> None:
+        """Restart the component whenever its process exits, with exponential backoff."""
+        name = managed.component.name
+        while True:
+            code = await managed.process.wait()
+            managed.ready.clear()
+            uptime = time.monotonic() - managed.started_monotonic
+            delay = managed.backoff.next_delay(uptime)
+            self._log(logging.WARNING, "%s (pid %d) exited with code %s after %.1f s; restarting in %.1f s",
+                      name, managed.process.pid, code, uptime, delay)
+            await asyncio.sleep(delay)
+            managed.restarts += 1
+            try:
+                await self._spawn(managed)
+            except StartupError as exc:
+                self._log(logging.ERROR, "%s", exc)
+                continue  # the old, exited process is still recorded: wait() returns at once, next backoff
+            while not await self._probe_ready(managed.component):
+                if managed.process.returncode is not None:
+                    break
+                await asyncio.sleep(POLL_INTERVAL)
+            else:
+                managed.ready.set()
+                self._log(logging.INFO, "%s ready again (pid %d, restart %d)", name, managed.process.pid,
+                          managed.restarts)
+
+    def _report_supervisor_crash(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._log(logging.ERROR, "supervision stopped by a bug: %r", task.exception())
+
+    # --- stop ----------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop in reverse start order: SIGTERM, up to stop_timeout, then SIGKILL. Safe to call twice."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        # Shielded: a caller being cancelled must not leave half the system running.
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        if not self._lock.held:
+            return
+        began = time.monotonic()
+        self._status = "stopping"
+        self._write_state()
+        self._log(logging.INFO, "stopping")
+        supervisors = [managed.supervisor for managed in self._managed.values() if managed.supervisor]
+        for task in supervisors:
+            task.cancel()
+        await asyncio.gather(*supervisors, return_exceptions=True)
+        for step in reversed(self._steps()):
+            await asyncio.gather(*(self._terminate(managed) for managed in step))
+        self.paths.state_file.unlink(missing_ok=True)
+        if self._session:
+            await self._session.close()
+        self._status = "stopped"
+        self._log(logging.INFO, "stopped in %.2f s", time.monotonic() - began)
+        self._lock.release()
+
+    async def _terminate(self, managed: _Managed) -> None:
+        process = managed.process
+        managed.ready.clear()
+        if process is None or process.returncode is not None:
+            return
+        # The whole process group: anything the component started goes too.
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.config.stop_timeout)
+        except TimeoutError:
+            self._log(logging.WARNING, "%s (pid %d) ignored SIGTERM for %g s; killing it",
+                      managed.component.name, process.pid, self.config.stop_timeout)
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _get(self, name: str) -> _Managed:
+        try:
+            return self._managed[name]
+        except KeyError:
+            raise MicroshopError(f"no component {name!r}; known: {', '.join(self._managed)}") from None
+
+    def _write_state(self) -> None:
+        write_state(self.paths, self.state())
+
+    def _log(self, level: int, message: str, *args) -> None:
+        text = message % args
+        log.log(level, text)
+        with self.paths.supervisor_log.open("a") as file:
+            file.write(f"{_iso(datetime.now(UTC))} {logging.getLevelName(level)} {text}\n")
+
+    def _log_tail(self, name: str, lines: int = 15) -> str:
+        tail = tail_lines(self.paths.log_file(name), lines)
+        return f"; last lines of {self.paths.log_file(name)}:\n" + "\n".join(tail) if tail else ""
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+
+
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """Runs in the child between fork and exec: on Linux, ask for SIGTERM when the supervisor dies,
+    so a SIGKILLed supervisor takes its children with it."""
+    if _libc is None:
+        return None
+
+    def setup() -> None:
+        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
+            os._exit(1)
+
+    return setup
+
+
+async def run_until_signalled(
+    config: SystemConfig, on_ready: Callable[[System], Awaitable[None] | None] | None = None
+) -> System:
+    """``microshop up`` in the foreground: start, call ``on_ready``, supervise until SIGINT or SIGTERM,
+    then stop cleanly. A signal during start-up stops what was started so far."""
+    system = System(config)
+    stop_requested = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop_requested.set)
+    try:
+        starting = asyncio.create_task(system.start())
+        waiting = asyncio.create_task(stop_requested.wait())
+        await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return system
+        starting.result()  # start-up errors propagate (start has stopped everything already)
+        if on_ready:
+            result = on_ready(system)
+            if asyncio.iscoroutine(result):
+                await result
+        await stop_requested.wait()
+        await system.stop()
+        return system
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
