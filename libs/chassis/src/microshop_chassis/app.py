@@ -41,6 +41,9 @@ def create_app(
         version=version,
         description=description,
         lifespan=lifespan,
+        # The edge middleware makes the one server span, the metrics and the access log; FastAPI's
+        # own instrumentation (on once a tracer provider is set) would double each, per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_problem_handlers(app)
     app.add_middleware(EdgeMiddleware)

@@ -73,8 +73,10 @@ class Broker:
             self._task.cancel()
         if self.nc is not None and not self.nc.is_closed:
             try:
-                await self.nc.drain()
-            except Exception:  # closing during a broker outage must not block shutdown
+                # drain() can wait forever on a pull subscription's pending fetch (nats-py), and
+                # shutdown must stay prompt: bound it, then close outright.
+                await asyncio.wait_for(self.nc.drain(), 2.0)
+            except Exception:  # timeout, or a broker outage: closing must not block shutdown
                 await self.nc.close()
 
     async def _on_error(self, exc: Exception) -> None:

@@ -1,37 +1,26 @@
-"""Idempotent event consumers: a durable JetStream pull consumer plus an inbox table.
+"""The idempotent consumer's inbox: an event's effect happens once, whatever the redeliveries.
 
 JetStream delivers at least once (a crash between handling and ack redelivers). The inbox makes
 the effect happen once: the event id is recorded in the same transaction as the handler's
 changes, so a redelivered event finds its id and is acked without being applied again.
-
-A handler that fails is retried with backoff; after ``max_deliver`` attempts, or at once when the
-event cannot even be parsed, the message is copied to ``deadletter.<consumer>`` (a stream of its
-own, visible to operators) and terminated, so one poison event never blocks the stream.
+Pair it with consumer.EventConsumer: ``EventConsumer(handler=with_inbox(db, name, apply))``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import structlog
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from opentelemetry.trace import SpanKind
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import metrics
-from .broker import Broker
+from .consumer import EventHandler
 from .db import Database
-from .events import DEAD_LETTER_PREFIX, STREAM, Event
+from .events import Event
 from .tables import inbox, insert_ignoring_duplicates
-from .telemetry import extract_context, tracer
 
 log = structlog.get_logger("microshop.inbox")
 
-EventHandler = Callable[[Event], Awaitable[None]]
 SessionHandler = Callable[[AsyncSession, Event], Awaitable[None]]
 
 
@@ -60,127 +49,3 @@ def with_inbox(db: Database, consumer: str, apply: SessionHandler) -> EventHandl
             await apply(session, event)
 
     return handle
-
-
-class EventConsumer:
-    def __init__(
-        self,
-        broker: Broker,
-        *,
-        durable: str,
-        subjects: list[str],
-        handler: EventHandler,
-        batch_size: int = 64,
-        max_deliver: int = 8,
-        ack_wait: float = 30.0,
-    ) -> None:
-        self.broker = broker
-        self.durable = durable
-        self.subjects = subjects
-        self.handler = handler
-        self.batch_size = batch_size
-        self.max_deliver = max_deliver
-        self.ack_wait = ack_wait
-        self._task: asyncio.Task | None = None
-        self._tracer = tracer("microshop.events")
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name=f"consumer-{self.durable}")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-
-    async def _subscribe(self):
-        js = await self.broker.wait_connected()
-        config = ConsumerConfig(
-            durable_name=self.durable,
-            filter_subjects=self.subjects,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self.ack_wait,
-            # The server stops redelivering after this; we dead-letter on the last attempt.
-            max_deliver=self.max_deliver,
-        )
-        await js.add_consumer(STREAM, config)  # create or update to the current filter
-        return await js.pull_subscribe_bind(durable=self.durable, stream=STREAM)
-
-    async def run(self) -> None:
-        sub = None
-        while True:
-            try:
-                if sub is None:
-                    sub = await self._subscribe()
-                try:
-                    messages = await sub.fetch(self.batch_size, timeout=1.0)
-                except (NatsTimeout, TimeoutError):
-                    continue
-                for msg in messages:
-                    await self._handle(msg)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker restart or outage: resubscribe after a pause
-                log.warning("consumer_error", consumer=self.durable, error=str(exc))
-                sub = None
-                await asyncio.sleep(1.0)
-
-    async def _handle(self, msg) -> None:
-        try:
-            event = Event.model_validate_json(msg.data)
-        except ValidationError as exc:
-            await self._dead_letter(msg, f"unparseable event: {exc.errors()[:1]}")
-            metrics.EVENTS_CONSUMED.labels(self.durable, "unknown", "dead_letter").inc()
-            return
-        context = extract_context(msg.headers or {})
-        with self._tracer.start_as_current_span(
-            f"consume {event.type}", context=context, kind=SpanKind.CONSUMER
-        ) as span:
-            span.set_attribute("messaging.consumer.group.name", self.durable)
-            span.set_attribute("messaging.message.id", event.id)
-            try:
-                await self.handler(event)
-            except Exception as exc:
-                deliveries = msg.metadata.num_delivered
-                log.warning(
-                    "event_handler_failed",
-                    consumer=self.durable,
-                    event_id=event.id,
-                    type=event.type,
-                    delivery=deliveries,
-                    error=f"{type(exc).__name__}: {exc}",
-                )
-                if deliveries >= self.max_deliver:
-                    await self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
-                    metrics.EVENTS_CONSUMED.labels(self.durable, event.type, "dead_letter").inc()
-                else:
-                    # Capped exponential backoff between redeliveries.
-                    await msg.nak(delay=min(0.5 * 2 ** (deliveries - 1), 30.0))
-                    metrics.EVENTS_CONSUMED.labels(self.durable, event.type, "retry").inc()
-                return
-            await msg.ack()
-            metrics.EVENTS_CONSUMED.labels(self.durable, event.type, "ok").inc()
-
-    async def _dead_letter(self, msg, reason: str) -> None:
-        js = await self.broker.wait_connected()
-        headers = dict(msg.headers or {})
-        headers.pop("Nats-Msg-Id", None)
-        headers.update(
-            {
-                "Microshop-Dead-Letter-Reason": reason[:500],
-                "Microshop-Original-Subject": msg.subject,
-                "Microshop-Deliveries": str(msg.metadata.num_delivered),
-            }
-        )
-        await js.publish(f"{DEAD_LETTER_PREFIX}.{self.durable}", msg.data, headers=headers)
-        await msg.term()
-        log.error("event_dead_lettered", consumer=self.durable, subject=msg.subject, reason=reason)
-
-    async def pending(self) -> int:
-        """Messages not yet delivered or acked: the consumer's lag."""
-        js = await self.broker.wait_connected()
-        info = await js.consumer_info(STREAM, self.durable)
-        return (info.num_pending or 0) + (info.num_ack_pending or 0)

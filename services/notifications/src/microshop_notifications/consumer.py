@@ -11,9 +11,10 @@ from functools import partial
 
 import structlog
 from microshop_chassis.broker import Broker
+from microshop_chassis.consumer import EventConsumer
 from microshop_chassis.db import Database
 from microshop_chassis.events import DEAD_LETTER_PREFIX, Event, subject_for
-from microshop_chassis.inbox import EventConsumer, with_inbox
+from microshop_chassis.inbox import with_inbox
 
 from . import service
 from .domain import InvalidEvent

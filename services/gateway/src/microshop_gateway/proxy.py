@@ -1,0 +1,201 @@
+"""Forwarding one request to a service: bytes in, bytes out, sent once.
+
+A proxy cannot tell whether repeating a request is safe, so it never retries. (aiohttp itself
+re-sends only idempotent methods, and only when a pooled keep-alive connection turned out closed
+before the request reached the service.)
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aiohttp
+import structlog
+from fastapi import Request, Response
+from multidict import CIMultiDict
+from yarl import URL
+
+from microshop_chassis import metrics
+from microshop_chassis.context import deadline_var, request_id_var
+from microshop_chassis.errors import Problem
+from microshop_chassis.http_client import shared_session
+from microshop_chassis.telemetry import inject_headers
+
+from .settings import Upstream
+
+log = structlog.get_logger("microshop.gateway")
+
+# Hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, not to the message. Host and
+# Content-Length are recomputed for the next hop; Proxy-* headers are matched by prefix.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
+)
+# Set by the gateway on every forwarded request, so whatever the client sent is replaced
+# (X-Forwarded-For is extended instead: the client's address is appended).
+_SET_ON_REQUEST = frozenset(
+    {"x-request-id", "x-request-timeout", "traceparent", "tracestate",
+     "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix"}
+)
+# The gateway's own server adds Date and Server, and its edge middleware X-Request-ID (the same
+# id the service saw): the service's copies would be duplicates.
+_SET_ON_RESPONSE = frozenset({"date", "server", "x-request-id"})
+# aiohttp adds these when absent; a proxy sends only what the client sent.
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+async def forward(request: Request, upstream: Upstream, path: str, time_limit: float) -> Response:
+    """Send the request to the service's resource prefix + ``/path`` and answer with the service's
+    reply as it is."""
+    if ".." in path.split("/"):  # a dot-segment could climb out of a base URL that has a path
+        raise Problem(400, "The path may not contain '..' segments.", type="invalid-path")
+    service, base_url = upstream.name, upstream.base_url
+    timeout = _call_timeout(time_limit)
+    url = URL(base_url + _upstream_target(request.scope, upstream, path), encoded=True)
+    body = await request.body()
+    headers = upstream_request_headers(request, upstream, timeout)
+    method = request.method
+    start = time.perf_counter()
+    outcome = "error"
+    try:
+        async with shared_session().request(
+            method,
+            url,
+            data=body or None,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,  # a redirect is the client's to follow, with its own URL
+            auto_decompress=False,  # pass compressed bodies through with their Content-Encoding
+            skip_auto_headers=_NO_AUTO_HEADERS,
+        ) as reply:
+            content = await reply.read()
+            status, raw_headers = reply.status, reply.raw_headers
+            outcome = str(status)
+    except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too
+        outcome = "timeout"
+        _log_failure(service, method, path, exc)
+        raise Problem(504, f"{service} did not answer within {timeout:g} s.", type="upstream-timeout",
+                      title="Upstream timed out", service=service) from exc
+    except aiohttp.ClientConnectionError as exc:
+        outcome = "unreachable"
+        _log_failure(service, method, path, exc)
+        raise Problem(503, f"{service} is not reachable (connection refused or reset).",
+                      type="upstream-unavailable", title="Upstream unavailable", headers={"Retry-After": "1"},
+                      service=service) from exc
+    except aiohttp.ClientError as exc:  # the service answered something that is not valid HTTP
+        outcome = "bad-response"
+        _log_failure(service, method, path, exc)
+        raise Problem(502, f"{service} sent a reply that could not be read.", type="upstream-bad-response",
+                      title="Bad upstream reply", service=service) from exc
+    finally:
+        metrics.CLIENT_REQUESTS.labels(service, method, outcome).inc()
+        metrics.CLIENT_DURATION.labels(service, method).observe(time.perf_counter() - start)
+    response = Response(content, status_code=status)  # sets Content-Length for the new hop
+    response.raw_headers.extend(client_response_headers(raw_headers, upstream))
+    return response
+
+
+def upstream_request_headers(request: Request, upstream: Upstream, timeout: float) -> CIMultiDict[str]:
+    incoming = request.headers
+    named_in_connection = _connection_tokens(incoming.getlist("connection"))
+    headers: CIMultiDict[str] = CIMultiDict()
+    for raw_name, raw_value in incoming.raw:  # ASGI header names are lower case already
+        name = raw_name.decode("latin-1")
+        if _is_hop_by_hop(name, named_in_connection) or name in _SET_ON_REQUEST:
+            continue
+        headers.add(name, raw_value.decode("latin-1"))
+    headers["X-Forwarded-For"] = _forwarded_for(incoming.getlist("x-forwarded-for"), request.client)
+    headers["X-Forwarded-Proto"] = request.scope["scheme"]
+    headers["X-Forwarded-Host"] = incoming.get("host", "")
+    # Lets a service build its own public URLs: this prefix + one of its paths is public.
+    headers["X-Forwarded-Prefix"] = upstream.forwarded_prefix
+    # The service's own calls then share this deadline instead of outliving the gateway's wait.
+    headers["X-Request-Timeout"] = f"{timeout:.3f}"
+    request_id = request_id_var.get()
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    inject_headers(headers)  # traceparent of the gateway's span: the service's span is its child
+    return headers
+
+
+def client_response_headers(raw_headers, upstream: Upstream) -> list[tuple[bytes, bytes]]:
+    """The service's response headers minus hop-by-hop ones, as ASGI wants them (lower-case names),
+    with Location pointing at the gateway rather than at the service."""
+    decoded = [(name.decode("latin-1").lower(), value) for name, value in raw_headers]
+    named_in_connection = _connection_tokens(
+        value.decode("latin-1") for name, value in decoded if name == "connection"
+    )
+    returned = []
+    for name, value in decoded:
+        if _is_hop_by_hop(name, named_in_connection) or name in _SET_ON_RESPONSE:
+            continue
+        if name in ("location", "content-location"):
+            value = public_location(value.decode("latin-1"), upstream).encode("latin-1")
+        returned.append((name.encode("latin-1"), value))
+    return returned
+
+
+def public_location(location: str, upstream: Upstream) -> str:
+    """A service's Location names its own address (``http://orders:8103/orders/7``) or its own
+    path (``/orders/7``); the client must be sent to ``/api/orders/7`` on the gateway."""
+    parts = urlsplit(location)
+    if parts.netloc and parts.netloc != urlsplit(upstream.base_url).netloc:
+        return location  # somewhere else entirely
+    if not parts.netloc and not location.startswith("/"):
+        return location  # relative: the client resolves it against the public URL already
+    path = parts.path
+    public = upstream.public_prefix
+    if not (path == public or path.startswith(public + "/")):  # a service may know its prefix
+        path = upstream.forwarded_prefix + path
+    return urlunsplit(("", "", path, parts.query, parts.fragment))
+
+
+def _upstream_target(scope, upstream: Upstream, path: str) -> str:
+    """Path and query for the service, encoded exactly as the client sent them (``%2F`` stays)."""
+    public = upstream.public_prefix.encode()
+    raw_path: bytes = scope.get("raw_path") or b""
+    if raw_path == public or raw_path.startswith(public + b"/"):
+        rest = raw_path[len(public):].decode("latin-1")
+    else:  # no raw path from the server, or an encoded service name: re-encode the decoded path
+        rest = "/" + quote(path) if path else ""
+    # /api/users/ is the service's root; /api/orders (no slash) is the orders collection.
+    target = upstream.resource_prefix + rest if upstream.resource_prefix else (rest or "/")
+    query: bytes = scope["query_string"]
+    return f"{target}?{query.decode('latin-1')}" if query else target
+
+
+def _call_timeout(time_limit: float) -> float:
+    """The gateway's limit, shortened when the client said it waits less (X-Request-Timeout)."""
+    deadline = deadline_var.get()
+    if deadline is None:
+        return time_limit
+    return max(0.001, min(time_limit, deadline - time.monotonic()))  # 0 would mean "no timeout"
+
+
+def _forwarded_for(incoming: list[str], client) -> str:
+    """The incoming chain plus the client's address. uvicorn already took the client address from
+    the chain when the peer is a trusted proxy (FORWARDED_ALLOW_IPS): then it is not added twice."""
+    hops = [hop.strip() for value in incoming for hop in value.split(",") if hop.strip()]
+    address = client.host if client else "unknown"
+    if not hops or hops[-1] != address:
+        hops.append(address)
+    return ", ".join(hops)
+
+
+def _connection_tokens(values) -> set[str]:
+    """Header names listed in Connection, which makes them hop-by-hop as well."""
+    return {token.strip().lower() for value in values for token in value.split(",") if token.strip()}
+
+
+def _is_hop_by_hop(name: str, named_in_connection: set[str]) -> bool:
+    return name in HOP_BY_HOP or name.startswith("proxy-") or name in named_in_connection
+
+
+def _log_failure(service: str, method: str, path: str, exc: BaseException) -> None:
+    # Never the body, the query string or any header: they may carry credentials.
+    log.warning("upstream_failed", service=service, method=method, path="/" + path, error=describe_error(exc))
+
+
+def describe_error(exc: BaseException) -> str:
+    message = str(exc)  # empty for a bare TimeoutError
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

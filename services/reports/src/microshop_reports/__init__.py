@@ -1,0 +1,3 @@
+"""microshop reports service."""
+
+__version__ = "0.1.0"

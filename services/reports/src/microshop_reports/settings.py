@@ -1,0 +1,23 @@
+from pathlib import Path
+
+from pydantic_settings import SettingsConfigDict
+
+from microshop_chassis.settings import ServiceSettings
+
+
+class ReportsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MICROSHOP_REPORTS_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "reports"
+    port: int = 8106
+    # The DuckDB file holding the read model. Empty means <data_dir>/reports.duckdb.
+    duckdb_path: str = ""
+    # DuckDB's own cap on its buffers; the process budget is < 80 MB RSS in all.
+    duckdb_memory_limit: str = "64MB"
+    # Events applied per DuckDB transaction while replaying the stream.
+    replay_batch_size: int = 256
+
+    def resolved_duckdb_path(self) -> Path:
+        path = Path(self.duckdb_path) if self.duckdb_path else self.data_dir / "reports.duckdb"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
