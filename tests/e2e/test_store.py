@@ -1,0 +1,242 @@
+"""The store, walked end to end through the gateway, with every part a real process:
+register, log in, browse, order (approved, declined, out of stock), replay, cancel, e-mail once,
+sales report, and a checkout whose orders process is SIGKILLed mid-saga."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+
+import pytest
+from microshop_chassis.testing import ApiClient, wait_until
+from microshop_cli.catalog import DEMO_CATALOG, LOW_STOCK_SKU
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+APPROVED = {"card_number": "4242424242424242", "expiry_month": 12, "expiry_year": 2031, "cvc": "123"}
+DECLINED = {**APPROVED, "card_number": "4000000000000002"}
+NO_FUNDS = {**APPROVED, "card_number": "4000000000009995"}
+SKU = "MUG-STONEWARE-12"
+
+
+def body(sku: str = SKU, quantity: int = 1, card: dict = APPROVED) -> dict:
+    return {"items": [{"sku": sku, "quantity": quantity}], "payment": card}
+
+
+async def order(shop, token: str, payload: dict, key: str | None = None):
+    headers = {"Idempotency-Key": key or str(uuid.uuid4())}
+    return await shop.api(token).post("/api/orders", json=payload, headers=headers)
+
+
+async def stock_of(shop, sku: str) -> dict:
+    reply = await shop.api(shop.admin_token).get("/api/inventory/stock", params={"limit": 1000})
+    assert reply.status == 200
+    return next(item for item in reply.body["items"] if item["sku"] == sku)
+
+
+async def charges_for(shop, order_id: str) -> list[dict]:
+    """What the card processor (the outside PSP) holds for this order's idempotency key."""
+    reply = await shop.card_processor.get("/v1/charges", params={"idempotency_key": f"order-{order_id}"})
+    return reply.body["items"]
+
+
+async def mails(shop, order_id: str, event_type: str | None = None) -> list[dict]:
+    reply = await shop.mail.get("/api/messages", params={"header": f"X-Order-Id:{order_id}", "limit": 1000})
+    items = reply.body["items"]
+    if event_type:
+        items = [m for m in items if m["headers"].get("X-Microshop-Event-Type") == event_type]
+    return items
+
+
+async def test_browse_the_catalog_without_logging_in(shop):
+    reply = await shop.gateway.get("/api/inventory/products")
+    assert reply.status == 200
+    assert {p["sku"] for p in reply.body["items"]} >= {item.sku for item in DEMO_CATALOG}
+    mug = await shop.gateway.get(f"/api/inventory/products/{SKU}")
+    assert mug.body["price_cents"] == next(i.price_cents for i in DEMO_CATALOG if i.sku == SKU)
+    missing = await shop.gateway.get("/api/inventory/products/NOPE")
+    assert missing.status == 404 and missing.headers["Content-Type"].startswith("application/problem+json")
+
+
+async def test_register_login_and_who_am_i(shop):
+    token, email = await shop.new_customer()
+    me = await shop.api(token).get("/api/users/me")
+    assert me.status == 200 and me.body["email"] == email and me.body["role"] == "customer"
+    again = await shop.gateway.post("/api/users/register", json={"email": email, "password": "x" * 10, "name": "X"})
+    assert again.status == 409
+    wrong = await shop.gateway.post("/api/users/login", json={"email": email, "password": "not-it-at-all"})
+    assert wrong.status == 401
+    bad = await shop.gateway.post("/api/users/register", json={"email": "nope", "password": "1", "name": ""})
+    assert bad.status == 422 and bad.body["type"].endswith("/validation-error")
+
+
+async def test_approved_checkout_confirms_and_takes_stock_and_money(shop):
+    token, _ = await shop.new_customer()
+    before = await stock_of(shop, SKU)
+    reply = await order(shop, token, body(quantity=2))
+    assert reply.status == 201, reply.body
+    placed = reply.body
+    assert placed["status"] == "CONFIRMED" and placed["reason"] is None
+    assert placed["total_cents"] == 2 * placed["items"][0]["unit_price_cents"]
+    after = await stock_of(shop, SKU)
+    assert after["on_hand"] == before["on_hand"] - 2 and after["reserved"] == before["reserved"]
+    payment = await shop.api(token).get(f"/api/payments/{placed['id']}")
+    assert payment.status == 200 and payment.body["status"] == "CAPTURED"
+    assert payment.body["amount_cents"] == placed["total_cents"] and payment.body["card_last4"] == "4242"
+    assert len(await charges_for(shop, placed["id"])) == 1
+    stranger, _ = await shop.new_customer()
+    assert (await shop.api(stranger).get(f"/api/orders/{placed['id']}")).status == 404
+    assert (await shop.api(stranger).get(f"/api/payments/{placed['id']}")).status == 404
+
+
+@pytest.mark.parametrize(("card", "code"), [(DECLINED, "card_declined"), (NO_FUNDS, "insufficient_funds")])
+async def test_declined_card_rejects_and_gives_the_stock_back(shop, card, code):
+    token, _ = await shop.new_customer()
+    before = await stock_of(shop, SKU)
+    reply = await order(shop, token, body(quantity=3, card=card))
+    assert reply.status == 201
+    assert reply.body["status"] == "REJECTED" and code in reply.body["reason"]
+    assert await stock_of(shop, SKU) == before
+    payment = await shop.api(token).get(f"/api/payments/{reply.body['id']}")
+    assert payment.body["status"] == "DECLINED" and payment.body["decline_code"] == code
+
+
+async def test_out_of_stock_rejects_with_nothing_held_or_charged(shop):
+    token, _ = await shop.new_customer()
+    before = await stock_of(shop, LOW_STOCK_SKU)
+    reply = await order(shop, token, body(sku=LOW_STOCK_SKU, quantity=before["on_hand"] + 1))
+    assert reply.status == 201
+    assert reply.body["status"] == "REJECTED" and LOW_STOCK_SKU in reply.body["reason"]
+    assert await stock_of(shop, LOW_STOCK_SKU) == before
+    assert (await shop.api(token).get(f"/api/payments/{reply.body['id']}")).status == 404
+    assert await charges_for(shop, reply.body["id"]) == []
+
+
+async def test_idempotent_replay_returns_the_same_order_and_charges_once(shop):
+    token, _ = await shop.new_customer()
+    key = str(uuid.uuid4())
+    first = await order(shop, token, body(), key=key)
+    replays = await asyncio.gather(*(order(shop, token, body(), key=key) for _ in range(3)))
+    assert {r.body["id"] for r in replays} == {first.body["id"]}
+    assert all(r.headers.get("Idempotent-Replayed") == "true" for r in replays)
+    assert len(await charges_for(shop, first.body["id"])) == 1
+    other = await order(shop, token, body(quantity=5), key=key)
+    assert other.status == 422 and other.body["type"].endswith("/idempotency-key-reused")
+    missing = await shop.api(token).post("/api/orders", json=body())
+    assert missing.status == 400
+    listed = await shop.api(token).get("/api/orders")
+    assert listed.body["total"] == 1
+
+
+async def test_cancel_refunds_restocks_and_mails_each_step_once(shop):
+    token, email = await shop.new_customer()
+    placed = (await order(shop, token, body(quantity=4))).body
+    assert placed["status"] == "CONFIRMED"
+    stock_before_cancel = await stock_of(shop, SKU)
+    cancelled = await shop.api(token).post(f"/api/orders/{placed['id']}/cancel")
+    assert cancelled.status == 200 and cancelled.body["status"] == "CANCELLED"
+    assert (await stock_of(shop, SKU))["on_hand"] == stock_before_cancel["on_hand"] + 4
+    payment = await shop.api(token).get(f"/api/payments/{placed['id']}")
+    assert payment.body["status"] == "REFUNDED"
+    again = await shop.api(token).post(f"/api/orders/{placed['id']}/cancel")
+    assert again.status == 409
+
+    # Notifications handles an order's events in stream order: once the cancellation mail is in,
+    # the confirmation mail was handled before it, so counting it now is final.
+    await wait_until(lambda: mails(shop, placed["id"], "OrderCancelled"), timeout=20, what="cancellation mail")
+    assert len(await mails(shop, placed["id"], "OrderConfirmed")) == 1
+    assert len(await mails(shop, placed["id"], "OrderCancelled")) == 1
+    assert all(m["rcpt_to"] == [email] for m in await mails(shop, placed["id"]))
+    listed = await shop.api(token).get("/api/notifications")
+    mine = [n for n in listed.body["items"] if n["order_id"] == placed["id"]]
+    assert sorted(n["type"] for n in mine) == ["order_cancelled", "order_confirmed"]
+
+
+async def test_sales_report_matches_the_orders(shop):
+    admin = shop.api(shop.admin_token)
+
+    async def expected() -> dict:
+        confirmed = (await admin.get("/api/orders", params={"status": "CONFIRMED", "limit": 1000})).body["items"]
+        by_sku: dict[str, list[int]] = {}
+        for o in confirmed:
+            for line in o["items"]:
+                units, revenue = by_sku.setdefault(line["sku"], [0, 0])
+                by_sku[line["sku"]] = [units + line["quantity"], revenue + line["quantity"] * line["unit_price_cents"]]
+        return {
+            "orders_confirmed": len(confirmed),
+            "revenue_cents": sum(o["total_cents"] for o in confirmed),
+            "units_sold": sum(units for units, _ in by_sku.values()),
+            "by_product": {sku: {"units": u, "revenue_cents": r} for sku, (u, r) in by_sku.items()},
+        }
+
+    async def report_matches():
+        report = (await admin.get("/api/reports/sales")).body
+        seen = {
+            "orders_confirmed": report["orders_confirmed"],
+            "revenue_cents": report["revenue_cents"],
+            "units_sold": report["units_sold"],
+            "by_product": {p["sku"]: {"units": p["units"], "revenue_cents": p["revenue_cents"]}
+                           for p in report["by_product"]},
+        }
+        return seen == await expected()
+
+    assert (await expected())["orders_confirmed"] >= 2  # the earlier tests confirmed (and cancelled) orders
+    await wait_until(report_matches, timeout=20, what="the sales report to catch up with the orders")
+    customer, _ = await shop.new_customer()
+    assert (await shop.api(customer).get("/api/reports/sales")).status == 403
+
+
+async def test_saga_resumes_after_orders_is_killed_mid_checkout(shop):
+    token, _ = await shop.new_customer()
+    admin = shop.api(shop.admin_token)
+    before = await stock_of(shop, SKU)
+    # A slow card processor holds the saga in its charge step long enough to kill orders there.
+    await shop.card_processor.put("/_admin/config", json={"latency_ms": 2000})
+    try:
+        checkout = asyncio.create_task(order(shop, token, body(quantity=1)))
+
+        async def order_charging():
+            pending = (await admin.get("/api/orders", params={"status": "PENDING", "limit": 1000})).body["items"]
+            for candidate in pending:
+                saga = (await admin.get(f"/api/orders/{candidate['id']}/saga")).body
+                if saga.get("step") == "charge_payment" and candidate["customer_id"] == me["id"]:
+                    return candidate
+            return None
+
+        me = (await shop.api(token).get("/api/users/me")).body
+        victim = await wait_until(order_charging, timeout=15, what="an order in its charge step")
+        old_pid = shop.system.kill("orders", signal.SIGKILL)
+        answer = await checkout
+        assert answer.status >= 500  # the client's connection went down with orders
+    finally:
+        await shop.card_processor.put("/_admin/config", json={"latency_ms": 0})
+    new_pid = await shop.system.wait_ready("orders", timeout=30)
+    assert new_pid != old_pid and shop.system.restarts("orders") >= 1
+
+    async def confirmed():
+        reply = await shop.api(token).get(f"/api/orders/{victim['id']}")
+        return reply.status == 200 and reply.body["status"] == "CONFIRMED"
+
+    await wait_until(confirmed, timeout=30, what="the restarted orders to finish the saga")
+    assert len(await charges_for(shop, victim["id"])) == 1  # charged exactly once across the crash
+    payment = (await shop.api(token).get(f"/api/payments/{victim['id']}")).body
+    assert payment["status"] == "CAPTURED"
+    after = await stock_of(shop, SKU)
+    assert after["on_hand"] == before["on_hand"] - 1 and after["reserved"] == before["reserved"]
+    await wait_until(lambda: mails(shop, victim["id"], "OrderConfirmed"), timeout=20, what="confirmation mail")
+
+
+async def test_gateway_health_reports_every_service(shop):
+    health = await shop.gateway.get("/health")
+    assert health.status == 200 and health.body["status"] == "ok"
+    assert set(health.body["services"]) == {"users", "inventory", "orders", "payments", "notifications", "reports"}
+    assert all(s["status"] == "ok" for s in health.body["services"].values())
+
+
+async def test_every_service_serves_metrics_and_its_openapi(shop):
+    for name in ("users", "inventory", "orders", "payments", "notifications", "reports"):
+        text = (await ApiClient(shop.system.url(name)).get("/metrics")).body
+        assert "http_server_requests_total" in text, name
+        schema = await shop.gateway.get(f"/api/{name}/openapi.json")
+        assert schema.status == 200 and schema.body["paths"], name
