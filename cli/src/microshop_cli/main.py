@@ -275,3 +275,48 @@ def _print_panel(state: dict) -> None:
 
 if __name__ == "__main__":
     app(prog_name="microshop")
+
+
+@app.command()
+def bench(
+    checkouts: int = typer.Option(2000, "--checkouts", "-n", min=1, help="How many checkouts to drive."),
+    concurrency: int = typer.Option(32, "--concurrency", "-c", min=1, help="Checkouts in flight at once."),
+    data_dir: Path = DataDirOption,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Drive checkouts through the gateway and print throughput, latency to CONFIRMED, errors, and
+    each process's memory and CPU. Uses the system running in the data dir, or starts a fresh one."""
+    from .bench import bench as run_bench
+
+    paths = DataDir(data_dir.resolve())
+    where = "the running system" if running_supervisor(paths) else "a fresh system in a temporary directory"
+    if not as_json:
+        console.print(f"Driving {checkouts} checkouts at concurrency {concurrency} against {where}...")
+    try:
+        result = asyncio.run(run_bench(data_dir.resolve(), checkouts, concurrency))
+    except (MicroshopError, RuntimeError) as exc:
+        raise fail(str(exc)) from exc
+    figures = result.as_dict()
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return
+    latency = figures["latency_ms"]
+    summary = Table(title="microshop bench", show_header=False)
+    summary.add_row("checkouts / concurrency", f"{checkouts} / {concurrency}")
+    summary.add_row("confirmed", f"{result.confirmed} in {figures['seconds']} s")
+    summary.add_row("throughput", f"{figures['throughput_per_s']} confirmed checkouts/s")
+    summary.add_row("latency to CONFIRMED", f"p50 {latency['p50']} ms · p95 {latency['p95']} ms · "
+                                            f"p99 {latency['p99']} ms · max {latency['max']} ms")
+    other = {k: v for k, v in result.outcomes.items() if k != "CONFIRMED"}
+    summary.add_row("errors / other outcomes", ", ".join(f"{k}: {v}" for k, v in other.items()) or "none")
+    lag = figures["read_model_lag_seconds"]
+    summary.add_row("reports caught up", "not within 60 s" if lag is None else f"{lag:.2f} s after the last checkout")
+    if result.ready_seconds is not None:
+        summary.add_row("up: all ready in", f"{result.ready_seconds} s")
+    console.print(summary)
+    processes = Table(title="processes during the run")
+    for column in ("component", "RSS MB", "CPU s"):
+        processes.add_column(column, justify="left" if column == "component" else "right")
+    for name, usage in figures["processes"].items():
+        processes.add_row(name, f"{usage['rss_mb']:.1f}", f"{usage['cpu_s']:.2f}")
+    console.print(processes)

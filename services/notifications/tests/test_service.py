@@ -280,6 +280,8 @@ async def test_ready_health_and_openapi(service, settings):
     assert spec["paths"]["/notifications/{notification_id}"]["get"]["summary"]
 
 
+# Replicas share a database on PostgreSQL; SQLite serves one process per service (see the chassis).
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
 async def test_two_replicas_sharing_a_database_send_each_mail_once(serve, settings, harness):
     # Both replicas share the durable consumer and race for the same PENDING rows every 50 ms.
     settings = settings.model_copy(update={"delivery_interval_seconds": 0.05})

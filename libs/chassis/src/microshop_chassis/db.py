@@ -1,7 +1,7 @@
 """The database layer: SQLAlchemy 2 async on SQLite (default, a file per service) or PostgreSQL.
 
-SQLite notes, measured in docs/performance.md: WAL with synchronous=NORMAL, and one connection per
-process. SQLite admits one writer at a time anyway; one connection turns lock contention (which
+SQLite notes, measured in docs/performance.md: WAL with synchronous=NORMAL, statements run inline
+on the event loop (no aiosqlite thread hop), and one connection per process. SQLite admits one writer at a time anyway; one connection turns lock contention (which
 SQLite resolves by sleeping in its busy handler) into a fair asyncio queue. It also means no
 transaction may stay open across a call to another service - which is the rule anyway.
 """
@@ -20,14 +20,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+from .sqlite_inline import inline_creator
+
 
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self.is_sqlite:
+            # Statements run inline on the event loop instead of aiosqlite's thread (see
+            # sqlite_inline.py for why and for the trade-off).
             self.engine: AsyncEngine = create_async_engine(
-                url, pool_size=1, max_overflow=0, pool_timeout=30
+                url, pool_size=1, max_overflow=0, pool_timeout=30,
+                async_creator=inline_creator(make_url(url).database or ":memory:"),
             )
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:

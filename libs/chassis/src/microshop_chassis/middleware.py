@@ -11,6 +11,7 @@ import uuid
 
 import structlog
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.requests import Request
 
 from . import metrics
 from .context import deadline_var, request_id_var
@@ -36,9 +37,11 @@ class EdgeMiddleware:
         method = scope["method"]
         path = scope["path"]
         status_holder = [500]
+        started = [False]
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":
+                started[0] = True
                 status_holder[0] = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
@@ -53,6 +56,17 @@ class EdgeMiddleware:
         ) as span:
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                # Fix: an unhandled exception was answered by Starlette's ServerErrorMiddleware, which
+                # wraps this middleware, so that 500 left without X-Request-ID and its unhandled_error
+                # log line carried no trace or request id (both reset by then). Run the app's own
+                # Exception handler (errors.install_problem_handlers) here, inside both.
+                handler = getattr(scope.get("app"), "exception_handlers", {}).get(Exception)
+                if started[0] or handler is None:
+                    raise
+                span.record_exception(exc)
+                response = await handler(Request(scope, receive), exc)
+                await response(scope, receive, send_with_id)
             finally:
                 elapsed = time.perf_counter() - start
                 status = status_holder[0]

@@ -75,8 +75,8 @@ class SagaRunner:
             return None
 
     async def drive(self, order_id: str) -> Order:
+        order = await self.load(order_id)
         while True:
-            order = await self.load(order_id)
             step = Step(order.saga_step)
             if step is Step.DONE:
                 return order
@@ -85,7 +85,8 @@ class SagaRunner:
             except DownstreamError as exc:
                 await self._record_failure(order, step, str(exc))
                 raise SagaStalled(str(exc)) from exc
-            await self._advance(order, step, result)
+            if not await self._advance(order, step, result):
+                order = await self.load(order_id)  # another driver moved it: continue from there
 
     async def _execute(self, step: Step, order: Order) -> StepResult:
         match step:
@@ -106,49 +107,51 @@ class SagaRunner:
                 return await self.inventory.restock(order.id)
         raise AssertionError(f"no action for step {step}")
 
-    async def _advance(self, order: Order, step: Step, result: StepResult) -> None:
+    async def _advance(self, order: Order, step: Step, result: StepResult) -> bool:
+        """Record the move in one transaction (with its event, if any) and apply it to ``order``
+        in memory, so the next step needs no reload. False if another driver recorded it first."""
         transition = next_transition(step, result)
         now = utcnow()
+        changes = {
+            "saga_step": transition.step.value,
+            "status": transition.status.value,
+            "reason": result.reason or order.reason,
+            "payment_id": result.payment_id or order.payment_id,
+            "saga_attempts": 0,
+            "saga_last_error": None,
+            "saga_lease_until": now + self.lease,
+            "updated_at": now,
+        }
+        orders = Order.__table__
         async with self.db.transaction() as session:
             moved = await session.execute(
-                sa.update(Order)
-                .where(Order.id == order.id, Order.saga_step == step.value)
-                .values(
-                    saga_step=transition.step.value,
-                    status=transition.status.value,
-                    reason=result.reason or Order.reason,
-                    payment_id=result.payment_id or Order.payment_id,
-                    saga_attempts=0,
-                    saga_last_error=None,
-                    saga_lease_until=now + self.lease,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
+                sa.update(orders).where(orders.c.id == order.id, orders.c.saga_step == step.value).values(**changes)
             )
             if moved.rowcount != 1:
-                return  # another driver recorded this step first; the loop reloads and goes on
+                return False
+            for name, value in changes.items():
+                setattr(order, name, value)
             if transition.event:
-                order.status = transition.status.value
-                order.reason = result.reason or order.reason
-                order.payment_id = result.payment_id or order.payment_id
                 await add_event(session, order_event(order, transition.event))
         log.info("saga_step", order_id=order.id, step=step.value, ok=result.ok,
                  next_step=transition.step.value, status=transition.status.value, reason=result.reason)
+        return True
 
     async def _record_failure(self, order: Order, step: Step, error: str) -> None:
         attempts = order.saga_attempts + 1
         # Capped exponential backoff: the recovery loop takes the saga again once this passes.
         retry_in = timedelta(seconds=min(0.25 * 2 ** min(attempts, 8), self.lease.total_seconds()))
+        orders = Order.__table__
         async with self.db.transaction() as session:
             await session.execute(
-                sa.update(Order)
-                .where(Order.id == order.id, Order.saga_step == step.value)
+                sa.update(orders)
+                .where(orders.c.id == order.id, orders.c.saga_step == step.value)
                 .values(saga_attempts=attempts, saga_last_error=error[:500], saga_lease_until=utcnow() + retry_in)
-                .execution_options(synchronize_session=False)
             )
         log.warning("saga_step_failed", order_id=order.id, step=step.value, attempt=attempts, error=error)
 
     async def load(self, order_id: str) -> Order:
+        """The order as stored, lines included (a detached object: the saga never lazy-loads)."""
         async with self.db.session() as session:
             order = await session.get(Order, order_id, populate_existing=True)
             if order is None:

@@ -89,8 +89,9 @@ class Orders:
     async def _run_for_a_while(self, order_id: str) -> Order:
         task = self.saga.start(order_id)
         # The saga goes on in its task whatever happens to this request; we only stop waiting.
-        await asyncio.wait({task}, timeout=self.checkout_wait)
-        return await self.saga.load(order_id)
+        done, _ = await asyncio.wait({task}, timeout=self.checkout_wait)
+        finished = task.result() if done else None  # the order as the saga left it, or None if stalled
+        return finished if finished is not None else await self.saga.load(order_id)
 
     async def _by_key(self, customer_id: str, key: str) -> Order | None:
         async with self.db.session() as session:

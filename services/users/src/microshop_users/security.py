@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,8 +28,23 @@ _hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 
+# At most this many hashes at once: each takes 19 MiB and a core for tens of milliseconds, so a
+# burst of logins queues here instead of multiplying the process's memory (and thrashing 2 cores).
+_HASH_SLOTS = 2
+_slots_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _in_hash_slot(fn, *args):
+    loop = asyncio.get_running_loop()  # a semaphore belongs to one loop (tests run several)
+    slots = _slots_per_loop.setdefault(loop, asyncio.Semaphore(_HASH_SLOTS))
+    async with slots:
+        return await asyncio.to_thread(fn, *args)
+
+
 async def hash_password(password: str) -> str:
-    return await asyncio.to_thread(_hasher.hash, password)
+    return await _in_hash_slot(_hasher.hash, password)
 
 
 async def verify_password(password_hash: str | None, password: str) -> bool:
@@ -38,7 +54,7 @@ async def verify_password(password_hash: str | None, password: str) -> bool:
         except (VerificationError, InvalidHashError):
             return False
 
-    return await asyncio.to_thread(check)
+    return await _in_hash_slot(check)
 
 
 @dataclass

@@ -1,0 +1,200 @@
+"""`microshop bench`: drive N checkouts at concurrency C through the gateway and report what the
+system did: throughput, latency to CONFIRMED, errors, and each process's memory and CPU.
+
+Against a running system (`microshop up` in the same data dir) or, when none runs, a fresh one
+started with the launcher's own code in a temporary directory (then `up`'s time to ready is
+reported too). The load generator runs on the same machine and its CPU counts against the system's:
+the figures are for "everything on one box", as the docs say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from .catalog import DEMO_CATALOG
+from .state import DataDir, read_state, running_supervisor
+from .system import System, SystemConfig
+
+APPROVED_CARD = {"card_number": "4242424242424242", "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
+FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class BenchResult:
+    checkouts: int
+    concurrency: int
+    seconds: float
+    latencies: list[float] = field(default_factory=list)  # seconds to CONFIRMED, confirmed only
+    outcomes: Counter = field(default_factory=Counter)  # CONFIRMED, REJECTED, HTTP 503, ...
+    processes: dict[str, dict] = field(default_factory=dict)  # name -> rss_mb, cpu_s
+    ready_seconds: float | None = None
+    read_model_lag_seconds: float | None = None
+
+    @property
+    def confirmed(self) -> int:
+        return self.outcomes["CONFIRMED"]
+
+    @property
+    def throughput(self) -> float:
+        return self.confirmed / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float | None:
+        if not self.latencies:
+            return None
+        if len(self.latencies) == 1:
+            return self.latencies[0]
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(p) - 1]
+
+    def as_dict(self) -> dict:
+        ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
+        return {
+            "checkouts": self.checkouts, "concurrency": self.concurrency, "seconds": round(self.seconds, 2),
+            "confirmed": self.confirmed, "throughput_per_s": round(self.throughput, 1),
+            "latency_ms": {"p50": ms(self.percentile(50)), "p95": ms(self.percentile(95)),
+                           "p99": ms(self.percentile(99)), "max": ms(max(self.latencies, default=None))},
+            "outcomes": dict(self.outcomes), "processes": self.processes,
+            "up_ready_seconds": self.ready_seconds, "read_model_lag_seconds": self.read_model_lag_seconds,
+        }
+
+
+def process_usage(pid: int) -> tuple[float, float]:
+    """(RSS in MB, CPU seconds so far) of a live process, from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        rss_kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    return rss_kb / 1024, cpu
+
+
+class Bench:
+    def __init__(self, gateway: str, admin_email: str, admin_password: str, pids: dict[str, int],
+                 reports_timeout: float = 60.0) -> None:
+        self.gateway = gateway.rstrip("/")
+        self.admin_email = admin_email
+        self.admin_password = admin_password
+        self.pids = pids
+        self.reports_timeout = reports_timeout
+
+    async def run(self, checkouts: int, concurrency: int) -> BenchResult:
+        connector = aiohttp.TCPConnector(limit=concurrency * 2, limit_per_host=concurrency * 2)
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
+            admin = await self._login(http, self.admin_email, self.admin_password)
+            skus = await self._stock_up(http, admin, checkouts)
+            tokens = await asyncio.gather(*(self._customer(http) for _ in range(concurrency)))
+            sales_before = await self._confirmed_in_report(http, admin)
+            cpu_before = {name: process_usage(pid)[1] for name, pid in self.pids.items()}
+
+            result = BenchResult(checkouts, concurrency, 0.0)
+            queue: asyncio.Queue[int] = asyncio.Queue()
+            for n in range(checkouts):
+                queue.put_nowait(n)
+            start = time.perf_counter()
+            await asyncio.gather(*(self._worker(http, token, skus, queue, result) for token in tokens))
+            result.seconds = time.perf_counter() - start
+
+            for name, pid in self.pids.items():
+                rss, cpu = process_usage(pid)
+                result.processes[name] = {"rss_mb": round(rss, 1), "cpu_s": round(cpu - cpu_before[name], 2)}
+            result.read_model_lag_seconds = await self._read_model_lag(
+                http, admin, sales_before + result.confirmed
+            )
+            return result
+
+    async def _worker(self, http, token: str, skus: list[str], queue: asyncio.Queue, result: BenchResult) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        while not queue.empty():
+            n = queue.get_nowait()
+            body = {"items": [{"sku": skus[n % len(skus)], "quantity": 1}], "payment": APPROVED_CARD}
+            began = time.perf_counter()
+            try:
+                async with http.post(f"{self.gateway}/api/orders", json=body,
+                                     headers={**headers, "Idempotency-Key": str(uuid.uuid4())}) as response:
+                    answer = await response.json(content_type=None)
+                    status = response.status
+                if status in (201, 202):
+                    while answer["status"] not in FINAL:  # 202: finishing in the background
+                        await asyncio.sleep(0.05)
+                        async with http.get(f"{self.gateway}/api/orders/{answer['id']}", headers=headers) as r:
+                            answer = await r.json()
+                    outcome = answer["status"]
+                else:
+                    outcome = f"HTTP {status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                outcome = type(exc).__name__
+            result.outcomes[outcome] += 1
+            if outcome == "CONFIRMED":
+                result.latencies.append(time.perf_counter() - began)
+
+    async def _login(self, http, email: str, password: str) -> str:
+        async with http.post(f"{self.gateway}/api/users/login", json={"email": email, "password": password}) as r:
+            if r.status != 200:
+                raise RuntimeError(f"login as {email} failed: HTTP {r.status}")
+            return (await r.json())["access_token"]
+
+    async def _customer(self, http) -> str:
+        email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
+        async with http.post(f"{self.gateway}/api/users/register",
+                             json={"email": email, "password": "bench-password", "name": "Bench"}) as r:
+            if r.status != 201:
+                raise RuntimeError(f"registering a bench customer failed: HTTP {r.status}")
+        return await self._login(http, email, "bench-password")
+
+    async def _stock_up(self, http, admin: str, checkouts: int) -> list[str]:
+        """Enough stock that no checkout is refused for lack of it: the bench measures the happy path."""
+        headers = {"Authorization": f"Bearer {admin}"}
+        async with http.get(f"{self.gateway}/api/inventory/stock", params={"limit": "1000"}, headers=headers) as r:
+            stock = {item["sku"]: item for item in (await r.json())["items"]}
+        skus = [item.sku for item in DEMO_CATALOG if item.sku in stock]
+        if not skus:
+            raise RuntimeError("no demo catalog in the system: start it without --no-seed")
+        for sku in skus:
+            async with http.put(f"{self.gateway}/api/inventory/stock/{sku}", headers=headers,
+                                json={"on_hand": stock[sku]["on_hand"] + checkouts}) as r:
+                r.raise_for_status()
+        return skus
+
+    async def _confirmed_in_report(self, http, admin: str) -> int:
+        async with http.get(f"{self.gateway}/api/reports/sales", headers={"Authorization": f"Bearer {admin}"}) as r:
+            return (await r.json())["orders_confirmed"] if r.status == 200 else 0
+
+    async def _read_model_lag(self, http, admin: str, expected: int) -> float | None:
+        """How long after the last checkout the event-built sales report counts every order."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < self.reports_timeout:
+            if await self._confirmed_in_report(http, admin) >= expected:
+                return time.perf_counter() - start
+            await asyncio.sleep(0.05)
+        return None
+
+
+async def bench(data_dir: Path, checkouts: int, concurrency: int) -> BenchResult:
+    paths = DataDir(data_dir)
+    state = read_state(paths) if running_supervisor(paths) else None
+    if state:
+        pids = {name: p["pid"] for name, p in state["processes"].items()}
+        from .components import DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_PASSWORD
+
+        runner = Bench(state["gateway_url"], os.environ.get("MICROSHOP_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL),
+                       os.environ.get("MICROSHOP_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD), pids)
+        return await runner.run(checkouts, concurrency)
+    with tempfile.TemporaryDirectory(prefix="microshop-bench-") as tmp:
+        started = time.perf_counter()
+        async with System(SystemConfig.with_free_ports(Path(tmp))) as system:
+            ready = time.perf_counter() - started
+            pids = {name: system.pid(name) for name in system.names}
+            runner = Bench(system.url("gateway"), system.admin_email, system.admin_password, pids)
+            result = await runner.run(checkouts, concurrency)
+            result.ready_seconds = round(system.ready_seconds or ready, 2)
+            return result

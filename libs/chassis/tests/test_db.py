@@ -1,0 +1,164 @@
+"""The database layer on a SQLite file and on PostgreSQL: transactions, UTC timestamps, migrations,
+and the chassis' own tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import alembic.command
+import pytest
+import sqlalchemy as sa
+from microshop_chassis.db import Database, UtcDateTime, newest_revision, utcnow
+from microshop_chassis.tables import chassis_metadata
+
+metadata = sa.MetaData()
+notes = sa.Table(
+    "notes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("text", sa.String(100), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=True),
+)
+
+
+@pytest.fixture
+async def db(database_url):
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+async def notes_db(db):
+    async with db.engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    return db
+
+
+async def _texts(db: Database) -> list[str]:
+    async with db.session() as session:
+        return list((await session.execute(sa.select(notes.c.text).order_by(notes.c.id))).scalars())
+
+
+async def test_transaction_commits_on_success_and_rolls_back_on_error(notes_db):
+    async with notes_db.transaction() as session:
+        await session.execute(sa.insert(notes).values(text="kept"))
+    with pytest.raises(LookupError):
+        async with notes_db.transaction() as session:
+            await session.execute(sa.insert(notes).values(text="dropped"))
+            raise LookupError("the use case failed")
+    assert await _texts(notes_db) == ["kept"]
+    await notes_db.ping()
+
+
+async def test_utc_datetime_comes_back_aware_in_utc(notes_db):
+    plus_five = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=timezone(timedelta(hours=5)))
+    naive_utc = datetime(2026, 3, 1, 7, 0, 0)
+    async with notes_db.transaction() as session:
+        await session.execute(sa.insert(notes).values(text="aware", at=plus_five))
+        await session.execute(sa.insert(notes).values(text="naive", at=naive_utc))
+        await session.execute(sa.insert(notes).values(text="none", at=None))
+    async with notes_db.session() as session:
+        rows = dict((await session.execute(sa.select(notes.c.text, notes.c.at))).all())
+    aware = rows["aware"]
+    assert aware.tzinfo is not None and aware.utcoffset() == timedelta(0)
+    assert aware == plus_five  # the same instant
+    assert (aware.hour, aware.minute, aware.microsecond) == (7, 30, 123456)
+    assert rows["naive"] == naive_utc.replace(tzinfo=UTC)  # stored naive means UTC
+    assert rows["none"] is None
+
+    async with notes_db.session() as session:  # comparisons in SQL see the UTC instant too
+        later = (await session.execute(
+            sa.select(notes.c.text).where(notes.c.at > datetime(2026, 3, 1, 7, 15, tzinfo=UTC))
+        )).scalars().all()
+    assert later == ["aware"]
+    assert utcnow().tzinfo is not None and utcnow().utcoffset() == timedelta(0)
+
+
+async def test_sqlite_pragmas(sqlite_url):
+    db = Database(sqlite_url)
+    try:
+        assert db.is_sqlite
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await conn.execute(sa.text("PRAGMA foreign_keys"))).scalar() == 1
+    finally:
+        await db.dispose()
+
+
+WIDGETS = """
+op.create_table("widgets", sa.Column("id", sa.Integer, primary_key=True), sa.Column("name", sa.String(50)))
+create_outbox_table()
+create_inbox_table()
+"""
+
+
+async def _revision(db: Database) -> str | None:
+    async with db.engine.connect() as conn:
+        return (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).scalar()
+
+
+async def _tables(db: Database) -> set[str]:
+    async with db.engine.connect() as conn:
+        return set(await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names()))
+
+
+async def test_migrate_applies_then_skips_alembic_when_current(db, make_migrations, monkeypatch):
+    location = make_migrations({"0001_widgets.py": WIDGETS})
+    assert newest_revision(location) == "0001"
+    await db.migrate(location)
+    assert await _revision(db) == "0001"
+    assert {"widgets", "outbox", "inbox", "alembic_version"} <= await _tables(db)
+
+    real_upgrade = alembic.command.upgrade
+    upgrades: list[str] = []
+
+    def refusing_upgrade(config, revision, **kwargs):
+        upgrades.append(revision)
+        raise AssertionError("Alembic must not run when the schema is current")
+
+    monkeypatch.setattr(alembic.command, "upgrade", refusing_upgrade)
+    await db.migrate(location)  # current: returns without Alembic
+    assert upgrades == []
+
+    make_migrations({"0002_gadgets.py": 'op.add_column("widgets", sa.Column("colour", sa.String(20)))'})
+    with pytest.raises(AssertionError):
+        await db.migrate(location)  # behind: Alembic is called
+    assert upgrades == ["head"]
+
+    monkeypatch.setattr(alembic.command, "upgrade", real_upgrade)
+    await db.migrate(location)
+    assert await _revision(db) == "0002"
+    async with db.transaction() as session:
+        await session.execute(sa.text("INSERT INTO widgets (id, name, colour) VALUES (1, 'w', 'red')"))
+
+
+def test_newest_revision_reads_numbered_files_only(make_migrations):
+    location = make_migrations({"0001_a.py": "", "0002_b.py": "", "0010_c.py": ""})
+    versions = make_migrations.root / "migrations" / "versions"
+    (versions / "helpers.py").write_text("")
+    (versions / "9999_notes.txt").write_text("")
+    (versions / "0099-dash.py").write_text("")
+    assert newest_revision(location) == "0010"
+    for path in versions.glob("0*_*.py"):
+        path.unlink()
+    assert newest_revision(location) is None
+
+
+async def test_chassis_tables_match_their_migrations(db, make_migrations):
+    """tables.py (what the code uses) and migrations.create_*_table (what creates them) agree."""
+    await db.migrate(make_migrations({"0001_chassis.py": "create_outbox_table()\ncreate_inbox_table()"}))
+    reflected = sa.MetaData()
+    async with db.engine.connect() as conn:
+        await conn.run_sync(lambda sync: reflected.reflect(sync, only=["outbox", "inbox"]))
+        uniques = await conn.run_sync(lambda sync: sa.inspect(sync).get_unique_constraints("outbox"))
+    for name in ("outbox", "inbox"):
+        declared, found = chassis_metadata.tables[name], reflected.tables[name]
+        assert set(found.columns.keys()) == set(declared.columns.keys())
+        for column in declared.columns:
+            twin = found.columns[column.name]
+            assert twin.primary_key == column.primary_key, column
+            assert twin.nullable == column.nullable or column.primary_key, column
+            assert getattr(twin.type, "length", None) == getattr(column.type, "length", None), column
+            assert twin.type._type_affinity == column.type._type_affinity, column
+    assert [u["column_names"] for u in uniques] == [["event_id"]]

@@ -1,0 +1,202 @@
+"""ServiceClient against tiny real aiohttp servers: retries, deadlines, headers, token refresh."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiohttp import web
+from microshop_chassis.context import deadline_var, request_id_var
+from microshop_chassis.http_client import ServiceClient, ServiceUnavailable
+from microshop_chassis.telemetry import tracer
+from microshop_chassis.testing import free_port
+from prometheus_client import REGISTRY
+
+
+class Script:
+    """A handler answering with the given statuses in turn (the last one repeats), recording
+    each request's headers."""
+
+    def __init__(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+        self.requests: list[dict[str, str]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(dict(request.headers))
+        status = self.statuses[min(len(self.requests), len(self.statuses)) - 1]
+        return web.json_response({"attempt": len(self.requests)}, status=status)
+
+
+@pytest.fixture
+def slow():
+    """A handler that answers only when the test ends (a server slower than any deadline)."""
+    release = asyncio.Event()
+    seen: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        await release.wait()
+        return web.json_response({})
+
+    handler.seen = seen  # type: ignore[attr-defined]
+    yield handler
+    release.set()
+
+
+async def test_get_is_retried_on_503_then_succeeds(http_server):
+    script = Script(503, 200)
+    url = await http_server([web.get("/things", script.handle)])
+    reply = await ServiceClient("things", url, retries=2).get("/things")
+    assert reply.status == 200 and reply.ok
+    assert reply.body == {"attempt": 2}
+    assert len(script.requests) == 2
+
+
+async def test_get_gives_up_after_the_retries(http_server):
+    script = Script(503)
+    url = await http_server([web.get("/things", script.handle)])
+    reply = await ServiceClient("things", url, retries=2).get("/things")
+    assert reply.status == 503 and not reply.ok
+    assert len(script.requests) == 3
+
+
+async def test_post_is_not_retried_unless_idempotent(http_server):
+    plain = Script(503, 201)
+    keyed = Script(503, 503, 201)
+    url = await http_server([web.post("/plain", plain.handle), web.post("/keyed", keyed.handle)])
+    client = ServiceClient("things", url, retries=2)
+
+    reply = await client.post("/plain", json_body={"a": 1})
+    assert reply.status == 503
+    assert len(plain.requests) == 1  # its outcome is unknown: repeating might do it twice
+
+    reply = await client.post("/keyed", json_body={"a": 1}, idempotent=True)
+    assert reply.status == 201
+    assert len(keyed.requests) == 3
+
+
+async def test_connection_refused_is_service_unavailable_after_retries(unique):
+    client = ServiceClient(unique, f"http://127.0.0.1:{free_port()}", retries=2, timeout=5)
+    with pytest.raises(ServiceUnavailable) as caught:
+        await client.get("/anything")
+    assert caught.value.target == unique
+    attempts = REGISTRY.get_sample_value(
+        "http_client_requests_total", {"target": unique, "method": "GET", "outcome": "unreachable"}
+    )
+    assert attempts == 3
+
+
+async def test_slow_server_beyond_the_timeout_is_service_unavailable(http_server, slow):
+    url = await http_server([web.get("/slow", slow)])
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable):
+        await ServiceClient("slow", url, timeout=0.3).get("/slow")
+    assert time.monotonic() - started < 3  # bounded by the deadline, not by the server
+    assert slow.seen, "the request reached the server"
+    assert 0 < float(slow.seen[0]["X-Request-Timeout"]) <= 0.3
+
+
+async def test_per_call_timeout_overrides_the_client_default(http_server, slow):
+    url = await http_server([web.get("/slow", slow)])
+    with pytest.raises(ServiceUnavailable):
+        await ServiceClient("slow", url, timeout=30).get("/slow", timeout=0.2)
+    assert float(slow.seen[0]["X-Request-Timeout"]) <= 0.2
+
+
+async def test_inherited_deadline_shortens_the_call(http_server, slow):
+    url = await http_server([web.get("/slow", slow)])
+    token = deadline_var.set(time.monotonic() + 0.3)  # what is left of the caller's request
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            await ServiceClient("slow", url, timeout=30).get("/slow")
+        assert time.monotonic() - started < 3
+    finally:
+        deadline_var.reset(token)
+    assert 0 < float(slow.seen[0]["X-Request-Timeout"]) <= 0.3
+
+
+async def test_request_id_and_traceparent_are_sent(http_server, span_exporter):
+    script = Script(200)
+    url = await http_server([web.get("/things", script.handle)])
+    token = request_id_var.set("req-abc-123")
+    try:
+        with tracer("chassis-tests").start_as_current_span("caller") as span:
+            await ServiceClient("things", url).get("/things")
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            span_id = format(span.get_span_context().span_id, "016x")
+    finally:
+        request_id_var.reset(token)
+    headers = script.requests[0]
+    assert headers["X-Request-ID"] == "req-abc-123"
+    version, sent_trace, sent_parent, _flags = headers["traceparent"].split("-")
+    assert (version, sent_trace, sent_parent) == ("00", trace_id, span_id)
+
+
+async def test_401_refreshes_the_token_once_and_uses_the_new_one(http_server):
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != "Bearer token-2":
+            return web.json_response({"detail": "expired"}, status=401)
+        return web.json_response({"ok": True})
+
+    url = await http_server([web.post("/charge", handler)])
+    generation = [1]
+    refreshes: list[int] = []
+
+    async def token_provider() -> str:
+        return f"token-{generation[0]}"
+
+    def token_refresh() -> None:
+        refreshes.append(generation[0])
+        generation[0] += 1
+
+    client = ServiceClient("payments", url, token_provider=token_provider, token_refresh=token_refresh)
+    reply = await client.post("/charge", json_body={})  # not idempotent: a 401 did nothing, so it is repeated
+    assert reply.status == 200
+    assert seen == ["Bearer token-1", "Bearer token-2"]
+    assert refreshes == [1]
+
+
+async def test_a_second_401_is_returned_not_looped_on(http_server):
+    script = Script(401)
+    url = await http_server([web.get("/things", script.handle)])
+    refreshes: list[None] = []
+
+    async def token_provider() -> str:
+        return "token"
+
+    client = ServiceClient("things", url, token_provider=token_provider,
+                           token_refresh=lambda: refreshes.append(None))
+    reply = await client.get("/things")
+    assert reply.status == 401
+    assert len(refreshes) == 1
+    assert len(script.requests) == 2
+
+
+async def test_reply_headers_are_case_insensitive(http_server):
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({}, headers={"X-Custom-Thing": "value", "ETag": '"v1"'})
+
+    url = await http_server([web.get("/things", handler)])
+    reply = await ServiceClient("things", url).get("/things")
+    assert reply.headers["x-custom-thing"] == "value"
+    assert reply.headers["X-CUSTOM-THING"] == "value"
+    assert reply.headers["etag"] == '"v1"'
+
+
+async def test_json_bodies_and_text_bodies(http_server):
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"got": await request.json(), "q": request.query.get("q")})
+
+    async def text(request: web.Request) -> web.Response:
+        return web.Response(text="plain words")
+
+    url = await http_server([web.put("/echo", echo), web.get("/text", text)])
+    client = ServiceClient("things", url)
+    reply = await client.put("/echo", json_body={"n": 1}, params={"q": "x"})
+    assert reply.body == {"got": {"n": 1}, "q": "x"}
+    assert (await client.get("/text")).body == "plain words"
