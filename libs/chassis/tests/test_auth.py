@@ -162,6 +162,16 @@ async def test_unknown_kids_do_not_hammer_the_loader():
     assert loader.calls == 1
 
 
+async def test_first_verification_loads_the_keys_whatever_the_throttle():
+    # The throttle spaces out *re*loads; a verifier that never loaded has no keys at all. (A
+    # throttle longer than the time since boot, which time.monotonic() counts from, showed it.)
+    key = SigningKey()
+    loader = CountingJwks(key)
+    verifier = JwtVerifier(loader, min_refresh_interval=10**9)
+    assert await _status_of(verifier, key.sign()) == 200
+    assert loader.calls == 1
+
+
 async def test_role_dependencies_give_403_to_others(protected, mint):
     customer, admin, service = (mint.token(role=role) for role in ("customer", "admin", "service"))
     forbidden = await protected.get("/admin", token=customer)

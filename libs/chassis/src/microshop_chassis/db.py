@@ -1,9 +1,11 @@
 """The database layer: SQLAlchemy 2 async on SQLite (default, a file per service) or PostgreSQL.
 
 SQLite notes, measured in docs/performance.md: WAL with synchronous=NORMAL, statements run inline
-on the event loop (no aiosqlite thread hop), and one connection per process. SQLite admits one writer at a time anyway; one connection turns lock contention (which
-SQLite resolves by sleeping in its busy handler) into a fair asyncio queue. It also means no
-transaction may stay open across a call to another service - which is the rule anyway.
+on the event loop (no aiosqlite thread hop), and one connection per process. SQLite admits one
+writer at a time anyway; one connection turns lock contention (which SQLite resolves by sleeping
+in its busy handler) into a fair asyncio queue. It also means no transaction may stay open across
+a call to another service - which is the rule anyway - and that one SQLite file serves one
+process: replicas of a service share a PostgreSQL database instead.
 """
 
 from __future__ import annotations
