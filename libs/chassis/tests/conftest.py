@@ -64,8 +64,9 @@ async def broker(nats_server):
 
 
 @pytest.fixture
-async def consumers():
-    """Start consumers with ``consumers.start(EventConsumer(...))``; all are stopped at the end."""
+async def consumers(broker):
+    """Start consumers with ``consumers.start(EventConsumer(...))``; all are stopped at the end,
+    before the broker they use is closed."""
     started: list[EventConsumer] = []
 
     class Consumers:

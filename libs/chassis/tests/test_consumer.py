@@ -11,9 +11,12 @@ from microshop_chassis.consumer import EventConsumer
 from microshop_chassis.db import Database
 from microshop_chassis.events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, Event, subject_for
 from microshop_chassis.inbox import with_inbox
+from microshop_chassis.outbox import OutboxRelay, add_event
 from microshop_chassis.tables import chassis_metadata, inbox
+from microshop_chassis.telemetry import tracer
 from microshop_chassis.testing import wait_until
 from nats.js.errors import NotFoundError
+from opentelemetry.trace import SpanKind
 
 applied_table = sa.Table(
     "applied",
@@ -160,6 +163,62 @@ async def _pending_is(consumer: EventConsumer, expected: int) -> bool:
         return False
 
 
+async def test_a_handler_failing_once_is_retried_and_not_dead_lettered(broker, consumers, unique):
+    attempts: list[str] = []
+    done: list[str] = []
+
+    async def handler(ev: Event) -> None:
+        attempts.append(ev.id)
+        if len(attempts) == 1:
+            raise ConnectionError("database restarting")
+        done.append(ev.id)
+
+    consumer = consumers.start(
+        EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=handler, max_deliver=3)
+    )
+    flaky = event(unique)
+    await publish(broker, flaky)
+    await wait_until(seen(done, flaky.id), timeout=10, what="event handled on redelivery")
+    assert attempts == [flaky.id, flaky.id]
+    await wait_until(lambda: _pending_is(consumer, 0), timeout=5, what="acked")
+
+
+async def test_trace_context_travels_from_the_outbox_to_the_consumer_span(
+    sqlite_url, broker, consumers, unique, span_exporter
+):
+    db = Database(sqlite_url)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(chassis_metadata.create_all)
+    relay = OutboxRelay(db, broker, poll_interval=60)
+    relay.start()
+    try:
+        handled: list[str] = []
+
+        async def handler(ev: Event) -> None:
+            handled.append(ev.id)
+
+        consumers.start(EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=handler))
+        ev = event(unique)
+        with tracer("chassis-tests").start_as_current_span("the request") as request_span:
+            async with db.transaction() as session:
+                await add_event(session, ev)
+        trace_id = request_span.get_span_context().trace_id
+        await wait_until(seen(handled, ev.id), timeout=10, what="event consumed")
+
+        async def consumer_span():
+            return next((s for s in span_exporter.get_finished_spans()
+                         if s.kind == SpanKind.CONSUMER and s.attributes.get("messaging.message.id") == ev.id), None)
+
+        span = await wait_until(consumer_span, timeout=5, what="consumer span")
+        assert span.context.trace_id == trace_id  # one trace from the request to the consumer
+        assert span.parent.span_id == request_span.get_span_context().span_id
+        assert span.name == "consume ThingHappened"
+        assert span.attributes["messaging.consumer.group.name"] == unique
+    finally:
+        await relay.stop()
+        await db.dispose()
+
+
 async def test_unparseable_message_is_dead_lettered_at_once(broker, consumers, unique, read_stream, nats_server):
     calls: list[str] = []
 
@@ -204,6 +263,30 @@ async def test_batch_handler_applies_a_batch_in_one_call_and_acks(broker, consum
     await wait_until(lambda: _pending_is(consumer, 0), timeout=10, what="batch acked")
     assert batches == [[ev.id for ev in events]]
     assert singles == []
+
+
+async def test_batch_linger_gathers_a_trickle_into_one_batch(broker, consumers, unique):
+    """With batch_linger, an event that arrives while the consumer is idle waits a moment for
+    company, so events published one after another are applied together."""
+    batches: list[list[str]] = []
+    singles: list[str] = []
+
+    async def batch_handler(batch: list[Event]) -> None:
+        batches.append([ev.id for ev in batch])
+
+    async def handler(ev: Event) -> None:
+        singles.append(ev.id)
+
+    consumer = consumers.start(
+        EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=handler,
+                      batch_handler=batch_handler, batch_size=10, batch_linger=1.0)
+    )
+    await wait_until(lambda: _pending_is(consumer, 0), timeout=10, what="consumer subscribed")
+    first, second = event(unique, n=1), event(unique, n=2)
+    await publish(broker, first)
+    await publish(broker, second)
+    await wait_until(_async(lambda: batches or singles), timeout=10, what="events handled")
+    assert batches == [[first.id, second.id]] and singles == []
 
 
 async def test_batch_with_a_poison_event_falls_back_to_one_by_one(

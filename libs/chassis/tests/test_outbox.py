@@ -62,7 +62,8 @@ async def test_committed_events_are_published_in_order_with_msg_id_and_deleted(
     async with db.transaction() as session:
         for event in second:
             await add_event(session, event)
-    relay = relays(OutboxRelay(db, broker, poll_interval=60))
+    # Batches of 2: the relay keeps going while batches come back full, so all 5 leave at once.
+    relay = relays(OutboxRelay(db, broker, batch_size=2, poll_interval=60))
 
     written = first + second
     messages = await read_stream(nats_server.url, subject_for(unique, "*"), until=lambda m: len(m) >= 5)
@@ -165,8 +166,11 @@ async def test_events_written_while_the_broker_is_down_are_published_when_it_ret
             await add_event(session, before)
         await read_stream(server.url, subject_for(unique, "*"), until=lambda m: len(m) == 1)
 
+        await broker.ping()
         server.stop()
         await wait_until(_async(lambda: not broker.nc.is_connected), timeout=10, what="client sees the outage")
+        with pytest.raises(ConnectionError):
+            await broker.ping()  # readiness says so
         during = [_event(unique, n) for n in (1, 2)]
         async with sqlite_db.transaction() as session:
             for event in during:
@@ -184,6 +188,7 @@ async def test_events_written_while_the_broker_is_down_are_published_when_it_ret
         messages = await read_stream(
             server.url, subject_for(unique, "*"), until=lambda m: any(x.json()["id"] == marker.id for x in m)
         )
+        await broker.ping()
         # Each once, in order: a publish buffered by the client during the outage and the relay's
         # retry of it carry one Nats-Msg-Id, and JetStream keeps one.
         assert [m.json()["id"] for m in messages] == [before.id, *(e.id for e in during), marker.id]

@@ -47,7 +47,9 @@ class JwtVerifier:
     def __init__(self, jwks_loader: JwksLoader, *, min_refresh_interval: float = 5.0) -> None:
         self._load = jwks_loader
         self._keys: dict[str, Any] = {}
-        self._last_refresh = 0.0
+        # Fix: was 0.0, which counts as "refreshed at boot" (time.monotonic()'s origin): within
+        # min_refresh_interval of boot the keys were never loaded and every token was refused.
+        self._last_refresh = float("-inf")
         self._min_refresh_interval = min_refresh_interval
         self._lock = asyncio.Lock()
 
@@ -58,7 +60,10 @@ class JwtVerifier:
         async with self._lock:  # one refresh for many concurrent requests with a new kid
             if kid not in self._keys and time.monotonic() - self._last_refresh >= self._min_refresh_interval:
                 jwks = await self._load()
-                self._keys = {k.key_id: k.key for k in jwt.PyJWKSet.from_dict(jwks).keys}
+                try:
+                    self._keys = {k.key_id: k.key for k in jwt.PyJWKSet.from_dict(jwks).keys}
+                except jwt.PyJWKSetError:  # no usable key published: every token is unknown-signed
+                    self._keys = {}
                 self._last_refresh = time.monotonic()
         return self._keys.get(kid)
 

@@ -38,6 +38,7 @@ class EventConsumer:
         subjects: list[str],
         handler: EventHandler,
         batch_handler: BatchHandler | None = None,
+        batch_linger: float = 0.0,
         batch_size: int = 64,
         max_deliver: int = 8,
         ack_wait: float = 30.0,
@@ -49,6 +50,9 @@ class EventConsumer:
         # Optional: applies a whole fetched batch in one go (one transaction instead of one per
         # event). If it fails, the batch is handled event by event, so a poison event is isolated.
         self.batch_handler = batch_handler
+        # With a batch handler: after a short fetch, wait this long for more, so a trickle of
+        # events still makes batches (a read model trades this much staleness for fewer commits).
+        self.batch_linger = batch_linger
         self._subscription = None
         self.batch_size = batch_size
         self.max_deliver = max_deliver
@@ -100,6 +104,8 @@ class EventConsumer:
                     messages = await sub.fetch(self.batch_size, timeout=1.0)
                 except (NatsTimeout, TimeoutError):
                     continue
+                if self.batch_handler and self.batch_linger and len(messages) < self.batch_size:
+                    messages += await self._fetch_more(sub, self.batch_size - len(messages))
                 if self.batch_handler and len(messages) > 1 and await self._handle_batch(messages):
                     continue
                 for msg in messages:
@@ -110,6 +116,12 @@ class EventConsumer:
                 log.warning("consumer_error", consumer=self.durable, error=str(exc))
                 sub = None
                 await asyncio.sleep(1.0)
+
+    async def _fetch_more(self, sub, wanted: int) -> list:
+        try:
+            return await sub.fetch(wanted, timeout=self.batch_linger)
+        except (NatsTimeout, TimeoutError):
+            return []
 
     async def _handle_batch(self, messages) -> bool:
         """Apply a batch at once; False (nothing applied) sends it down the one-by-one path."""

@@ -30,7 +30,7 @@ class Reports:
         self.broker = broker
         self.replay_batch_size = replay_batch_size
         self.consumer = EventConsumer(broker, durable=DURABLE, subjects=CONSUMED_SUBJECTS, handler=self.handle,
-                                      batch_handler=self.handle_batch)
+                                      batch_handler=self.handle_batch, batch_linger=0.1)
         self._rebuild_lock = asyncio.Lock()
         self._startup: asyncio.Task | None = None
         # The durable consumer's pause switch, cleared while a rebuild runs: its handler waits here.
