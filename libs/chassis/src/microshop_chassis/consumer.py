@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from . import metrics
+from .background import BackgroundWorker
 from .broker import Broker
 from .events import DEAD_LETTER_PREFIX, STREAM, Event
 from .telemetry import extract_context, tracer
@@ -29,7 +30,7 @@ EventHandler = Callable[[Event], Awaitable[None]]
 BatchHandler = Callable[[list[Event]], Awaitable[None]]
 
 
-class EventConsumer:
+class EventConsumer(BackgroundWorker):
     def __init__(
         self,
         broker: Broker,
@@ -57,19 +58,11 @@ class EventConsumer:
         self.batch_size = batch_size
         self.max_deliver = max_deliver
         self.ack_wait = ack_wait
-        self._task: asyncio.Task | None = None
+        self.task_name = f"consumer-{durable}"
         self._tracer = tracer("microshop.events")
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name=f"consumer-{self.durable}")
-
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await super().stop()
         # Unsubscribe, or the open pull request stays with the server and swallows the next
         # messages until their ack_wait runs out.
         if self._subscription is not None:

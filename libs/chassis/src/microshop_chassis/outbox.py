@@ -18,6 +18,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from . import metrics
+from .background import BackgroundWorker
 from .broker import Broker
 from .db import Database
 from .events import Event
@@ -45,7 +46,9 @@ async def add_event(session: AsyncSession, event: Event) -> None:
     session.info[_WROTE_OUTBOX] = True
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundWorker):
+    task_name = "outbox-relay"
+
     def __init__(
         self, db: Database, broker: Broker, *, batch_size: int = 200, poll_interval: float = 1.0
     ) -> None:
@@ -54,7 +57,6 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
         # Wake the relay as soon as a transaction that wrote to the outbox commits, so events
         # leave within milliseconds; the poll interval only bounds the wait after a failure.
         sa_event.listen(db.sync_session_class, "after_commit", self._after_commit)
@@ -63,16 +65,7 @@ class OutboxRelay:
         if session.info.pop(_WROTE_OUTBOX, False):
             self._wake.set()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="outbox-relay")
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def run(self) -> None:
         await self.broker.wait_connected()

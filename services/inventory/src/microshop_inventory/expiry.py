@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import structlog
+from microshop_chassis.background import BackgroundWorker
 from microshop_chassis.db import Database
 
 from . import service
@@ -12,23 +13,15 @@ from . import service
 log = structlog.get_logger("microshop.inventory.expiry")
 
 
-class ExpirySweeper:
+class ExpirySweeper(BackgroundWorker):
+    task_name = "reservation-expiry"
+
     def __init__(self, db: Database, *, interval: float, batch_size: int = 500) -> None:
         self.db = db
         self.interval = interval
         self.batch_size = batch_size
-        self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="reservation-expiry")
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def run(self) -> None:
         while True:

@@ -16,6 +16,7 @@ from email.utils import format_datetime
 
 import aiosmtplib
 import structlog
+from microshop_chassis.background import BackgroundWorker
 from microshop_chassis.db import Database
 from prometheus_client import Counter
 
@@ -61,7 +62,9 @@ def build_message(notification: Notification, mail_from: str) -> EmailMessage:
     return message
 
 
-class DeliveryWorker:
+class DeliveryWorker(BackgroundWorker):
+    task_name = "notification-delivery"
+
     def __init__(
         self,
         db: Database,
@@ -89,22 +92,12 @@ class DeliveryWorker:
         self.lease_seconds = smtp_timeout * (batch_size + 2)
         self._local_hostname: str | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     def wake(self) -> None:
         """Deliver now rather than at the next interval (called after an event is recorded)."""
         self._wake.set()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name="notification-delivery")
 
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def run(self) -> None:
         # getfqdn() may do a DNS lookup: once, off the event loop, not per SMTP connection.
