@@ -5,6 +5,7 @@ sales report, and a checkout whose orders process is SIGKILLed mid-saga."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import uuid
 
@@ -240,3 +241,31 @@ async def test_every_service_serves_metrics_and_its_openapi(shop):
         assert "http_server_requests_total" in text, name
         schema = await shop.gateway.get(f"/api/{name}/openapi.json")
         assert schema.status == 200 and schema.body["paths"], name
+
+
+async def test_one_checkout_is_one_trace_across_the_services(shop):
+    """The gateway's request id and W3C trace context travel with every call, so each service's
+    JSON access log names the same trace for one checkout."""
+    token, _ = await shop.new_customer()
+    request_id = f"trace-{uuid.uuid4().hex}"
+    reply = await shop.api(token).post(
+        "/api/orders", json=body(), headers={"Idempotency-Key": str(uuid.uuid4()), "X-Request-ID": request_id}
+    )
+    assert reply.status == 201 and reply.headers["X-Request-ID"] == request_id
+
+    def traces_by_service() -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for service in ("gateway", "orders", "inventory", "payments"):
+            for line in shop.system.paths.log_file(service).read_text().splitlines():
+                if request_id in line and line.startswith("{"):
+                    entry = json.loads(line)
+                    if entry.get("request_id") == request_id and "trace_id" in entry:
+                        found.setdefault(service, set()).add(entry["trace_id"])
+        return found
+
+    async def all_logged():
+        found = traces_by_service()
+        return found if len(found) == 4 else None
+
+    found = await wait_until(all_logged, timeout=10, what="every hop's log line")
+    assert len(set().union(*found.values())) == 1, found
