@@ -123,6 +123,20 @@ def _new_log_text(path: Path, offset: int, max_lines: int = 30) -> str:
     return "\n".join(lines[-max_lines:])
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError:  # no /proc: ask the kernel directly
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
 @app.command()
 def down(data_dir: Path = DataDirOption) -> None:
     """Stop the running system (the supervisor stops every component in reverse order)."""
@@ -138,7 +152,9 @@ def down(data_dir: Path = DataDirOption) -> None:
     except ProcessLookupError:
         pass
     with console.status(f"stopping microshop (supervisor pid {pid})…"):
-        while running_supervisor(paths) is not None:
+        # The lock goes when the supervisor has stopped everything; its own exit follows a moment
+        # later, and `down` returns only once that happened too.
+        while running_supervisor(paths) is not None or _alive(pid):
             if time.monotonic() - began > DOWN_TIMEOUT:
                 raise fail(f"the supervisor (pid {pid}) did not stop within {DOWN_TIMEOUT:g} s; "
                            f"see {paths.supervisor_log}")

@@ -4,6 +4,11 @@ Each call has a deadline (the smaller of its own timeout and what is left of the
 request's), carries ``traceparent``, ``X-Request-ID`` and the service's bearer token, and is
 retried with capped exponential backoff and full jitter only when repeating it is safe: reads,
 and writes that carry an idempotency key (``idempotent=True``).
+
+Each client also guards its one target (see ``resilience``): a circuit breaker (fail fast with
+``CircuitOpen`` while the target keeps failing), a bulkhead (a cap on calls in flight,
+``BulkheadFull`` beyond it) and a retry budget (retries add at most 20 % to the load). All three
+are on by default; pass ``None`` (or ``False``) to turn one off, or an instance to tune it.
 """
 
 from __future__ import annotations
@@ -72,6 +77,9 @@ class ServiceUnavailable(Exception):
 
 TokenProvider = Callable[[], Awaitable[str]]
 
+# Below ServiceUnavailable on purpose: the resilience exceptions subclass it.
+from .resilience import Bulkhead, BulkheadFull, CircuitBreaker, CircuitOpen, RetryBudget  # noqa: E402
+
 
 class ServiceClient:
     def __init__(
@@ -83,6 +91,9 @@ class ServiceClient:
         retries: int = 2,
         token_provider: TokenProvider | None = None,
         token_refresh: Callable[[], None] | None = None,
+        breaker: CircuitBreaker | bool | None = True,
+        bulkhead: Bulkhead | bool | None = True,
+        retry_budget: RetryBudget | bool | None = True,
     ) -> None:
         self.target = target
         self.base_url = base_url.rstrip("/")
@@ -90,6 +101,10 @@ class ServiceClient:
         self.retries = retries
         self.token_provider = token_provider
         self.token_refresh = token_refresh
+        # True: this target's own, with the defaults; None/False: off; an instance: that one.
+        self.breaker = CircuitBreaker(target) if breaker is True else breaker or None
+        self.bulkhead = Bulkhead(target) if bulkhead is True else bulkhead or None
+        self.retry_budget = RetryBudget(target) if retry_budget is True else retry_budget or None
 
     async def get(self, path: str, **kwargs: Any) -> Reply:
         return await self.request("GET", path, **kwargs)
@@ -116,16 +131,28 @@ class ServiceClient:
         deadline = _deadline(timeout or self.timeout)
         refreshed_token = False
         attempt = 0
+        last: Reply | ServiceUnavailable | None = None  # outcome of the previous attempt
+        if self.retry_budget:
+            self.retry_budget.deposit()
         while True:
             attempt += 1
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ServiceUnavailable(self.target, "deadline exceeded")
             try:
-                reply = await self._once(method, path, json_body, params, headers, remaining)
-            except ServiceUnavailable:
-                if attempt >= attempts:
+                reply = await self._guarded(method, path, json_body, params, headers, deadline)
+            except (CircuitOpen, BulkheadFull):
+                # Rejected before sending. On a retry, what the caller should see is what the
+                # target last did, not "not even attempted".
+                if isinstance(last, Reply):
+                    return last
+                if last is not None:
+                    raise last from last.__cause__  # keep what made it unavailable
+                raise
+            except ServiceUnavailable as exc:
+                if attempt >= attempts or not self._may_retry():
                     raise
+                last = exc
                 await _backoff(attempt, deadline)
                 continue
             if reply.status == 401 and self.token_refresh and not refreshed_token:
@@ -133,10 +160,48 @@ class ServiceClient:
                 refreshed_token = True
                 attempt -= 1
                 continue
-            if reply.status in _RETRYABLE_STATUS and attempt < attempts:
+            if reply.status in _RETRYABLE_STATUS and attempt < attempts and self._may_retry():
+                last = reply
                 await _backoff(attempt, deadline)
                 continue
             return reply
+
+    def _may_retry(self) -> bool:
+        """Whether a retry is worth making: not while the circuit would reject it anyway (and
+        then without spending the budget), and only within the retry budget."""
+        if self.breaker and self.breaker.would_reject():
+            return False
+        return self.retry_budget.try_spend() if self.retry_budget else True
+
+    async def _guarded(self, method, path, json_body, params, extra_headers, deadline: float) -> Reply:
+        """One attempt through the circuit breaker and the bulkhead. The breaker counts
+        ``ServiceUnavailable`` (unreachable, timed out) and 5xx replies as failures; 4xx are
+        successes: the target is alive and answering."""
+        permit = self.breaker.acquire() if self.breaker else None  # CircuitOpen
+        failed: bool | None = None  # None: no verdict (not sent, or cancelled)
+        try:
+            if self.bulkhead:
+                await self.bulkhead.acquire(deadline - time.monotonic())  # BulkheadFull
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ServiceUnavailable(self.target, "deadline exceeded")
+                try:
+                    reply = await self._once(method, path, json_body, params, extra_headers, remaining)
+                except ServiceUnavailable:
+                    failed = True
+                    raise
+                failed = reply.status >= 500
+                return reply
+            finally:
+                if self.bulkhead:
+                    self.bulkhead.release()
+        finally:
+            if self.breaker and permit is not None:
+                if failed is None:
+                    self.breaker.release(permit)
+                else:
+                    self.breaker.record(permit, failed=failed)
 
     async def _once(self, method, path, json_body, params, extra_headers, remaining: float) -> Reply:
         headers = {"X-Request-Timeout": f"{remaining:.3f}"}

@@ -26,6 +26,23 @@ CLIENT_DURATION = Histogram(
     ["target", "method"],
     buckets=_BUCKETS,
 )
+# Resilience of calls to other services (microshop_chassis.resilience), one series per target.
+CIRCUIT_BREAKER_STATE = Gauge(
+    "circuit_breaker_state", "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.", ["target"]
+)
+CIRCUIT_BREAKER_TRANSITIONS = Counter(
+    "circuit_breaker_transitions_total", "Circuit breaker state changes, by the state entered.", ["target", "state"]
+)
+CIRCUIT_BREAKER_REJECTED = Counter(
+    "circuit_breaker_rejected_total", "Calls failed fast because the target's circuit was open.", ["target"]
+)
+BULKHEAD_IN_FLIGHT = Gauge("bulkhead_in_flight", "Calls to the target holding a bulkhead slot now.", ["target"])
+BULKHEAD_REJECTED = Counter(
+    "bulkhead_rejected_total", "Calls failed fast because the target's bulkhead was full.", ["target"]
+)
+RETRY_BUDGET_DENIED = Counter(
+    "retry_budget_denied_total", "Retries skipped because the target's retry budget was spent.", ["target"]
+)
 OUTBOX_BACKLOG = Gauge("outbox_backlog", "Events written to the outbox and not yet published.")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Events the relay published to the broker.", ["type"])
 EVENTS_CONSUMED = Counter(
