@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -241,3 +242,36 @@ async def test_incoming_traceparent_is_the_server_span_parent(service, span_expo
     assert span.name == "GET /items/{item_id}"
     assert span.attributes["http.route"] == "/items/{item_id}"
     assert span.attributes["http.response.status_code"] == 200
+
+
+async def test_over_the_in_flight_limit_requests_are_shed_at_once(tmp_path):
+    """Beyond max_in_flight, a request gets 503 problem+json with Retry-After without waiting;
+    health stays answerable; once the load drops, requests are served again."""
+    router = APIRouter()
+    release = asyncio.Event()
+    entered: list[int] = []
+
+    @router.get("/slow")
+    async def slow() -> dict:
+        entered.append(1)
+        await release.wait()
+        return {"ok": True}
+
+    settings = ServiceSettings(service_name="shedding", data_dir=tmp_path, max_in_flight=2)
+    async with RunningApp(create_app(settings=settings, version="1", routers=[router])) as running:
+        api = ApiClient(running.url)
+        held = [asyncio.create_task(api.get("/slow")) for _ in range(2)]
+        async def both_entered() -> bool:
+            return len(entered) == 2
+
+        await wait_until(both_entered, timeout=10, what="two requests in progress")
+        shed = await api.get("/slow")
+        assert shed.status == 503 and shed.headers["Retry-After"] == "1"
+        assert shed.headers["Content-Type"] == PROBLEM_JSON and shed.body["type"].endswith("/overloaded")
+        assert len(entered) == 2  # the shed request never reached the endpoint
+        assert (await api.get("/health")).status == 200
+        metrics_text = (await api.get("/metrics")).body
+        assert re.search(r"^http_server_requests_shed_total [1-9]", metrics_text, re.M)
+        release.set()
+        assert [r.status for r in await asyncio.gather(*held)] == [200, 200]
+        assert (await api.get("/slow")).status == 200

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from . import metrics
 from .errors import PROBLEM_JSON, install_problem_handlers
 from .logs import configure_logging
-from .middleware import EdgeMiddleware
+from .middleware import EdgeMiddleware, LoadShedder
 from .settings import ServiceSettings
 from .telemetry import configure_tracing
 
@@ -46,6 +46,8 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_problem_handlers(app)
+    # Added first, so it runs inside the edge middleware: shed requests are still counted and logged.
+    app.add_middleware(LoadShedder, limit=settings.max_in_flight)
     app.add_middleware(EdgeMiddleware)
     checks = readiness or {}
 

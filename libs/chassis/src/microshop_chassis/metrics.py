@@ -16,6 +16,9 @@ HTTP_DURATION = Histogram(
     ["method", "route"],
     buckets=_BUCKETS,
 )
+REQUESTS_SHED = Counter(
+    "http_server_requests_shed_total", "Requests answered 503 at once because too many were in progress."
+)
 HTTP_IN_FLIGHT = Gauge("http_server_requests_in_flight", "HTTP requests being served now.")
 CLIENT_REQUESTS = Counter(
     "http_client_requests_total", "Calls made to other services.", ["target", "method", "outcome"]

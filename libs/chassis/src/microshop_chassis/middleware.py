@@ -6,6 +6,7 @@ each BaseHTTPMiddleware-style layer costs a task and a copy per request on the h
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -101,3 +102,40 @@ def _deadline_from(headers: dict[str, str]) -> float | None:
         return time.monotonic() + max(0.0, float(raw))
     except ValueError:
         return None
+
+
+class LoadShedder:
+    """Over ``limit`` requests in progress, answer 503 at once, with ``Retry-After``, instead of
+    queueing without bound: a caller learns in microseconds to come back later (or to go to another
+    replica), and the requests already accepted keep their latency. Health, readiness and metrics
+    are never shed, so an overloaded service still looks alive to its supervisor."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in _QUIET:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            metrics.REQUESTS_SHED.inc()
+            body = json.dumps({
+                "type": "https://microshop.dev/problems/overloaded",
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": f"More than {self.limit} requests in progress; retry shortly.",
+            }).encode()
+            await send({"type": "http.response.start", "status": 503, "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"retry-after", b"1"),
+                (b"content-length", str(len(body)).encode()),
+            ]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

@@ -28,8 +28,8 @@ class ServiceSettings(BaseSettings):
     port: int = 8000
     # Empty means: a SQLite file named after the service in the data directory.
     database_url: str = ""
-    # How many replicas share this database; SQLite allows one writer process only.
-    workers: int = 1
+    # Requests in progress beyond which new ones get 503 + Retry-After at once (load shedding).
+    max_in_flight: int = 512
 
     data_dir: Path = shared(Path(".microshop"), "DATA_DIR")
     nats_url: str = shared("nats://127.0.0.1:14222", "NATS_URL")
