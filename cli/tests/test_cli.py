@@ -260,3 +260,34 @@ def test_up_detach_shows_the_supervisor_log_when_start_up_fails(tmp_path):
     assert "the supervisor exited with code 1 while starting" in result.stdout
     assert "broken exited with code 7 before it was ready" in result.stdout
     assert running_supervisor(DataDir(tmp_path)) is None
+
+
+def test_status_shows_circuit_breakers_reported_in_health():
+    """status reads each component's /health; breakers that are not closed are named."""
+    from aiohttp import web
+    from microshop_cli.main import format_circuits
+    from microshop_cli.status import check_all
+
+    async def scenario():
+        async def health(_request):
+            return web.json_response({"status": "ok", "version": "9.9",
+                                      "circuit_breakers": {"inventory": "closed", "payments": "open"}})
+
+        server = web.Application()
+        server.router.add_get("/health", health)
+        runner = web.AppRunner(server)
+        await runner.setup()
+        port = free_ports(["probe"])["probe"]
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            return await check_all({"orders": {"pid": 1, "port": port, "url": f"http://127.0.0.1:{port}",
+                                               "health_url": f"http://127.0.0.1:{port}/health"}})
+        finally:
+            await runner.cleanup()
+
+    [orders] = asyncio.run(scenario())
+    assert orders.health == "ok" and orders.version == "9.9"
+    assert orders.circuit_breakers == {"inventory": "closed", "payments": "open"}
+    assert format_circuits(orders.circuit_breakers).plain == "payments: open"
+    assert format_circuits({"inventory": "closed"}).plain == "closed"
+    assert format_circuits({}).plain == "-"

@@ -123,6 +123,17 @@ def _new_log_text(path: Path, offset: int, max_lines: int = 30) -> str:
     return "\n".join(lines[-max_lines:])
 
 
+def format_circuits(breakers: dict[str, str]) -> Text:
+    """'closed' when all are; otherwise each target that is not, in colour."""
+    if not breakers:
+        return Text("-")
+    troubled = {target: state for target, state in breakers.items() if state != "closed"}
+    if not troubled:
+        return Text("closed", style="green")
+    return Text(", ".join(f"{t}: {s}" for t, s in troubled.items()),
+                style="bold red" if "open" in troubled.values() else "yellow")
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -165,7 +176,8 @@ def down(data_dir: Path = DataDirOption) -> None:
 @app.command()
 def status(data_dir: Path = DataDirOption,
            as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Show each component's pid, port, health, version, restarts and uptime. Exit 1 if any is down."""
+    """Show each component's pid, port, health, version, restarts, uptime and the circuit breakers
+    of the calls it makes. Exit 1 if any is down."""
     paths = DataDir(data_dir.resolve())
     pid = running_supervisor(paths)
     state = read_state(paths) if pid is not None else None
@@ -184,12 +196,13 @@ def status(data_dir: Path = DataDirOption,
         }, indent=2))
     else:
         table = Table(title=f"microshop — supervisor pid {pid}, {state.get('status')} — {paths.root}")
-        for column in ("component", "pid", "port", "health", "version", "restarts", "uptime"):
+        for column in ("component", "pid", "port", "health", "version", "restarts", "uptime", "circuits"):
             table.add_column(column, justify="right" if column in ("pid", "port", "restarts") else "left")
         for component in components:
             health = Text(component.health, style="green" if component.health == "ok" else "bold red")
             table.add_row(component.name, str(component.pid or "-"), str(component.port or "-"), health,
-                          component.version or "-", str(component.restarts), format_uptime(component.uptime_seconds))
+                          component.version or "-", str(component.restarts), format_uptime(component.uptime_seconds),
+                          format_circuits(component.circuit_breakers))
         console.print(table)
     if not all_ok:
         raise typer.Exit(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -23,6 +23,8 @@ class ComponentStatus:
     version: str | None
     restarts: int
     uptime_seconds: float | None
+    # The circuit breaker of each downstream this component calls, as it reports it in /health.
+    circuit_breakers: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -36,8 +38,9 @@ async def check_all(processes: dict[str, dict]) -> list[ComponentStatus]:
 
 
 async def _check(session: aiohttp.ClientSession, name: str, info: dict) -> ComponentStatus:
+    breakers: dict[str, str] = {}
     if info.get("health_url"):
-        healthy, version = await _http_health(session, info["health_url"])
+        healthy, version, breakers = await _http_health(session, info["health_url"])
     else:
         healthy, version = await _tcp_health(info.get("url") or "", info.get("port"))
     started = info.get("started_at")
@@ -46,18 +49,22 @@ async def _check(session: aiohttp.ClientSession, name: str, info: dict) -> Compo
         name=name, pid=info.get("pid"), port=info.get("port"), url=info.get("url"),
         health="ok" if healthy else "down", version=version, restarts=info.get("restarts", 0),
         uptime_seconds=round(uptime, 1) if uptime is not None and healthy else None,
+        circuit_breakers=breakers,
     )
 
 
-async def _http_health(session: aiohttp.ClientSession, url: str) -> tuple[bool, str | None]:
+async def _http_health(session: aiohttp.ClientSession, url: str) -> tuple[bool, str | None, dict[str, str]]:
     try:
         async with session.get(url) as reply:
             if reply.status != 200:
-                return False, None
+                return False, None, {}
             body = await reply.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError):
-        return False, None
-    return True, body.get("version") if isinstance(body, dict) else None
+        return False, None, {}
+    if not isinstance(body, dict):
+        return True, None, {}
+    breakers = body.get("circuit_breakers")
+    return True, body.get("version"), breakers if isinstance(breakers, dict) else {}
 
 
 async def _tcp_health(url: str, port: int | None) -> tuple[bool, str | None]:

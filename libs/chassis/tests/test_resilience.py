@@ -381,3 +381,22 @@ async def test_metrics_are_exposed(http_server, unique):
     ):
         assert series in text
     assert "circuit_breaker_rejected_total" in text and "bulkhead_rejected_total" in text
+
+
+async def test_health_reports_the_state_of_each_downstream_breaker(http_server, unique, tmp_path):
+    """A service's /health names the state of every breaker it holds, so `microshop status`
+    can show which of its downstreams it has given up on for now."""
+    from microshop_chassis.app import create_app
+    from microshop_chassis.settings import ServiceSettings
+    from microshop_chassis.testing import ApiClient, RunningApp
+
+    target = Target(503)
+    url = await http_server([web.get("/x", target.handle)])
+    http = client(unique, url, FakeClock())
+    app = create_app(settings=ServiceSettings(service_name="caller", data_dir=tmp_path), version="1")
+    async with RunningApp(app) as running:
+        before = (await ApiClient(running.url).get("/health")).body
+        await _open_the_circuit(http, target)
+        after = (await ApiClient(running.url).get("/health")).body
+    assert before["circuit_breakers"][unique] == "closed"
+    assert after["circuit_breakers"][unique] == "open"

@@ -18,6 +18,7 @@ from . import metrics
 from .errors import PROBLEM_JSON, install_problem_handlers
 from .logs import configure_logging
 from .middleware import EdgeMiddleware, LoadShedder
+from .resilience import breaker_states
 from .settings import ServiceSettings
 from .telemetry import configure_tracing
 
@@ -54,6 +55,9 @@ def create_app(
     @app.get("/health", tags=["operations"], summary="Liveness: the process serves requests")
     async def health() -> dict[str, Any]:
         body = {"status": "ok", "service": settings.service_name, "version": version}
+        breakers = breaker_states()
+        if breakers:  # the state of each downstream this service calls, seen from here
+            body["circuit_breakers"] = breakers
         if health_extra:
             body.update(await health_extra())
         return body

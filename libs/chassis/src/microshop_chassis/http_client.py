@@ -27,7 +27,9 @@ from multidict import CIMultiDict
 
 from . import metrics
 from .context import deadline_var, request_id_var
+from .resilience import Bulkhead, BulkheadFull, CircuitBreaker, CircuitOpen, RetryBudget
 from .telemetry import inject_headers
+from .unavailable import ServiceUnavailable  # re-exported: callers import it from here
 
 log = structlog.get_logger("microshop.http_client")
 
@@ -66,19 +68,8 @@ class Reply:
         return 200 <= self.status < 300
 
 
-class ServiceUnavailable(Exception):
-    """The callee could not be reached or did not answer in time: the outcome is unknown."""
-
-    def __init__(self, target: str, reason: str) -> None:
-        super().__init__(f"{target} unavailable: {reason}")
-        self.target = target
-        self.reason = reason
-
-
 TokenProvider = Callable[[], Awaitable[str]]
 
-# Below ServiceUnavailable on purpose: the resilience exceptions subclass it.
-from .resilience import Bulkhead, BulkheadFull, CircuitBreaker, CircuitOpen, RetryBudget  # noqa: E402
 
 
 class ServiceClient:

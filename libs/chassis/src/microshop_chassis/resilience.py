@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
 from . import metrics
-from .http_client import ServiceUnavailable
+from .unavailable import ServiceUnavailable
 
 Clock = Callable[[], float]
 
@@ -50,6 +51,18 @@ class State(IntEnum):
     CLOSED = 0
     HALF_OPEN = 1
     OPEN = 2
+
+
+_breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def breaker_states() -> dict[str, str]:
+    """Every live breaker of this process by target ("closed", "half_open", "open"); where two
+    clients guard one target, the worse state shows. For /health and `microshop status`."""
+    states: dict[str, State] = {}
+    for breaker in list(_breakers):
+        states[breaker.target] = max(states.get(breaker.target, State.CLOSED), breaker.state)
+    return {target: state.name.lower() for target, state in sorted(states.items())}
 
 
 class CircuitBreaker:
@@ -77,6 +90,7 @@ class CircuitBreaker:
     ) -> None:
         if not 0 < min_calls <= window:
             raise ValueError("need 0 < min_calls <= window")
+        _breakers.add(self)
         self.target = target
         self.window = window
         self.min_calls = min_calls
