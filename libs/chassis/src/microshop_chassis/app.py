@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from . import metrics
 from .errors import PROBLEM_JSON, install_problem_handlers
+from .http_client import close_shared_session
 from .logs import configure_logging
 from .middleware import EdgeMiddleware, LoadShedder
 from .resilience import breaker_states
@@ -41,7 +42,7 @@ def create_app(
         title=f"microshop {settings.service_name}",
         version=version,
         description=description,
-        lifespan=lifespan,
+        lifespan=_closing_shared_session(lifespan),
         # The edge middleware makes the one server span, the metrics and the access log; FastAPI's
         # own instrumentation (on once a tracer provider is set) would double each, per request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -89,6 +90,22 @@ def create_app(
     for router in routers:
         app.include_router(router)
     return app
+
+
+def _closing_shared_session(lifespan):
+    """The service's own lifespan, then the process's pooled HTTP session closed after it: every
+    service has one (JWKS fetches at least), so the chassis closes it rather than each service."""
+
+    @asynccontextmanager
+    async def wrapped(app: FastAPI):
+        if lifespan is None:
+            yield
+        else:
+            async with lifespan(app):
+                yield
+        await close_shared_session()
+
+    return wrapped
 
 
 async def _run_check(check: ReadinessCheck, timeout: float = 2.0) -> str:

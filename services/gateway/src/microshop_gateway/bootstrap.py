@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
 from microshop_chassis.app import create_app as create_service_app
-from microshop_chassis.http_client import close_shared_session
 
 from . import __version__
 from .api import router
@@ -19,17 +16,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     upstreams = settings.upstreams()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        yield
-        await close_shared_session()  # the pooled connections to the services
-
     app = create_service_app(
         settings=settings,
         version=__version__,
         description="The one public entry: forwards /api/<service>/<path> and reports every service's health.",
         routers=[router],
-        lifespan=lifespan,
         readiness={},  # nothing of its own to wait for; /health reports on the services
         health_extra=system_health({n: u.base_url for n, u in upstreams.items()}, settings.health_timeout),
     )

@@ -10,7 +10,7 @@ from microshop_chassis.app import create_app as create_service_app
 from microshop_chassis.auth import JwtVerifier, ServiceTokenProvider, http_jwks_loader
 from microshop_chassis.broker import Broker
 from microshop_chassis.db import Database
-from microshop_chassis.http_client import ServiceClient, close_shared_session
+from microshop_chassis.http_client import ServiceClient
 from microshop_chassis.outbox import OutboxRelay
 
 from . import __version__
@@ -52,7 +52,6 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
         await saga.stop()
         await relay.stop()
         await broker.close()
-        await close_shared_session()
         await db.dispose()
 
     app = create_service_app(
