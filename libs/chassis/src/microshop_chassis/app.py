@@ -15,9 +15,11 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from . import metrics
+from .auth import OperatorCaller
 from .errors import PROBLEM_JSON, install_problem_handlers
 from .http_client import close_shared_session
 from .logs import configure_logging
+from .messaging import MessagingStatus, messaging_status
 from .middleware import EdgeMiddleware, LoadShedder
 from .resilience import breaker_states
 from .settings import ServiceSettings
@@ -35,7 +37,10 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     readiness: dict[str, ReadinessCheck] | None = None,
     health_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    messaging_admin: bool = True,
 ) -> FastAPI:
+    """``messaging_admin=False`` leaves out ``GET /admin/messaging`` (for an app that verifies no
+    tokens and runs no relay or consumer: the gateway)."""
     configure_logging(settings.service_name, settings.log_level, settings.log_format)
     configure_tracing(settings.service_name, settings.traces_exporter, settings.data_dir)
     app = FastAPI(
@@ -81,6 +86,20 @@ def create_app(
             status_code=503,
             media_type=PROBLEM_JSON,
         )
+
+    if messaging_admin:
+
+        @app.get(
+            "/admin/messaging",
+            tags=["operations"],
+            summary="Outbox backlog, consumer lag and dead letters of this service (admin or service)",
+            responses={503: {"description": "The broker or the database cannot answer (problem+json)."}},
+        )
+        async def messaging(_: OperatorCaller) -> MessagingStatus:
+            """Whether this service's events have drained: its outbox backlog (null without a
+            relay), each durable consumer's JetStream state and the number of its events in the
+            dead-letter stream. Answers within about 2 s; 503 when the broker is unreachable."""
+            return await messaging_status(settings.service_name)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:

@@ -77,7 +77,10 @@ class Broker:
                 # shutdown must stay prompt: bound it, then close outright.
                 await asyncio.wait_for(self.nc.drain(), 2.0)
             except Exception:  # timeout, or a broker outage: closing must not block shutdown
-                await self.nc.close()
+                try:
+                    await self.nc.close()
+                except Exception:  # the connection is gone already (broker down): nothing to flush
+                    pass
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("broker_error", error=str(exc))

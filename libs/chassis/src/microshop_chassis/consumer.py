@@ -18,7 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from . import metrics
+from . import messaging, metrics
 from .background import BackgroundWorker
 from .broker import Broker
 from .events import DEAD_LETTER_PREFIX, STREAM, Event
@@ -61,7 +61,12 @@ class EventConsumer(BackgroundWorker):
         self.task_name = f"consumer-{durable}"
         self._tracer = tracer("microshop.events")
 
+    def start(self) -> None:
+        super().start()
+        messaging.register_consumer(self)  # for GET /admin/messaging
+
     async def stop(self) -> None:
+        messaging.unregister_consumer(self)
         await super().stop()
         # Unsubscribe, or the open pull request stays with the server and swallows the next
         # messages until their ack_wait runs out.
@@ -189,4 +194,6 @@ class EventConsumer(BackgroundWorker):
         """Messages not yet delivered or acked: the consumer's lag."""
         js = await self.broker.wait_connected()
         info = await js.consumer_info(STREAM, self.durable)
-        return (info.num_pending or 0) + (info.num_ack_pending or 0)
+        lag = (info.num_pending or 0) + (info.num_ack_pending or 0)
+        metrics.CONSUMER_LAG.labels(self.durable).set(lag)
+        return lag

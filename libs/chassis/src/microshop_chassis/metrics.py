@@ -48,6 +48,11 @@ RETRY_BUDGET_DENIED = Counter(
 )
 OUTBOX_BACKLOG = Gauge("outbox_backlog", "Events written to the outbox and not yet published.")
 OUTBOX_PUBLISHED = Counter("outbox_published_total", "Events the relay published to the broker.", ["type"])
+CONSUMER_LAG = Gauge(
+    "consumer_lag",
+    "Messages of a durable consumer not yet delivered or not yet acked, as last read from JetStream.",
+    ["consumer"],
+)
 EVENTS_CONSUMED = Counter(
     "events_consumed_total", "Events handled by a consumer.", ["consumer", "type", "outcome"]
 )

@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import metrics
+from . import messaging, metrics
 from .background import BackgroundWorker
 from .broker import Broker
 from .db import Database
@@ -65,7 +65,13 @@ class OutboxRelay(BackgroundWorker):
         if session.info.pop(_WROTE_OUTBOX, False):
             self._wake.set()
 
+    def start(self) -> None:
+        super().start()
+        messaging.register_relay(self)  # for GET /admin/messaging
 
+    async def stop(self) -> None:
+        messaging.unregister_relay(self)
+        await super().stop()
 
     async def run(self) -> None:
         await self.broker.wait_connected()
@@ -129,3 +135,15 @@ class OutboxRelay(BackgroundWorker):
     async def backlog(self) -> int:
         async with self.db.session() as session:
             return (await session.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()
+
+    async def backlog_and_oldest_age(self) -> tuple[int, float | None]:
+        """Unpublished events, and the age in seconds of the oldest of them (None when none)."""
+        async with self.db.session() as session:
+            count, oldest = (
+                await session.execute(sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)))
+            ).one()
+        if oldest is None:
+            return count, None
+        if oldest.tzinfo is None:  # SQLite keeps no zone; the relay writes UTC
+            oldest = oldest.replace(tzinfo=UTC)
+        return count, max(0.0, (datetime.now(UTC) - oldest).total_seconds())

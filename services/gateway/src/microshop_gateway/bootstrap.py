@@ -23,6 +23,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         routers=[router],
         readiness={},  # nothing of its own to wait for; /health reports on the services
         health_extra=system_health({n: u.base_url for n, u in upstreams.items()}, settings.health_timeout),
+        messaging_admin=False,  # no relay, no consumers, no token verifier
     )
     app.state.settings = settings
     app.state.upstreams = upstreams
