@@ -40,11 +40,13 @@ async def processor():
 class ResponseLosingProxy:
     """Sits between payments and the processor. While ``lose_responses`` is set, each request
     reaches the processor and takes effect, but the connection is cut before the answer gets
-    back: the caller cannot know whether its charge happened."""
+    back: the caller cannot know whether its charge happened. ``lose_only`` limits that to paths
+    starting with it (e.g. "/v1/refunds")."""
 
     def __init__(self, target: str) -> None:
         self.target = target
         self.lose_responses = False
+        self.lose_only: str | None = None
 
     async def forward(self, request: web.Request) -> web.StreamResponse:
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("content-type", "idempotency-key")}
@@ -52,7 +54,7 @@ class ResponseLosingProxy:
             async with session.request(request.method, self.target + request.path_qs, data=await request.read(),
                                        headers=headers) as answer:
                 body, status, content_type = await answer.read(), answer.status, answer.content_type
-        if self.lose_responses:
+        if self.lose_responses and (self.lose_only is None or request.path.startswith(self.lose_only)):
             request.transport.abort()
         return web.Response(body=body, status=status, content_type=content_type)
 

@@ -11,6 +11,7 @@ from microshop_chassis.testing import (
     assert_event_matches_contract,
     free_port,
     stream_events,
+    wait_until,
 )
 from microshop_payments.bootstrap import create_app
 
@@ -53,9 +54,18 @@ def assert_problem(reply: Reply, status: int, kind: str) -> dict:
 
 
 async def summary(as_admin: ApiClient) -> dict:
+    """The ledger's money figures (without the counts by status)."""
     reply = await as_admin.get("/ledger/summary")
     assert reply.status == 200
-    return reply.body
+    return {k: v for k, v in reply.body.items() if k != "payments_by_status"}
+
+
+async def statuses(as_admin: ApiClient) -> dict:
+    """Payments by status, only the statuses that have any."""
+    reply = await as_admin.get("/ledger/summary")
+    assert reply.status == 200
+    assert set(reply.body["payments_by_status"]) == {"PENDING", "CAPTURED", "DECLINED", "REFUNDED", "VOIDED"}
+    return {status: n for status, n in reply.body["payments_by_status"].items() if n}
 
 
 NO_MONEY = {"captured_cents": 0, "refunded_cents": 0, "net_cents": 0, "captures": 0, "refunds": 0}
@@ -115,7 +125,9 @@ async def test_an_approved_charge_is_captured(as_service, processor, payments, m
     owner = ApiClient(payments.url, mint.token(body["customer_id"]))
     seen = await owner.get(f"/payments/{body['order_id']}")
     assert seen.status == 200
-    assert seen.body == {**reply.body, "decline_code": None, "updated_at": reply.body["created_at"]}
+    assert seen.body == {**reply.body, "decline_code": None, "updated_at": seen.body["updated_at"]}
+    # created when the intent was recorded (before the processor call), updated at the capture
+    assert seen.body["updated_at"] >= seen.body["created_at"]
 
 
 async def test_declines_are_402_problems_and_recorded(as_service, as_admin, processor):
@@ -171,18 +183,29 @@ async def test_another_amount_for_a_charged_order_is_409(as_service):
     assert problem["payment_id"] == first.body["id"]
 
 
-async def test_a_key_reused_for_another_order_is_409_and_stores_nothing(as_service, as_admin):
+async def test_a_key_reused_for_another_order_is_409_and_charges_nothing(as_service, as_admin, processor):
     token = await tokenize(as_service)
-    assert (await charge(as_service, charge_body(token), key="shared-key")).status == 201
+    first = charge_body(token)
+    assert (await charge(as_service, first, key="shared-key")).status == 201
     other = charge_body(token)
     assert_problem(await charge(as_service, other, key="shared-key"), 409, "idempotency-key-reused")
-    assert (await as_admin.get(f"/payments/{other['order_id']}")).status == 404
+    assert (await as_admin.get(f"/payments/{other['order_id']}")).body["status"] == "PENDING"
+    # Settling it finds the key's charge, sees it is the other order's, and voids this payment
+    # without touching that charge.
+    voided = await as_service.post(f"/payments/{other['order_id']}/refund")
+    assert voided.status == 200 and voided.body["status"] == "VOIDED"
+    [psp_charge] = await processor.charges()
+    assert psp_charge["description"] == f"order {first['order_id']}" and not psp_charge["refunded"]
+    assert await statuses(as_admin) == {"CAPTURED": 1, "VOIDED": 1}
 
 
-async def test_an_unknown_card_token_is_422(as_service, as_admin):
+async def test_an_unknown_card_token_is_422_and_charges_nothing(as_service, as_admin, processor):
     body = charge_body("tok_never_issued")
     assert_problem(await charge(as_service, body), 422, "unknown-card-token")
-    assert (await as_admin.get(f"/payments/{body['order_id']}")).status == 404
+    assert (await as_admin.get(f"/payments/{body['order_id']}")).body["status"] == "PENDING"
+    assert await processor.charges() == []
+    fixed = await charge(as_service, {**body, "card_token": await tokenize(as_service)})  # the same key
+    assert fixed.status == 201 and fixed.body["status"] == "CAPTURED"
 
 
 async def test_concurrent_charges_for_one_order_charge_once(as_service, as_admin, processor):
@@ -213,7 +236,8 @@ async def test_racing_charges_with_different_keys_leave_one_live_processor_charg
 # --- card processor faults ----------------------------------------------------------------------
 
 
-async def test_a_processor_outage_is_503_with_nothing_stored_then_recovers(as_service, as_admin, processor, settings):
+async def test_a_processor_outage_is_503_with_the_intent_left_pending_then_recovers(as_service, as_admin, processor,
+                                                                                     settings):
     body = charge_body(await tokenize(as_service))
     await processor.configure(failure_rate=1)
     down = await charge(as_service, body)
@@ -222,15 +246,16 @@ async def test_a_processor_outage_is_503_with_nothing_stored_then_recovers(as_se
     # One token, then the charge tried once plus every retry.
     assert (await processor.stats())["requests"] == 1 + 1 + settings.card_processor_retries
     assert_problem(await as_service.post("/payment-methods", json=card()), 503, "processor-unavailable")
-    assert (await as_admin.get(f"/payments/{body['order_id']}")).status == 404
-    assert (await as_admin.get("/payments")).body["total"] == 0
-    assert await summary(as_admin) == NO_MONEY
+    assert (await as_admin.get(f"/payments/{body['order_id']}")).body["status"] == "PENDING"
+    assert (await as_admin.get("/payments", params={"status": "PENDING"})).body["total"] == 1
+    assert await summary(as_admin) == NO_MONEY  # an intent moves no money
     assert await processor.charges() == []
 
     await processor.configure(failure_rate=0)
     recovered = await charge(as_service, body)  # the caller retries with the same key
     assert recovered.status == 201 and recovered.body["status"] == "CAPTURED"
     assert len(await processor.charges()) == 1
+    assert await statuses(as_admin) == {"CAPTURED": 1}
 
 
 async def test_a_lost_answer_is_settled_by_retrying_with_the_same_key(settings, mint, processor, lossy_link):
@@ -243,12 +268,14 @@ async def test_a_lost_answer_is_settled_by_retrying_with_the_same_key(settings, 
         lossy_link.lose_responses = True
         assert_problem(await charge(api, body), 503, "processor-unavailable")
         # The card was charged, every retry (same key) found that charge, and no answer came back:
-        # payments records nothing rather than guess.
+        # payments keeps its intent PENDING rather than guess.
         assert len(await processor.charges()) == 1
         assert (await processor.stats())["requests"] == 1 + 1 + settings.card_processor_retries
-        assert (await admin.get(f"/payments/{body['order_id']}")).status == 404
+        assert (await admin.get(f"/payments/{body['order_id']}")).body["status"] == "PENDING"
 
         lossy_link.lose_responses = False
+        settled = await charge(api, body, key="a-different-key")  # the payment's own key is used
+        assert settled.status == 201 and settled.body["status"] == "CAPTURED"
         settled = await charge(api, body)  # the caller retries with its key
         assert settled.status == 201 and settled.body["status"] == "CAPTURED"
         [psp_charge] = await processor.charges()
@@ -266,7 +293,10 @@ async def test_an_unreachable_processor_is_503(settings, mint):
         assert_problem(await api.post("/payment-methods", json=card()), 503, "processor-unavailable")
         body = charge_body("tok_x")
         assert_problem(await charge(api, body), 503, "processor-unavailable")
-        assert (await api.get(f"/payments/{body['order_id']}")).status == 404
+        assert (await api.get(f"/payments/{body['order_id']}")).body["status"] == "PENDING"
+        # A refund cannot settle it without asking the processor: 503 too, nothing decided.
+        assert_problem(await api.post(f"/payments/{body['order_id']}/refund"), 503, "processor-unavailable")
+        assert (await api.get(f"/payments/{body['order_id']}")).body["status"] == "PENDING"
 
 
 # --- refunds ------------------------------------------------------------------------------------
@@ -303,11 +333,10 @@ async def test_concurrent_refunds_refund_once(as_service, as_admin, processor):
     assert (figures["refunds"], figures["refunded_cents"], figures["net_cents"]) == (1, 800, 0)
 
 
-async def test_refunding_a_declined_or_missing_payment_is_refused(as_service, payments, mint):
+async def test_refunding_a_declined_payment_is_refused(as_service, payments, mint):
     declined = charge_body(await tokenize(as_service, DECLINED))
     await charge(as_service, declined)
     assert_problem(await as_service.post(f"/payments/{declined['order_id']}/refund"), 409, "payment-not-captured")
-    assert_problem(await as_service.post(f"/payments/{new_id()}/refund"), 404, "payment-not-found")
     customer = ApiClient(payments.url, mint.token(declined["customer_id"]))
     assert_problem(await customer.post(f"/payments/{declined['order_id']}/refund"), 403, "forbidden")
 
@@ -324,6 +353,215 @@ async def test_a_refund_during_an_outage_is_503_and_changes_nothing(as_service, 
     retried = await as_service.post(f"/payments/{body['order_id']}/refund")
     assert retried.status == 200 and retried.body["status"] == "REFUNDED"
     assert (await processor.stats())["refunds"] == 1
+
+
+# --- intents and tombstones: a refund may come before, during or after a charge ---------------
+# orders' saga deadline refunds an order whose charge outcome it does not know. Whatever the
+# interleaving, the order then keeps no money: the processor's books net to zero for it.
+
+
+async def payment_status(api: ApiClient, order_id: str) -> str | None:
+    reply = await api.get(f"/payments/{order_id}")
+    return reply.body["status"] if reply.status == 200 else None
+
+
+async def wait_for_status(api: ApiClient, order_id: str, status: str) -> None:
+    async def reached() -> bool:
+        return await payment_status(api, order_id) == status
+
+    await wait_until(reached, timeout=10, what=f"payment of order {order_id} to be {status}")
+
+
+def live_charges(charges: list[dict]) -> list[dict]:
+    return [c for c in charges if c["status"] == "succeeded" and not c["refunded"]]
+
+
+async def test_the_intent_is_recorded_pending_before_the_processor_is_called(as_service, as_admin, processor):
+    body = charge_body(await tokenize(as_service), amount_cents=1500)
+    await processor.configure(latency_ms=1500)  # the processor sits on the charge
+    in_flight = asyncio.create_task(charge(as_service, body, key=f"order-{body['order_id']}"))
+    await wait_for_status(as_admin, body["order_id"], "PENDING")
+    pending = (await as_admin.get(f"/payments/{body['order_id']}")).body
+    assert (pending["amount_cents"], pending["customer_id"], pending["card_brand"]) == (1500, body["customer_id"],
+                                                                                     None)
+    assert await processor.charges() == []  # recorded before the processor made anything
+    assert await statuses(as_admin) == {"PENDING": 1}
+    assert await summary(as_admin) == NO_MONEY
+
+    done = await in_flight
+    assert done.status == 201 and done.body["status"] == "CAPTURED" and done.body["id"] == pending["id"]
+    assert await statuses(as_admin) == {"CAPTURED": 1}
+
+
+async def test_a_refund_before_any_charge_leaves_a_tombstone_that_refuses_the_charge(as_service, as_admin,
+                                                                                      processor, payments, mint):
+    body = charge_body(await tokenize(as_service))
+    voided = await as_service.post(f"/payments/{body['order_id']}/refund")
+    assert voided.status == 200
+    assert {k: voided.body[k] for k in ("order_id", "status", "amount_cents", "currency", "customer_id")} == {
+        "order_id": body["order_id"], "status": "VOIDED", "amount_cents": 0, "currency": "USD", "customer_id": ""}
+    again = await as_service.post(f"/payments/{body['order_id']}/refund")
+    assert (again.status, again.body) == (200, voided.body)
+
+    requests_before = (await processor.stats())["requests"]
+    assert_problem(await charge(as_service, body), 409, "payment-voided")
+    assert_problem(await charge(as_service, body, key="another-key"), 409, "payment-voided")
+    assert (await processor.stats())["requests"] == requests_before  # refused without calling it
+    assert await processor.charges() == []
+    assert await summary(as_admin) == NO_MONEY
+    assert await statuses(as_admin) == {"VOIDED": 1}
+    assert (await as_admin.get("/payments", params={"status": "VOIDED"})).body["total"] == 1
+    customer = ApiClient(payments.url, mint.token(body["customer_id"]))
+    assert_problem(await customer.get(f"/payments/{body['order_id']}"), 404, "payment-not-found")
+
+
+async def test_a_charge_completing_after_a_refund_is_given_back_at_once(as_service, as_admin, processor):
+    body = charge_body(await tokenize(as_service), amount_cents=4200)
+    await processor.configure(latency_ms=1500)
+    in_flight = asyncio.create_task(charge(as_service, body, key=f"order-{body['order_id']}"))
+    await wait_for_status(as_admin, body["order_id"], "PENDING")
+    await processor.configure(latency_ms=0)  # only the charge already sent stays slow
+
+    # The refund asks the processor, which has made no charge yet: the payment is voided.
+    voided = await as_service.post(f"/payments/{body['order_id']}/refund")
+    assert voided.status == 200 and voided.body["status"] == "VOIDED"
+    assert voided.body["amount_cents"] == 4200  # the intent's figures stay on the record
+
+    # The processor then approves the charge; payments finds its payment VOIDED and refunds it.
+    assert_problem(await in_flight, 409, "payment-voided")
+    [psp_charge] = await processor.charges()
+    assert psp_charge["status"] == "succeeded" and psp_charge["refunded"]
+    assert (await processor.stats())["refunds"] == 1
+    assert await summary(as_admin) == NO_MONEY  # the ledger never held it
+    assert await statuses(as_admin) == {"VOIDED": 1}
+
+    requests_before = (await processor.stats())["requests"]
+    assert_problem(await charge(as_service, body), 409, "payment-voided")
+    assert (await as_service.post(f"/payments/{body['order_id']}/refund")).body["status"] == "VOIDED"
+    assert (await processor.stats())["requests"] == requests_before  # the void is done: nothing to repeat
+
+
+async def test_a_void_whose_answer_is_lost_is_finished_by_the_next_call(settings, mint, processor, lossy_link):
+    app = create_app(settings.model_copy(update={"card_processor_url": lossy_link.url}))
+    app.state.jwt_verifier = mint.verifier()
+    async with RunningApp(app) as running:
+        api = ApiClient(running.url, mint.token("service:orders", role="service"))
+        admin = ApiClient(running.url, mint.token(role="admin"))
+        body = charge_body(await tokenize(api))
+        await processor.configure(latency_ms=1500)
+        in_flight = asyncio.create_task(charge(api, body))
+        await wait_for_status(admin, body["order_id"], "PENDING")
+        await processor.configure(latency_ms=0)
+        lossy_link.lose_responses, lossy_link.lose_only = True, "/v1/refunds"
+        assert (await api.post(f"/payments/{body['order_id']}/refund")).body["status"] == "VOIDED"
+        # The late charge is refunded at the processor, but payments never hears back: it says so.
+        assert_problem(await in_flight, 503, "processor-unavailable")
+
+        lossy_link.lose_responses = False
+        assert_problem(await charge(api, body), 409, "payment-voided")  # repeats the void, same key
+        assert live_charges(await processor.charges()) == []
+        assert (await processor.stats())["refunds"] == 1
+        assert await summary(admin) == NO_MONEY
+
+
+async def test_a_refund_voids_a_pending_payment_the_processor_never_charged(as_service, as_admin, processor):
+    body = charge_body(await tokenize(as_service))
+    await processor.configure(failure_rate=1)
+    assert_problem(await charge(as_service, body), 503, "processor-unavailable")
+    assert await statuses(as_admin) == {"PENDING": 1}
+
+    await processor.configure(failure_rate=0)
+    voided = await as_service.post(f"/payments/{body['order_id']}/refund")
+    assert voided.status == 200 and voided.body["status"] == "VOIDED"
+    assert_problem(await charge(as_service, body), 409, "payment-voided")
+    assert await processor.charges() == []
+    assert await summary(as_admin) == NO_MONEY
+    assert await statuses(as_admin) == {"VOIDED": 1}
+
+
+async def test_a_refund_captures_then_refunds_a_pending_payment_the_processor_did_charge(settings, mint, processor,
+                                                                                          lossy_link):
+    app = create_app(settings.model_copy(update={"card_processor_url": lossy_link.url}))
+    app.state.jwt_verifier = mint.verifier()
+    async with RunningApp(app) as running:
+        api = ApiClient(running.url, mint.token("service:orders", role="service"))
+        admin = ApiClient(running.url, mint.token(role="admin"))
+        body = charge_body(await tokenize(api), amount_cents=6100)
+        lossy_link.lose_responses = True  # the processor approves; payments never hears it
+        assert_problem(await charge(api, body), 503, "processor-unavailable")
+        assert await statuses(admin) == {"PENDING": 1}
+        assert len(live_charges(await processor.charges())) == 1
+
+        lossy_link.lose_responses = False
+        refunded = await api.post(f"/payments/{body['order_id']}/refund")
+        assert refunded.status == 200 and refunded.body["status"] == "REFUNDED"
+        assert (refunded.body["amount_cents"], refunded.body["card_last4"]) == (6100, "4242")
+        [psp_charge] = await processor.charges()
+        assert psp_charge["refunded"]
+        assert await summary(admin) == {"captured_cents": 6100, "refunded_cents": 6100, "net_cents": 0,
+                                        "captures": 1, "refunds": 1}
+        assert await statuses(admin) == {"REFUNDED": 1}
+        replay = await charge(api, body)
+        assert replay.status == 200 and replay.body["status"] == "REFUNDED"
+
+        events = await stream_events(settings.nats_url, "events.payments.>", expect=2,
+                                     match=lambda e: e["data"]["order_id"] == body["order_id"])
+        assert [e["type"] for e in events] == ["PaymentCaptured", "PaymentRefunded"]
+        for event in events:
+            assert_event_matches_contract(event)
+            assert (event["data"]["payment_id"], event["data"]["amount_cents"]) == (refunded.body["id"], 6100)
+
+
+async def test_a_refund_records_a_decline_it_finds_for_a_pending_payment(settings, mint, processor, lossy_link):
+    app = create_app(settings.model_copy(update={"card_processor_url": lossy_link.url}))
+    app.state.jwt_verifier = mint.verifier()
+    async with RunningApp(app) as running:
+        api = ApiClient(running.url, mint.token("service:orders", role="service"))
+        admin = ApiClient(running.url, mint.token(role="admin"))
+        body = charge_body(await tokenize(api, DECLINED))
+        lossy_link.lose_responses = True
+        assert_problem(await charge(api, body), 503, "processor-unavailable")
+        lossy_link.lose_responses = False
+        assert_problem(await api.post(f"/payments/{body['order_id']}/refund"), 409, "payment-not-captured")
+        stored = (await admin.get(f"/payments/{body['order_id']}")).body
+        assert (stored["status"], stored["decline_code"]) == ("DECLINED", "card_declined")
+        assert await summary(admin) == NO_MONEY
+
+
+async def test_a_repeated_charge_completes_a_pending_payment_with_its_stored_key(as_service, as_admin, processor):
+    body = charge_body(await tokenize(as_service), amount_cents=900)
+    await processor.configure(failure_rate=1)
+    assert_problem(await charge(as_service, body, key="first-key"), 503, "processor-unavailable")
+    await processor.configure(failure_rate=0)
+    assert_problem(await charge(as_service, {**body, "amount_cents": 901}, key="second-key"), 409,
+                   "payment-mismatch")
+    replies = await asyncio.gather(*(charge(as_service, body, key=f"key-{i}") for i in range(3)))
+    assert [r.status for r in replies] == [201] * 3 and len({r.body["id"] for r in replies}) == 1
+    [psp_charge] = await processor.charges()
+    assert psp_charge["idempotency_key"] == "first-key"  # the key stored with the intent
+    assert await summary(as_admin) == {"captured_cents": 900, "refunded_cents": 0, "net_cents": 900,
+                                       "captures": 1, "refunds": 0}
+
+
+async def test_charges_racing_refunds_never_leave_money_with_the_shop(as_service, as_admin, processor):
+    token = await tokenize(as_service)
+    await processor.configure(latency_ms=20, jitter_ms=40)
+    bodies = [charge_body(token, amount_cents=100 + i) for i in range(6)]
+
+    async def race(body: dict) -> tuple[Reply, Reply]:
+        charged, refunded = await asyncio.gather(
+            charge(as_service, body), as_service.post(f"/payments/{body['order_id']}/refund"))
+        return charged, refunded
+
+    for charged, refunded in await asyncio.gather(*(race(b) for b in bodies)):
+        assert refunded.status == 200 and refunded.body["status"] in ("REFUNDED", "VOIDED"), refunded.body
+        if refunded.body["status"] == "VOIDED":
+            assert_problem(charged, 409, "payment-voided")
+        else:
+            assert charged.status in (200, 201), charged.body
+    assert live_charges(await processor.charges()) == []
+    assert (await summary(as_admin))["net_cents"] == 0
+    assert "PENDING" not in await statuses(as_admin)
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -375,11 +613,12 @@ async def test_admins_list_payments_and_read_the_ledger(as_service, as_admin, pa
         "captured_cents": captured_cents, "refunded_cents": refunded["amount_cents"],
         "net_cents": captured_cents - refunded["amount_cents"], "captures": len(captured), "refunds": 1,
     }
+    assert await statuses(as_admin) == {"CAPTURED": 2, "DECLINED": 1, "REFUNDED": 1}
 
     customer = ApiClient(payments.url, mint.token(captured[0]["customer_id"]))
     assert_problem(await customer.get("/payments"), 403, "forbidden")
     assert_problem(await customer.get("/ledger/summary"), 403, "forbidden")
-    assert_problem(await as_admin.get("/payments", params={"status": "PENDING"}), 422, "validation-error")
+    assert_problem(await as_admin.get("/payments", params={"status": "SETTLED"}), 422, "validation-error")
     assert_problem(await as_admin.get("/payments", params={"limit": 1001}), 422, "validation-error")
 
 

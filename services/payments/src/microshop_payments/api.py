@@ -31,6 +31,7 @@ def _problems(**described: str) -> dict[int | str, dict[str, Any]]:
 
 
 _UNAVAILABLE = "processor-unavailable: the card processor did not answer, even after retries"
+_VOIDED = "payment-voided (the order's payment was refunded before any charge was recorded: never charged)"
 
 
 @router.post(
@@ -49,13 +50,18 @@ async def create_payment_method(body: PaymentMethodIn, _: ServiceCaller, request
 @router.post(
     "/charges", status_code=status.HTTP_201_CREATED, response_model=ChargeOut,
     summary="Charge an order once (for orders); repeats answer from the recorded payment",
+    description="The payment is recorded PENDING before the processor is called, and every call for the "
+                "order uses the Idempotency-Key of that first request. A PENDING payment (an earlier "
+                "outcome unknown) is completed by repeating the request.",
     responses={
         200: {"model": ChargeOut, "description": "The order's payment was already refunded"},
         **_problems(
             _400="idempotency-key-required", _402="payment-declined (with `decline_code`, `payment_id`)",
-            _409="payment-mismatch (another amount or currency is recorded for the order) or "
-                 "idempotency-key-reused",
-            _422="validation-error or unknown-card-token", _503=_UNAVAILABLE,
+            _409="payment-mismatch (another amount or currency is recorded for the order), "
+                 f"idempotency-key-reused, or {_VOIDED}",
+            _422="validation-error or unknown-card-token",
+            _502="processor-error (the payment stays PENDING; repeat the request)",
+            _503=_UNAVAILABLE + " (the payment stays PENDING; repeat the request with the same body)",
         ),
     },
 )
@@ -82,8 +88,14 @@ async def create_charge(
 @router.post(
     "/payments/{order_id}/refund", response_model=PaymentOut,
     summary="Refund an order's payment in full (for orders); idempotent",
-    responses=_problems(_404="payment-not-found", _409="payment-not-captured (the payment was declined)",
-                        _502="processor-error", _503=_UNAVAILABLE),
+    description="REFUNDED for a captured payment. VOIDED when the order has no payment yet (a later charge "
+                "for it is refused) or when the processor made no charge for a PENDING one; a PENDING "
+                "payment is first settled by asking the processor what it did. Repeats answer the same.",
+    responses={
+        200: {"model": PaymentOut, "description": "The payment, REFUNDED or VOIDED"},
+        **_problems(_409="payment-not-captured (the payment was declined)", _502="processor-error",
+                    _503=_UNAVAILABLE + " (nothing settled; repeat the request)"),
+    },
 )
 async def refund_payment(order_id: str, _: ServiceCaller, request: Request) -> PaymentOut:
     payment = await service.refund(request.app.state.db, request.app.state.processor, order_id)
@@ -114,6 +126,7 @@ async def list_payments(
     return Page(items=[PaymentOut.model_validate(p) for p in payments], total=total)
 
 
-@router.get("/ledger/summary", response_model=LedgerSummary, summary="Money captured and refunded (admin)")
+@router.get("/ledger/summary", response_model=LedgerSummary,
+            summary="Money captured and refunded, and payments by status (admin)")
 async def ledger_summary(_: AdminUser, request: Request) -> LedgerSummary:
     return LedgerSummary(**await service.ledger_summary(request.app.state.db))

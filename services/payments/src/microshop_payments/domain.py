@@ -6,9 +6,13 @@ from enum import StrEnum
 
 
 class PaymentStatus(StrEnum):
+    """PENDING -> CAPTURED | DECLINED | VOIDED; CAPTURED -> REFUNDED. Only PENDING is not final."""
+
+    PENDING = "PENDING"  # the intent: recorded before the processor is called, outcome not known yet
     CAPTURED = "CAPTURED"
     DECLINED = "DECLINED"
     REFUNDED = "REFUNDED"
+    VOIDED = "VOIDED"  # refunded before any capture was recorded: no charge may be kept for the order
 
 
 class LedgerKind(StrEnum):
@@ -30,13 +34,18 @@ def same_charge(payment_amount_cents: int, payment_currency: str, amount_cents: 
     return payment_amount_cents == amount_cents and payment_currency == currency
 
 
+def charge_description(order_id: str) -> str:
+    """Sent with every charge: ties the processor's charge (and its key) to one order."""
+    return f"order {order_id}"
+
+
 def refund_key(order_id: str) -> str:
     """One refund per order: every attempt uses this key, so the processor refunds at most once."""
     return f"refund-{order_id}"
 
 
 def void_key(charge_id: str) -> str:
-    """Key for refunding a duplicate charge that lost the race for an order's one payment."""
+    """Key for giving back a charge that completed after its order's payment was VOIDED."""
     return f"void-{charge_id}"
 
 

@@ -11,7 +11,11 @@ class Base(DeclarativeBase):
 
 
 class Payment(Base):
-    """At most one payment per order: the unique order_id decides between concurrent charges."""
+    """At most one payment per order: the unique order_id decides between concurrent charges.
+
+    The row is written before the processor is called (PENDING, holding the idempotency key every
+    processor call for the order uses); a refund of an order without a row leaves a VOIDED one.
+    """
 
     __tablename__ = "payments"
 
@@ -26,6 +30,7 @@ class Payment(Base):
     decline_code: Mapped[str | None] = mapped_column(String(50))
     processor_charge_id: Mapped[str | None] = mapped_column(String(64))
     processor_refund_id: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))  # NULL for rows older than 0002
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

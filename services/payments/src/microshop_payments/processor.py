@@ -31,6 +31,7 @@ class ChargeResult:
     brand: str | None
     last4: str | None
     decline_code: str | None
+    description: str | None = None  # what the charge was for: "order <id>"
 
 
 class CardProcessor:
@@ -55,13 +56,7 @@ class CardProcessor:
         body = {"token": token, "amount_cents": amount_cents, "currency": currency, "description": description}
         reply = await self._post("/v1/charges", body, idempotency_key)
         if reply.status in (201, 402):
-            return ChargeResult(
-                charge_id=reply.body["id"],
-                approved=reply.status == 201,
-                brand=reply.body.get("brand"),
-                last4=reply.body.get("last4"),
-                decline_code=reply.body.get("decline_code"),
-            )
+            return _charge_result(reply.body)
         code = _code(reply)
         if code == "token_not_found":
             raise Problem(422, "The card token is unknown to the card processor.", type="unknown-card-token")
@@ -69,6 +64,24 @@ class CardProcessor:
             raise Problem(409, "This Idempotency-Key was already used for a different charge.",
                           type="idempotency-key-reused")
         raise _unexpected(reply)
+
+    async def find_charge(self, idempotency_key: str) -> ChargeResult | None:
+        """The charge the processor made under this key, or None when it made none (yet).
+
+        How an unknown outcome is settled without repeating the charge: a read, safe to retry.
+        """
+        try:
+            reply = await self.client.get("/v1/charges", params={"idempotency_key": idempotency_key})
+        except ServiceUnavailable as exc:
+            log.warning("card_processor_unreachable", path="/v1/charges", reason=exc.reason)
+            raise _unavailable() from exc
+        if reply.status in (502, 503, 504):
+            log.warning("card_processor_unavailable", path="/v1/charges", status=reply.status)
+            raise _unavailable()
+        if reply.status != 200:
+            raise _unexpected(reply)
+        items = reply.body.get("items", []) if isinstance(reply.body, dict) else []
+        return _charge_result(items[0]) if items else None
 
     async def refund(self, *, idempotency_key: str, charge_id: str) -> str:
         """Refund a charge in full; return the processor's refund id."""
@@ -88,6 +101,17 @@ class CardProcessor:
             log.warning("card_processor_unavailable", path=path, status=reply.status)
             raise _unavailable()
         return reply
+
+
+def _charge_result(charge: dict[str, Any]) -> ChargeResult:
+    return ChargeResult(
+        charge_id=charge["id"],
+        approved=charge["status"] == "succeeded",
+        brand=charge.get("brand"),
+        last4=charge.get("last4"),
+        decline_code=charge.get("decline_code"),
+        description=charge.get("description"),
+    )
 
 
 def _unavailable() -> Problem:

@@ -45,7 +45,8 @@ class ChargeOut(BaseModel):
     customer_id: str
     amount_cents: int
     currency: str
-    status: PaymentStatus
+    status: PaymentStatus = Field(description="PENDING (processor outcome not known yet), CAPTURED, DECLINED, "
+                                              "REFUNDED or VOIDED (refunded before any charge; never charged)")
     card_brand: str | None
     card_last4: str | None
     created_at: UtcDatetime
@@ -62,6 +63,9 @@ class LedgerSummary(BaseModel):
     net_cents: int = Field(description="captured_cents - refunded_cents: money the shop holds.")
     captures: int
     refunds: int
+    payments_by_status: dict[str, int] = Field(
+        description="Number of payments in each status (every status listed, 0 included). Once no charge "
+                    "is in flight, PENDING should be 0: a PENDING payment is an outcome not yet settled.")
 
 
 class ProblemDetails(BaseModel):
