@@ -32,11 +32,26 @@ class Inventory:
             assert stocked.status == 200, stocked.body
         return created.body
 
-    async def stock(self, sku: str) -> dict:
-        """``{sku, on_hand, reserved}`` as the admin API reports it."""
+    async def stock_item(self, sku: str) -> dict:
+        """The sku's whole item of ``GET /stock``, after checking what must always hold of it:
+        ``available = on_hand - reserved`` and ``on_hand = received_units - sold_units``."""
         reply = await self.admin.get("/stock", params={"limit": 1000})
         assert reply.status == 200, reply.body
-        return next(item for item in reply.body["items"] if item["sku"] == sku)
+        item = next(item for item in reply.body["items"] if item["sku"] == sku)
+        assert item["available"] == item["on_hand"] - item["reserved"], item
+        assert item["on_hand"] == item["received_units"] - item["sold_units"], item
+        assert item["sold_units"] >= 0, item
+        return item
+
+    async def stock(self, sku: str) -> dict:
+        """``{sku, on_hand, reserved}`` as the admin API reports it (see ``stock_item``)."""
+        item = await self.stock_item(sku)
+        return {key: item[key] for key in ("sku", "on_hand", "reserved")}
+
+    async def counters(self, sku: str) -> tuple[int, int]:
+        """``(received_units, sold_units)`` as the admin API reports them."""
+        item = await self.stock_item(sku)
+        return item["received_units"], item["sold_units"]
 
     async def reserve(self, order_id: str, items: dict[str, int]):
         """``PUT /reservations/{order_id}`` as orders would call it."""

@@ -59,6 +59,7 @@ async def test_admin_routes_refuse_customers_services_and_anonymous_callers(inve
     admin_calls = [
         ("PUT", "/products/MUG", {"name": "Hacked", "price_cents": 0}),
         ("GET", "/stock", None),
+        ("GET", "/stock/summary", None),
         ("PUT", "/stock/MUG", {"on_hand": 999}),
         ("GET", "/reservations", None),
     ]
@@ -98,7 +99,8 @@ async def test_stock_is_set_by_admin_and_never_below_what_is_reserved(inventory)
     assert await inventory.stock("LAMP") == {"sku": "LAMP", "on_hand": 5, "reserved": 3}
 
     exact = await inventory.admin.put("/stock/LAMP", json={"on_hand": 3})
-    assert exact.status == 200 and exact.body == {"sku": "LAMP", "on_hand": 3, "reserved": 3}
+    assert exact.status == 200 and exact.body == {"sku": "LAMP", "on_hand": 3, "reserved": 3, "available": 0,
+                                                  "received_units": 3, "sold_units": 0}
     assert (await inventory.anonymous.get("/products/LAMP")).body["available"] == 0
 
 
@@ -107,8 +109,10 @@ async def test_stock_list_is_paged(inventory):
         await inventory.add_product(sku, on_hand=ord(sku))
     reply = await inventory.admin.get("/stock", params={"limit": 2})
     assert reply.status == 200 and reply.body["total"] == 3
-    assert reply.body["items"] == [{"sku": "A", "on_hand": 65, "reserved": 0},
-                                   {"sku": "B", "on_hand": 66, "reserved": 0}]
+    assert reply.body["items"] == [
+        {"sku": "A", "on_hand": 65, "reserved": 0, "available": 65, "received_units": 65, "sold_units": 0},
+        {"sku": "B", "on_hand": 66, "reserved": 0, "available": 66, "received_units": 66, "sold_units": 0},
+    ]
 
 
 async def test_bad_input_is_a_422_problem_naming_the_field(inventory):

@@ -38,6 +38,13 @@ def test_only_a_sale_or_a_restock_changes_on_hand_and_only_a_hold_ending_changes
     assert (RESTOCK.on_hand, RESTOCK.reserved) == (1, 0)
 
 
+def test_sold_units_move_exactly_against_on_hand():
+    # on_hand == received_units - sold_units: a step moves sold by minus what it moves on hand.
+    assert [(step.name, step.sold) for step in (COMMIT, RELEASE, RESTOCK, EXPIRE)] == [
+        ("commit", 1), ("release", 0), ("restock", -1), ("expire", 0)]
+    assert all(step.sold == -step.on_hand for step in (COMMIT, RELEASE, RESTOCK, EXPIRE))
+
+
 def test_items_compare_as_a_set_of_lines():
     assert same_items({"A": 1, "B": 2}, {"B": 2, "A": 1})
     assert not same_items({"A": 1, "B": 2}, {"A": 1})

@@ -11,7 +11,16 @@ from microshop_chassis.pagination import Page, Paging
 
 from . import service
 from .domain import ORDER_ID_PATTERN, SKU_PATTERN, ReservationStatus
-from .schemas import ProblemDetails, ProductIn, ProductOut, ReservationIn, ReservationOut, StockIn, StockOut
+from .schemas import (
+    ProblemDetails,
+    ProductIn,
+    ProductOut,
+    ReservationIn,
+    ReservationOut,
+    StockIn,
+    StockOut,
+    StockSummaryOut,
+)
 
 router = APIRouter()
 
@@ -62,10 +71,21 @@ async def put_product(sku: SkuPath, body: ProductIn, _: AdminUser, request: Requ
     return product
 
 
-@router.get("/stock", tags=["stock"], summary="Units on hand and reserved, by sku (admin)",
+@router.get("/stock", tags=["stock"],
+            summary="Units on hand, reserved, available, received and sold, by sku (admin)",
+            description="on_hand = received_units - sold_units for every sku, always.",
             responses={**AUTH, **VALIDATION})
 async def list_stock(_: AdminUser, paging: Paging, request: Request) -> Page[StockOut]:
     return await service.list_stock(_db(request), limit=paging.limit, offset=paging.offset)
+
+
+# Declared before /stock/{sku}, so "summary" is never taken for a sku.
+@router.get("/stock/summary", tags=["stock"], summary="Stock totals and reservations by state (admin)",
+            description="One consistent read for operators: once the system is quiet, reserved is 0, no "
+                        "reservation is HELD, and min_available is not negative.",
+            responses={**AUTH})
+async def stock_summary(_: AdminUser, request: Request) -> StockSummaryOut:
+    return await service.stock_summary(_db(request))
 
 
 @router.put("/stock/{sku}", tags=["stock"], summary="Set the units on hand (admin)",

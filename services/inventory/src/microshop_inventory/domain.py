@@ -2,6 +2,9 @@
 
 A product's ``on_hand`` counts units not yet sold; ``reserved`` counts the units HELD reservations
 keep for their orders; ``available = on_hand - reserved`` is what a new reservation may take.
+Two running totals explain ``on_hand``: ``received_units`` (every unit admins ever put in stock,
+less write-offs) and ``sold_units`` (units of committed reservations, less restocked ones), so
+``on_hand == received_units - sold_units`` always.
 
 A reservation's life::
 
@@ -34,7 +37,8 @@ class ReservationStatus(StrEnum):
 class Transition:
     """One step of the life above, and what it does to each line's product.
 
-    ``on_hand`` and ``reserved`` are the signs applied to a line's quantity. A repeat of the step
+    ``on_hand``, ``reserved`` and ``sold`` are the signs applied to a line's quantity (``sold`` to
+    ``sold_units``; always ``-on_hand``, so on hand stays received minus sold). A repeat of the step
     (the caller retrying after a lost reply) finds the reservation in one of ``repeat_states`` and
     is answered with it unchanged; any other state is a conflict of kind ``conflict``.
     """
@@ -44,6 +48,7 @@ class Transition:
     target: ReservationStatus
     on_hand: int
     reserved: int
+    sold: int
     repeat_states: frozenset[ReservationStatus]
     conflict: str
 
@@ -57,16 +62,16 @@ class Transition:
 S = ReservationStatus
 
 # The units are sold: they leave both counts, so ``available`` does not move.
-COMMIT = Transition("commit", S.HELD, S.COMMITTED, on_hand=-1, reserved=-1,
+COMMIT = Transition("commit", S.HELD, S.COMMITTED, on_hand=-1, reserved=-1, sold=+1,
                     repeat_states=frozenset({S.COMMITTED, S.RESTOCKED}), conflict="reservation-closed")
 # The hold ends without a sale (the saga compensates): the units are available again.
-RELEASE = Transition("release", S.HELD, S.RELEASED, on_hand=0, reserved=-1,
+RELEASE = Transition("release", S.HELD, S.RELEASED, on_hand=0, reserved=-1, sold=0,
                      repeat_states=frozenset({S.RELEASED, S.EXPIRED}), conflict="reservation-committed")
 # A cancelled order's sold units come back on the shelf.
-RESTOCK = Transition("restock", S.COMMITTED, S.RESTOCKED, on_hand=+1, reserved=0,
+RESTOCK = Transition("restock", S.COMMITTED, S.RESTOCKED, on_hand=+1, reserved=0, sold=-1,
                      repeat_states=frozenset({S.RESTOCKED}), conflict="reservation-not-committed")
 # Nobody committed or released in time: the sweeper gives the units back.
-EXPIRE = Transition("expire", S.HELD, S.EXPIRED, on_hand=0, reserved=-1,
+EXPIRE = Transition("expire", S.HELD, S.EXPIRED, on_hand=0, reserved=-1, sold=0,
                     repeat_states=frozenset({S.EXPIRED}), conflict="reservation-closed")
 
 

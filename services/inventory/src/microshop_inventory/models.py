@@ -40,6 +40,9 @@ class Product(Base):
     __table_args__ = (
         CheckConstraint("price_cents >= 0", name="ck_products_price"),
         CheckConstraint("reserved >= 0 AND reserved <= on_hand", name="ck_products_stock"),
+        # Stock conservation, by construction: every unit on hand was received and not sold.
+        CheckConstraint("sold_units >= 0", name="ck_products_sold"),
+        CheckConstraint("on_hand = received_units - sold_units", name="ck_products_conservation"),
     )
 
     sku: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -49,6 +52,10 @@ class Product(Base):
     currency: Mapped[str] = mapped_column(String(3))
     on_hand: Mapped[int] = mapped_column(Integer)
     reserved: Mapped[int] = mapped_column(Integer)
+    # Running totals (migration 0002): units ever put in stock by admins (net of write-offs), and
+    # units of committed reservations (net of restocks).
+    received_units: Mapped[int] = mapped_column(Integer, server_default="0")
+    sold_units: Mapped[int] = mapped_column(Integer, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 

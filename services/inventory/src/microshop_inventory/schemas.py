@@ -37,8 +37,30 @@ class StockIn(BaseModel):
 
 class StockOut(BaseModel):
     sku: str
-    on_hand: int = Field(description="Units not yet sold.")
+    on_hand: int = Field(description="Units not yet sold: always received_units - sold_units.")
     reserved: int = Field(description="Units held by HELD reservations.")
+    available: int = Field(description="Units a new reservation can take: on hand minus reserved.")
+    received_units: int = Field(description="Units ever put in stock by admins: each PUT /stock adds the new "
+                                            "on hand minus the old (negative for a write-off).")
+    sold_units: int = Field(description="Units of committed reservations, less those restocked after a "
+                                        "cancellation.")
+
+
+class StockSummaryOut(BaseModel):
+    """Totals over every sku, for an operator checking stock conservation once the system is quiet
+    (then reserved is 0 and no reservation is HELD)."""
+
+    skus: int = Field(description="Number of products.")
+    on_hand: int = Field(description="Sum of on_hand.")
+    reserved: int = Field(description="Sum of reserved.")
+    received_units: int = Field(description="Sum of received_units.")
+    sold_units: int = Field(description="Sum of sold_units.")
+    reservations_by_status: dict[str, int] = Field(
+        description="Number of reservations in each state; every state is listed, 0 included.",
+        examples=[{"HELD": 0, "COMMITTED": 12, "RELEASED": 3, "EXPIRED": 1, "RESTOCKED": 2}],
+    )
+    min_available: int | None = Field(description="The smallest on_hand - reserved over all skus; "
+                                                  "null when there are no products.")
 
 
 class ReservationLineSchema(BaseModel):

@@ -5,6 +5,12 @@ reservation changes state only through ``... WHERE status = :from``. So concurre
 replicas and the expiry sweeper can never oversell nor move the same units twice, on SQLite or
 PostgreSQL. Products are always updated in sku order, so two transactions never wait on each other
 in a cycle. Every change is one transaction: one commit.
+
+Each product also keeps two running totals, changed by the very UPDATE that changes ``on_hand``:
+``received_units`` (what admins put in stock: each stock count adds new minus old on hand) and
+``sold_units`` (a commit adds its lines, a restock takes them back). So ``on_hand ==
+received_units - sold_units`` always (a CHECK constraint holds the database to it), and an
+operator can check stock conservation against orders without a baseline.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from .domain import (
     same_items,
 )
 from .models import products, reservation_lines, reservations
-from .schemas import ProductIn, ProductOut, ReservationLineSchema, ReservationOut, StockOut
+from .schemas import ProductIn, ProductOut, ReservationLineSchema, ReservationOut, StockOut, StockSummaryOut
 
 HELD = ReservationStatus.HELD
 
@@ -77,7 +83,8 @@ async def put_product(db: Database, sku: str, body: ProductIn) -> tuple[ProductO
         created = (
             await session.execute(
                 insert_ignoring_duplicates(
-                    session.bind.dialect.name, products, {"sku": sku, "on_hand": 0, "reserved": 0, **fields}
+                    session.bind.dialect.name, products,
+                    {"sku": sku, "on_hand": 0, "reserved": 0, "received_units": 0, "sold_units": 0, **fields},
                 )
             )
         ).rowcount == 1
@@ -92,29 +99,70 @@ async def put_product(db: Database, sku: str, body: ProductIn) -> tuple[ProductO
     return ProductOut(sku=sku, **body.model_dump(), available=on_hand - reserved), created
 
 
+_STOCK_COLUMNS = (products.c.sku, products.c.on_hand, products.c.reserved, products.c.received_units,
+                  products.c.sold_units)
+
+
+def _stock_out(row) -> StockOut:
+    return StockOut(sku=row.sku, on_hand=row.on_hand, reserved=row.reserved, available=row.on_hand - row.reserved,
+                    received_units=row.received_units, sold_units=row.sold_units)
+
+
 async def list_stock(db: Database, *, limit: int, offset: int) -> Page[StockOut]:
     async with db.session() as session:
         total = (await session.execute(select(func.count()).select_from(products))).scalar_one()
-        rows = await session.execute(
-            select(products.c.sku, products.c.on_hand, products.c.reserved)
-            .order_by(products.c.sku).limit(limit).offset(offset)
+        rows = await session.execute(select(*_STOCK_COLUMNS).order_by(products.c.sku).limit(limit).offset(offset))
+        return Page(items=[_stock_out(row) for row in rows], total=total)
+
+
+async def stock_summary(db: Database) -> StockSummaryOut:
+    """Totals over every sku and reservations counted by state, read in one statement (so one
+    snapshot on PostgreSQL too): what an operator checks once the system is quiet."""
+    per_status = {
+        status.value: select(func.count()).select_from(reservations)
+        .where(reservations.c.status == status).scalar_subquery().label(f"status_{status.value}")
+        for status in ReservationStatus
+    }
+    totals = (
+        select(
+            func.count().label("skus"),
+            func.coalesce(func.sum(products.c.on_hand), 0).label("on_hand"),
+            func.coalesce(func.sum(products.c.reserved), 0).label("reserved"),
+            func.coalesce(func.sum(products.c.received_units), 0).label("received_units"),
+            func.coalesce(func.sum(products.c.sold_units), 0).label("sold_units"),
+            func.min(products.c.on_hand - products.c.reserved).label("min_available"),
         )
-        return Page(items=[StockOut(sku=r.sku, on_hand=r.on_hand, reserved=r.reserved) for r in rows], total=total)
+        .select_from(products)
+        .subquery()
+    )
+    async with db.session() as session:
+        row = (await session.execute(select(totals, *per_status.values()))).one()
+    return StockSummaryOut(
+        skus=row.skus, on_hand=int(row.on_hand), reserved=int(row.reserved),
+        received_units=int(row.received_units), sold_units=int(row.sold_units),
+        reservations_by_status={status: int(getattr(row, f"status_{status}")) for status in per_status},
+        min_available=None if row.min_available is None else int(row.min_available),
+    )
 
 
 async def set_stock(db: Database, sku: str, on_hand: int) -> StockOut:
-    """Set the units on hand (a stock count, a delivery). Never below what HELD reservations keep."""
+    """Set the units on hand (a stock count, a delivery, a write-off). Never below what HELD
+    reservations keep. The difference from the old on hand counts as received (negative for a
+    write-off); SET expressions read the row as it was, in one statement, so a concurrent commit
+    cannot slip between reading and writing."""
     async with db.transaction() as session:
         updated = (
             await session.execute(
                 update(products)
                 .where(products.c.sku == sku, products.c.reserved <= on_hand)
-                .values(on_hand=on_hand, updated_at=utcnow())
-                .returning(products.c.reserved)
+                .values(on_hand=on_hand,
+                        received_units=products.c.received_units + (on_hand - products.c.on_hand),
+                        updated_at=utcnow())
+                .returning(*_STOCK_COLUMNS)
             )
         ).first()
         if updated is not None:
-            return StockOut(sku=sku, on_hand=on_hand, reserved=updated.reserved)
+            return _stock_out(updated)
         current = (await session.execute(select(products.c.reserved).where(products.c.sku == sku))).first()
     if current is None:
         raise Problem(404, f"No product with sku {sku}.", type="product-not-found", sku=sku)
@@ -154,13 +202,15 @@ async def _move_units(session: AsyncSession, quantities: Mapping[str, int], step
         .values(
             on_hand=products.c.on_hand + bindparam("on_hand_delta", type_=Integer),
             reserved=products.c.reserved + bindparam("reserved_delta", type_=Integer),
+            sold_units=products.c.sold_units + bindparam("sold_delta", type_=Integer),
             updated_at=now,
         )
     )
     await session.execute(
         statement,
         [
-            {"line_sku": sku, "on_hand_delta": step.on_hand * q, "reserved_delta": step.reserved * q}
+            {"line_sku": sku, "on_hand_delta": step.on_hand * q, "reserved_delta": step.reserved * q,
+             "sold_delta": step.sold * q}
             for sku, q in sorted(quantities.items())
         ],
     )
