@@ -34,6 +34,7 @@ class FakeWorld:
     refund_calls: int = 0
     payments_down: bool = False  # answer 503 to charges and refunds
     inventory_down: bool = False
+    reserve_down: bool = False  # answer 503 to reservations only
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -60,8 +61,12 @@ class FakeWorld:
 
     async def reserve(self, request: web.Request) -> web.Response:
         order_id = request.match_info["order_id"]
+        if self.reserve_down:
+            return problem(503, "unavailable")
         items = {i["sku"]: i["quantity"] for i in (await request.json())["items"]}
         if order_id in self.reservations:
+            if self.reservations[order_id]["status"] == "RELEASED":
+                return problem(409, "reservation-closed")
             return web.json_response({**self.reservations[order_id], "order_id": order_id}, status=200)
         short = sorted(s for s, q in items.items() if self.stock.get(s, 0) < q)
         if short:
@@ -94,6 +99,8 @@ class FakeWorld:
         body = await request.json()
         self.charge_calls += 1
         existing = self.payments.get(body["order_id"])
+        if existing is not None and existing["status"] == "VOIDED":
+            return problem(409, "payment-voided")
         if existing is None:
             declined = body["card_token"].endswith("0002")
             existing = {"id": str(uuid.uuid4()), "status": "DECLINED" if declined else "CAPTURED",
@@ -107,8 +114,11 @@ class FakeWorld:
         if self.payments_down:
             return problem(503, "processor-unavailable")
         self.refund_calls += 1
-        payment = self.payments[request.match_info["order_id"]]
-        payment["status"] = "REFUNDED"
+        payment = self.payments.get(request.match_info["order_id"])
+        if payment is None:  # like payments: a tombstone, so a late charge is refused
+            payment = self.payments[request.match_info["order_id"]] = {"id": str(uuid.uuid4()), "status": "VOIDED"}
+        elif payment["status"] == "CAPTURED":
+            payment["status"] = "REFUNDED"
         return web.json_response(payment)
 
 

@@ -99,6 +99,50 @@ async def test_payments_down_leaves_order_pending_then_recovers(orders, mint, wo
     assert len(world.payments) == 1
 
 
+async def test_past_its_deadline_a_stuck_charge_is_voided_and_the_stock_released(settings, orders_factory, mint, world):
+    settings.saga_deadline_seconds = 0.5
+    world.payments_down = True
+    async with orders_factory() as orders:
+        api = customer_api(orders, mint)
+        reply = await place(api, order_body([("mug", 3)]))
+        assert reply.status == 202 and reply.body["status"] == "PENDING"
+        order_id = reply.body["id"]
+        assert world.stock["mug"] == 7  # held while the charge cannot be made
+        # Past the deadline, the retried saga compensates instead of charging: payments comes back
+        # and is asked to void, never to charge.
+        world.payments_down = False
+
+        async def rejected():
+            return (await api.get(f"/orders/{order_id}")).body["status"] == "REJECTED"
+
+        await wait_until(rejected, timeout=15, what="the deadline to reject the order")
+        final = (await api.get(f"/orders/{order_id}")).body
+    assert final["reason"] == "checkout did not complete in time"
+    assert world.charge_calls == 0
+    assert world.payments[order_id]["status"] == "VOIDED"
+    assert world.reservations[order_id]["status"] == "RELEASED" and world.stock["mug"] == 10
+
+
+async def test_past_its_deadline_a_stuck_reservation_is_released(settings, orders_factory, mint, world):
+    settings.saga_deadline_seconds = 0.5
+    async with orders_factory() as orders:
+        api = customer_api(orders, mint)
+        # Inventory answers the price lookup, then fails every reservation (as if it timed out).
+        world.reserve_down = True
+        reply = await place(api, order_body([("tee", 2)]))
+        assert reply.status == 202 and reply.body["status"] == "PENDING"
+        order_id = reply.body["id"]
+        world.reserve_down = False
+
+        async def rejected():
+            return (await api.get(f"/orders/{order_id}")).body["status"] == "REJECTED"
+
+        await wait_until(rejected, timeout=15, what="the deadline to reject the order")
+    # Released before it was ever held: the tombstone refuses the late reservation.
+    assert world.reservations[order_id]["status"] == "RELEASED"
+    assert world.stock["tee"] == 5 and world.charge_calls == 0
+
+
 async def test_saga_resumes_after_the_process_is_replaced(orders_factory, mint, world):
     world.payments_down = True
     async with orders_factory() as first:

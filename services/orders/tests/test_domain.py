@@ -1,5 +1,13 @@
 import pytest
-from microshop_orders.domain import OrderStatus, Step, StepResult, can_cancel, next_transition, order_total
+from microshop_orders.domain import (
+    OrderStatus,
+    Step,
+    StepResult,
+    can_cancel,
+    deadline_transition,
+    next_transition,
+    order_total,
+)
 
 OK = StepResult(ok=True)
 REFUSED = StepResult(ok=False, reason="no")
@@ -57,3 +65,18 @@ def test_only_confirmed_orders_can_be_cancelled():
 
 def test_total_is_integer_minor_units():
     assert order_total([(3, 1999), (1, 1)]) == 5998
+
+
+def test_past_the_deadline_only_steps_before_the_charge_are_given_up():
+    assert deadline_transition(Step.RESERVE_STOCK).step is Step.RELEASE_STOCK
+    assert deadline_transition(Step.CHARGE_PAYMENT).step is Step.REFUND_PAYMENT
+    # After the pivot (money taken) and during compensations, the saga only goes forward.
+    for step in (Step.COMMIT_STOCK, Step.REFUND_PAYMENT, Step.RELEASE_STOCK, Step.CANCEL_REFUND,
+                 Step.CANCEL_RESTOCK, Step.DONE):
+        assert deadline_transition(step) is None
+    # A given-up charge ends REJECTED once the void and the release are done.
+    step = deadline_transition(Step.CHARGE_PAYMENT).step
+    while step is not Step.DONE:
+        transition = next_transition(step, OK)
+        step, status = transition.step, transition.status
+    assert status is OrderStatus.REJECTED

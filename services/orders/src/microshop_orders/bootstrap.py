@@ -34,7 +34,8 @@ def create_app(settings: OrdersSettings | None = None) -> FastAPI:
 
     inventory = InventoryClient(client("inventory", settings.inventory_url))
     payments = PaymentsClient(client("payments", settings.payments_url), timeout=settings.payments_timeout)
-    saga = SagaRunner(db, inventory, payments, lease_seconds=settings.saga_lease_seconds)
+    saga = SagaRunner(db, inventory, payments, lease_seconds=settings.saga_lease_seconds,
+                      deadline_seconds=settings.saga_deadline_seconds)
     orders = Orders(db, inventory, payments, saga, fingerprint_key=settings.service_secret,
                     checkout_wait=settings.checkout_wait_seconds)
 

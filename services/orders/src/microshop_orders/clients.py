@@ -132,11 +132,16 @@ class PaymentsClient:
         if reply.status == 402:
             return StepResult(ok=False, reason=f"payment declined: {reply.body.get('decline_code', 'declined')}",
                               payment_id=reply.body.get("payment_id"))
+        if reply.status == 409 and _problem_type(reply) == "payment-voided":
+            # The order's payment was voided by a compensation (deadline): it can never be captured.
+            return StepResult(ok=False, reason="payment voided")
         raise _unexpected("payments", reply)
 
     async def refund(self, order_id: str) -> StepResult:
         reply = await _call(self.client, "POST", f"/payments/{order_id}/refund", timeout=self.timeout)
-        # No payment, or a declined one, means nothing was taken: the compensation is complete.
+        # 200 covers a refund and a void (payments records a tombstone when it has no payment yet,
+        # and settles an unknown charge with the card processor first). No payment (older
+        # payments) or a declined one means nothing was taken: the compensation is complete.
         if reply.status == 200 or (reply.status in (404, 409) and _problem_type(reply) in
                                    ("payment-not-found", "payment-not-captured")):
             return StepResult(ok=True)

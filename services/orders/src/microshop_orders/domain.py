@@ -14,6 +14,11 @@ No framework and no I/O here, so the rules can be read (and tested) on their own
 
 Every step is idempotent at the callee (keyed by order id), so a step interrupted by a crash is
 simply run again; a technical failure (timeout, 5xx) leaves the step where it is, to be retried.
+
+Past the checkout deadline, a saga still before its pivot (the charge) is compensated instead of
+retried: stuck at reserve_stock → release_stock; stuck at charge_payment → refund_payment (payments
+voids an unknown or in-flight charge, so a late capture cannot happen) → release_stock → REJECTED.
+After the charge, the saga only goes forward: commit_stock is retried until inventory answers.
 """
 
 from __future__ import annotations
@@ -73,6 +78,20 @@ _ON_REFUSAL: dict[Step, Transition] = {
     Step.CHARGE_PAYMENT: Transition(Step.RELEASE_STOCK, OrderStatus.PENDING),
     Step.COMMIT_STOCK: Transition(Step.REFUND_PAYMENT, OrderStatus.PENDING),
 }
+
+
+# Steps given up once the checkout deadline has passed, and where their compensation starts.
+_ON_DEADLINE: dict[Step, Transition] = {
+    Step.RESERVE_STOCK: Transition(Step.RELEASE_STOCK, OrderStatus.PENDING),
+    Step.CHARGE_PAYMENT: Transition(Step.REFUND_PAYMENT, OrderStatus.PENDING),
+}
+
+DEADLINE_REASON = "checkout did not complete in time"
+
+
+def deadline_transition(step: Step) -> Transition | None:
+    """Where a saga past its deadline goes from ``step``; None if it must go on (after the pivot)."""
+    return _ON_DEADLINE.get(step)
 
 
 def next_transition(step: Step, result: StepResult) -> Transition:

@@ -18,7 +18,7 @@ from microshop_chassis.events import Event
 from microshop_chassis.outbox import add_event
 
 from .clients import DownstreamError, InventoryClient, PaymentsClient
-from .domain import Step, StepResult, next_transition
+from .domain import DEADLINE_REASON, Step, StepResult, Transition, deadline_transition, next_transition
 from .models import Order
 
 log = structlog.get_logger("microshop.orders.saga")
@@ -49,8 +49,9 @@ def order_event(order: Order, event_type: str) -> Event:
 
 class SagaRunner:
     def __init__(self, db: Database, inventory: InventoryClient, payments: PaymentsClient, *,
-                 lease_seconds: float) -> None:
+                 lease_seconds: float, deadline_seconds: float = 60.0) -> None:
         self.db = db
+        self.deadline = timedelta(seconds=deadline_seconds)
         self.inventory = inventory
         self.payments = payments
         self.lease = timedelta(seconds=lease_seconds)
@@ -80,6 +81,11 @@ class SagaRunner:
             step = Step(order.saga_step)
             if step is Step.DONE:
                 return order
+            given_up = deadline_transition(step) if utcnow() > order.created_at + self.deadline else None
+            if given_up is not None:
+                if not await self._record(order, step, given_up, reason=DEADLINE_REASON, payment_id=None):
+                    order = await self.load(order_id)
+                continue
             try:
                 result = await self._execute(step, order)
             except DownstreamError as exc:
@@ -108,15 +114,23 @@ class SagaRunner:
         raise AssertionError(f"no action for step {step}")
 
     async def _advance(self, order: Order, step: Step, result: StepResult) -> bool:
+        transition = next_transition(step, result)
+        recorded = await self._record(order, step, transition, reason=result.reason, payment_id=result.payment_id)
+        if recorded:
+            log.info("saga_step", order_id=order.id, step=step.value, ok=result.ok,
+                     next_step=transition.step.value, status=transition.status.value, reason=result.reason)
+        return recorded
+
+    async def _record(self, order: Order, step: Step, transition: Transition, *, reason: str | None,
+                      payment_id: str | None) -> bool:
         """Record the move in one transaction (with its event, if any) and apply it to ``order``
         in memory, so the next step needs no reload. False if another driver recorded it first."""
-        transition = next_transition(step, result)
         now = utcnow()
         changes = {
             "saga_step": transition.step.value,
             "status": transition.status.value,
-            "reason": result.reason or order.reason,
-            "payment_id": result.payment_id or order.payment_id,
+            "reason": reason or order.reason,
+            "payment_id": payment_id or order.payment_id,
             "saga_attempts": 0,
             "saga_last_error": None,
             "saga_lease_until": now + self.lease,
@@ -133,8 +147,8 @@ class SagaRunner:
                 setattr(order, name, value)
             if transition.event:
                 await add_event(session, order_event(order, transition.event))
-        log.info("saga_step", order_id=order.id, step=step.value, ok=result.ok,
-                 next_step=transition.step.value, status=transition.status.value, reason=result.reason)
+        if reason == DEADLINE_REASON:
+            log.warning("saga_deadline_passed", order_id=order.id, step=step.value, next_step=transition.step.value)
         return True
 
     async def _record_failure(self, order: Order, step: Step, error: str) -> None:

@@ -13,5 +13,8 @@ class OrdersSettings(ServiceSettings):
     saga_lease_seconds: float = 10.0
     # How often open sagas whose lease ran out are looked for and driven on.
     recovery_interval_seconds: float = 1.0
+    # A checkout not past its charge by then is compensated (stock released, any charge voided)
+    # and REJECTED, instead of being retried for ever. Keep it below inventory's reservation TTL.
+    saga_deadline_seconds: float = 60.0
     # Deadline of one call to payments (which itself waits on the card processor).
     payments_timeout: float = 10.0
