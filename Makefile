@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PACKAGES := libs/chassis \
 	services/users services/inventory services/orders services/payments \
 	services/notifications services/reports services/gateway \
-	sims/card-processor sims/mail-catcher cli
+	sims/card-processor sims/mail-catcher tools/chaos-proxy cli
 
 STAMP := $(VENV)/.installed
 PYPROJECTS := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)

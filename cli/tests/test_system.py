@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 from cli_dummies import dummy, get_json, process_gone, read_events
 from microshop_chassis.testing import wait_until
-from microshop_cli.components import DEFAULT_PORTS, free_ports
+from microshop_cli.components import CHAOS_PORTS, DEFAULT_PORTS, free_ports
 from microshop_cli.errors import AlreadyRunningError, PortInUseError, SeedError, StartupError
 from microshop_cli.state import DataDir, read_state, running_supervisor
 from microshop_cli.system import Backoff, BackoffPolicy, System, SystemConfig
@@ -254,7 +254,27 @@ async def test_a_service_secret_from_the_environment_is_used_and_not_stored(tmp_
 
 def test_with_free_ports_gives_every_port_name_a_distinct_free_port(tmp_path):
     config = SystemConfig.with_free_ports(tmp_path, ports={"gateway": 18080})
-    assert set(config.ports) == set(DEFAULT_PORTS)
+    names = {*DEFAULT_PORTS, *CHAOS_PORTS}  # the chaos proxies' ports too, used or not
+    assert set(config.ports) == names
     assert config.ports["gateway"] == 18080
-    assert len(set(config.ports.values())) == len(DEFAULT_PORTS)
-    assert not set(config.ports.values()) & set(DEFAULT_PORTS.values())
+    assert len(set(config.ports.values())) == len(names)
+    assert not set(config.ports.values()) & {*DEFAULT_PORTS.values(), *CHAOS_PORTS.values()}
+
+
+async def test_a_component_killed_with_down_for_stays_down_until_held_time_or_release(tmp_path):
+    ports = free_ports(["a"])
+    components = [dummy("alpha", ports["a"], 0)]
+    async with System(config_for(tmp_path, components, backoff=FAST_BACKOFF)) as system:
+        first_pid = system.pid("alpha")
+        system.kill("alpha", down_for=60)
+        async def gone():
+            return process_gone(first_pid)
+
+        await wait_until(gone, timeout=5, what="alpha to die")
+        # Well past the backoff, the hold keeps it down; the supervisor has not restarted it.
+        with pytest.raises(TimeoutError):
+            await system.wait_ready("alpha", timeout=FAST_BACKOFF.initial * 4)
+        assert system.restarts("alpha") == 0
+        system.release("alpha")
+        second_pid = await system.wait_ready("alpha", timeout=10)
+        assert second_pid != first_pid and system.restarts("alpha") == 1

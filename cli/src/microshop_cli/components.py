@@ -40,6 +40,23 @@ DEFAULT_PORTS: dict[str, int] = {
 # The services every process gets a MICROSHOP_<SVC>_URL for; the gateway only gets HOST and PORT.
 SERVICES = ("users", "inventory", "orders", "payments", "notifications", "reports")
 
+# With `up --chaos-proxies`: what sits behind a fault-injection proxy (every service a peer calls,
+# and the card processor), and the ports the proxies listen on. Callers are given the proxy's
+# address instead of the component's, so latency, errors and partitions hit real traffic; the
+# supervisor's own probes and `microshop verify` still go straight to the component.
+PROXIED = (*SERVICES, "card-processor")
+CHAOS_PROXY = "chaos-proxy"
+
+
+def proxy_port_name(name: str) -> str:
+    return f"{name}-proxy"
+
+
+CHAOS_PORTS: dict[str, int] = {
+    CHAOS_PROXY: 8474,  # the proxies' admin API (toxiproxy's port)
+    **{proxy_port_name(name): DEFAULT_PORTS[name] + 10000 for name in PROXIED},
+}
+
 # Start steps after NATS (step 0). A step starts once every earlier step is ready; the members of
 # one step start together. The services and the simulators form one step: no service needs another
 # (or a simulator) to become ready - each waits only for its own database and the broker, and calls
@@ -120,7 +137,27 @@ def default_components(config: SystemConfig) -> list[Component]:
     for offset, names in enumerate(SERVICE_STEPS, start=1):
         for name in names:
             components.append(Component(name, [python, "-m", f"microshop_{name}"], ports[name], step=offset, host=host))
+    if config.chaos_proxies:
+        components.append(chaos_proxy_component(config))
     return components
+
+
+def chaos_proxy_component(config: SystemConfig) -> Component:
+    """One process holding a TCP proxy per proxied component (tools/chaos-proxy)."""
+    host, ports = config.host, config.ports
+    command = [sys.executable, "-m", "microshop_chaos_proxy", "--host", host, "--admin-port", str(ports[CHAOS_PROXY]),
+               "--seed", str(config.chaos_seed)]
+    for name in PROXIED:
+        command += ["--proxy", f"{name}={ports[proxy_port_name(name)]}:{host}:{ports[name]}"]
+    return Component(CHAOS_PROXY, command, ports[CHAOS_PROXY], step=1, ready_path="/health", health_path="/health",
+                     other_ports={proxy_port_name(name): ports[proxy_port_name(name)] for name in PROXIED}, host=host)
+
+
+def peer_url(config: SystemConfig, name: str) -> str:
+    """The address other components are given for ``name``: its proxy's when chaos proxies run."""
+    if config.chaos_proxies and name in PROXIED:
+        return f"http://{config.host}:{config.ports[proxy_port_name(name)]}"
+    return f"http://{config.host}:{config.ports[name]}"
 
 
 def load_factory(spec: str) -> ComponentFactory:
@@ -141,7 +178,7 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
     env.update(
         MICROSHOP_DATA_DIR=str(config.data_dir),
         MICROSHOP_NATS_URL=f"nats://{host}:{ports['nats']}",
-        MICROSHOP_CARD_PROCESSOR_URL=f"http://{host}:{ports['card-processor']}",
+        MICROSHOP_CARD_PROCESSOR_URL=peer_url(config, "card-processor"),
         MICROSHOP_SMTP_HOST=host,
         MICROSHOP_SMTP_PORT=str(ports["smtp"]),
         MICROSHOP_SERVICE_SECRET=service_secret,
@@ -154,7 +191,7 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
         env[f"{prefix}_HOST"] = host
         env[f"{prefix}_PORT"] = str(ports[name])
         if name in SERVICES:
-            env[f"{prefix}_URL"] = f"http://{host}:{ports[name]}"
+            env[f"{prefix}_URL"] = peer_url(config, name)
     env.update(config.extra_env)
     return env
 

@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .chaos_cli import chaos_app, verify_command
 from .components import (
     DEFAULT_ADMIN_EMAIL,
     DEFAULT_ADMIN_PASSWORD,
@@ -36,6 +37,8 @@ from .system import SystemConfig, run_until_signalled
 app = typer.Typer(help="Run microshop on this machine: start, supervise, inspect and stop it.",
                   no_args_is_help=True, add_completion=False)
 console = Console()
+app.add_typer(chaos_app, name="chaos")
+app.command("verify")(verify_command)
 
 DETACH_TIMEOUT = 180.0
 DOWN_TIMEOUT = 30.0
@@ -58,13 +61,17 @@ def up(
     no_seed: bool = typer.Option(False, "--no-seed", help="Do not create the demo catalog."),
     port: list[str] = typer.Option([], "--port", "-p", metavar="NAME=PORT",
                                    help=f"Override a port, repeatable. Names: {', '.join(DEFAULT_PORTS)}."),
+    chaos_proxies: bool = typer.Option(False, "--chaos-proxies",
+                                       help="Put a fault-injection proxy in front of every service (microshop chaos)."),
+    chaos_seed: int = typer.Option(0, "--chaos-seed", help="Seed of the proxies' random faults."),
     components: str | None = typer.Option(None, hidden=True, help="package.module:function giving the components."),
     supervise_only: bool = typer.Option(False, "--supervise-only", hidden=True,
                                         help="Internal: the detached supervisor (no console output)."),
 ) -> None:
     """Start the whole system, wait until every part is ready, seed a demo catalog, then supervise."""
     try:
-        config = SystemConfig(data_dir=data_dir, ports=_parse_ports(port), seed=not no_seed)
+        config = SystemConfig(data_dir=data_dir, ports=_parse_ports(port), seed=not no_seed,
+                              chaos_proxies=chaos_proxies, chaos_seed=chaos_seed)
         if components:
             config.components = load_factory(components)
         paths = DataDir(config.data_dir)
@@ -95,6 +102,7 @@ def _up_detached(config: SystemConfig, ports: list[str], components: str | None,
     command += [argument for value in ports for argument in ("--port", value)]
     command += ["--components", components] if components else []
     command += ["--no-seed"] if no_seed else []
+    command += ["--chaos-proxies", "--chaos-seed", str(config.chaos_seed)] if config.chaos_proxies else []
     log_offset = paths.supervisor_log.stat().st_size if paths.supervisor_log.exists() else 0
     with paths.supervisor_log.open("ab") as log_file:
         daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
@@ -289,7 +297,9 @@ def _print_panel(state: dict) -> None:
         row("Card processor", processes["card-processor"]["url"])
     if "nats" in processes:
         row("NATS", processes["nats"]["url"])
-    known = {"nats", "mail-catcher", "card-processor", "gateway", *SERVICES}
+    if "chaos-proxy" in processes:
+        row("Chaos proxies", f"{processes['chaos-proxy']['url']}/proxies   (microshop chaos --help)")
+    known = {"nats", "mail-catcher", "card-processor", "gateway", "chaos-proxy", *SERVICES}
     for name, info in processes.items():
         if name not in known:
             row(name, info["url"])

@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,10 @@ class DataDir:
     def log_file(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
+    def hold_file(self, name: str) -> Path:
+        """While it exists and names a future moment, the supervisor does not restart ``name``."""
+        return self.run / f"hold-{name}"
+
     def create(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.run.mkdir(parents=True, exist_ok=True)
@@ -61,9 +66,7 @@ def read_state(data_dir: DataDir) -> dict | None:
 
 def write_state(data_dir: DataDir, state: dict) -> None:
     """Readers see the old file or the new one, never half of one."""
-    temporary = data_dir.state_file.with_name(f"state.json.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(temporary, data_dir.state_file)
+    write_text_atomically(data_dir.state_file, json.dumps(state, indent=2) + "\n")
 
 
 def service_secret(data_dir: DataDir) -> str:
@@ -137,3 +140,23 @@ def running_supervisor(data_dir: DataDir) -> int | None:
 def _pid_from_state(data_dir: DataDir) -> int:
     state = read_state(data_dir) or {}
     return int(state.get("supervisor_pid") or 0)
+
+
+def hold(data_dir: DataDir, name: str, seconds: float) -> None:
+    """Keep ``name`` down (not restarted after it exits) for ``seconds`` from now."""
+    write_text_atomically(data_dir.hold_file(name), f"{time.time() + seconds:.3f}\n")
+
+
+def held_for(data_dir: DataDir, name: str) -> float:
+    """Seconds ``name`` is still held down; 0 when it is not."""
+    try:
+        until = float(data_dir.hold_file(name).read_text())
+    except (FileNotFoundError, ValueError):
+        return 0.0
+    return max(0.0, until - time.time())
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

@@ -25,6 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from .components import (
+    CHAOS_PORTS,
     DEFAULT_PORTS,
     HOST,
     Component,
@@ -37,7 +38,7 @@ from .components import (
 from .errors import MicroshopError, StartupError
 from .logtail import tail_lines
 from .seed import SeedReport, seed_catalog
-from .state import DataDir, SupervisorLock, service_secret, write_state
+from .state import DataDir, SupervisorLock, held_for, hold, service_secret, write_state
 
 log = logging.getLogger("microshop.supervisor")
 logging.getLogger("microshop").addHandler(logging.NullHandler())
@@ -81,15 +82,18 @@ class SystemConfig:
     ready_timeout: float = 60.0  # per start step
     stop_timeout: float = 10.0  # per process, then SIGKILL
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    # A fault-injection proxy in front of every service (``microshop chaos``), seeded for replay.
+    chaos_proxies: bool = False
+    chaos_seed: int = 0
 
     def __post_init__(self) -> None:
         # Absolute, because children and a detached supervisor may not share our working directory.
         self.data_dir = Path(self.data_dir).resolve()
-        self.ports = {**DEFAULT_PORTS, **self.ports}
+        self.ports = {**DEFAULT_PORTS, **CHAOS_PORTS, **self.ports}
 
     @classmethod
     def with_free_ports(cls, data_dir: Path, **options) -> SystemConfig:
-        ports = {**free_ports(list(DEFAULT_PORTS)), **options.pop("ports", {})}
+        ports = {**free_ports([*DEFAULT_PORTS, *CHAOS_PORTS]), **options.pop("ports", {})}
         return cls(data_dir=data_dir, ports=ports, **options)
 
 
@@ -162,15 +166,22 @@ class System:
     def is_ready(self, name: str) -> bool:
         return self._get(name).ready.is_set()
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+    def kill(self, name: str, sig: int = signal.SIGKILL, *, down_for: float = 0.0) -> int:
         """Signal the component's current process (as a crash would) and return its pid. It counts as
-        not ready from now on, so a following ``wait_ready`` waits for the restarted process."""
+        not ready from now on, so a following ``wait_ready`` waits for the restarted process. With
+        ``down_for``, the supervisor waits that long before restarting it."""
         managed = self._get(name)
         if managed.process is None:
             raise MicroshopError(f"{name} has no process")
+        if down_for > 0:
+            hold(self.paths, name, down_for)
         managed.ready.clear()
         os.kill(managed.process.pid, sig)
         return managed.process.pid
+
+    def release(self, name: str) -> None:
+        """End a ``down_for`` early: the supervisor restarts the component now."""
+        self.paths.hold_file(self._get(name).component.name).unlink(missing_ok=True)
 
     async def wait_ready(self, name: str, timeout: float = 30.0) -> int:
         """Wait until the component answers its readiness check; return its pid."""
@@ -212,6 +223,8 @@ class System:
         began = time.monotonic()
         self.paths.create()
         self._lock.acquire()
+        for stale in self.paths.run.glob("hold-*"):  # left by an earlier run's `chaos kill --down-for`
+            stale.unlink(missing_ok=True)
         try:
             check_ports_free([managed.component for managed in self._managed.values()])
             secret = self.config.extra_env.get("MICROSHOP_SERVICE_SECRET") or os.environ.get(
@@ -330,6 +343,9 @@ class System:
             self._log(logging.WARNING, "%s (pid %d) exited with code %s after %.1f s; restarting in %.1f s",
                       name, managed.process.pid, code, uptime, delay)
             await asyncio.sleep(delay)
+            # `chaos kill --down-for` (another process) writes a file: polled, as there is no event to wait on.
+            while (held := held_for(self.paths, name)) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(min(held, POLL_INTERVAL * 2))
             managed.restarts += 1
             try:
                 await self._spawn(managed)
