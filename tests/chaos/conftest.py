@@ -5,9 +5,7 @@ module: faults are injected into real processes and real connections, and every 
 from __future__ import annotations
 
 import pytest_asyncio
-from microshop_chassis.testing import ApiClient
-from microshop_cli.catalog import DEMO_CATALOG, LOW_STOCK_SKU
-from microshop_cli.experiment import Target
+from microshop_cli.experiment import Target, stock_up
 from microshop_cli.system import System, SystemConfig
 
 PROXY_SEED = 20261124  # the proxies' dice (error and reset rates); test_chaos.SEED drives the rest
@@ -28,17 +26,6 @@ async def target(tmp_path_factory):
                                           chaos_proxies=True, chaos_seed=PROXY_SEED)
     async with System(config) as system:
         target = Target.of(system)
-        await stock_up(system)
+        await stock_up(target, 5000)
         target.system = system
         yield target
-
-
-async def stock_up(system: System, units: int = 5000) -> None:
-    """Plenty of every product but the limited one, so only the planned share of checkouts sells out."""
-    admin = ApiClient(system.url("gateway"))
-    login = await admin.post("/api/users/login", json={"email": system.admin_email, "password": system.admin_password})
-    admin = ApiClient(system.url("gateway"), login.body["access_token"])
-    for item in DEMO_CATALOG:
-        if item.sku != LOW_STOCK_SKU:
-            reply = await admin.put(f"/api/inventory/stock/{item.sku}", json={"on_hand": item.on_hand + units})
-            assert reply.status == 200, reply.body

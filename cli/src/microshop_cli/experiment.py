@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
+
+from .catalog import DEMO_CATALOG, LOW_STOCK_SKU
 from .chaos import FAULTS, KILLABLE, Chaos, FaultRecord
 from .load import CheckoutLoad, LoadResult
 from .state import DataDir, read_state, running_supervisor
@@ -80,6 +83,8 @@ async def run_experiment(
     """Load for ``duration`` seconds with the monkey running alongside (and, unless told otherwise,
     every service killed once at evenly spaced moments, overlapping whatever the monkey does);
     then heal, let the system settle and check every invariant."""
+    # Enough stock that only the limited product sells out: faults, not an empty shelf, decide.
+    await stock_up(target, int(rate * duration * 2) + 100)
     load = CheckoutLoad(target.gateway_url, rate=rate, seed=seed)
     await load.prepare()
     stop = asyncio.Event()
@@ -97,6 +102,23 @@ async def run_experiment(
     applied = sorted(applied + killed, key=lambda record: record.at)
     checks, waited = await verify(target, accepted_order_ids=result.accepted_order_ids, settle_seconds=settle_seconds)
     return ExperimentReport(seed, applied, result, checks, waited)
+
+
+async def stock_up(target: Target, units: int) -> None:
+    """Add ``units`` to every demo product but the limited one (it stays the sold-out case)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        gateway = target.gateway_url
+        async with http.post(f"{gateway}/api/users/login",
+                             json={"email": target.admin_email, "password": target.admin_password}) as reply:
+            headers = {"Authorization": f"Bearer {(await reply.json())['access_token']}"}
+        async with http.get(f"{gateway}/api/inventory/stock", params={"limit": "1000"}, headers=headers) as reply:
+            stock = {item["sku"]: item["on_hand"] for item in (await reply.json())["items"]}
+        for item in DEMO_CATALOG:
+            if item.sku != LOW_STOCK_SKU and item.sku in stock:
+                async with http.put(f"{gateway}/api/inventory/stock/{item.sku}", headers=headers,
+                                    json={"on_hand": stock[item.sku] + units}) as reply:
+                    if reply.status != 200:
+                        raise RuntimeError(f"stocking {item.sku} failed: HTTP {reply.status}")
 
 
 async def _kill_each(chaos: Chaos, duration: float, killed: list[FaultRecord],
