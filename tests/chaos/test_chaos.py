@@ -134,7 +134,8 @@ async def test_mixed_chaos_run(target):
     kinds = {fault.fault for fault in report.faults}
     killed = {fault.target for fault in report.faults if fault.fault == "kill"}
     assert killed >= set(KILLABLE), killed
-    assert len(report.faults) >= 15 and len(kinds) >= 4, [f.describe() for f in report.faults]
+    assert kinds >= {"broker-restart", "latency", "partition", "pause", "error-rate", "reset"}, kinds
+    assert len(report.faults) >= 15, [f.describe() for f in report.faults]
     assert len(report.load.attempts) >= 250
     assert_books_balance(report.checks)
     assert report.violations == 0

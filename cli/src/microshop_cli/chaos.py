@@ -142,7 +142,9 @@ class Chaos:
         on_fault: Callable[[FaultRecord], None] | None = None,
     ) -> list[FaultRecord]:
         """Random faults, one at a time, for ``duration`` seconds. The seed fixes which faults, on
-        which targets, with which parameters, in which order; the system's answers vary, the plan not."""
+        which targets, with which parameters, in which order; the system's answers vary, the plan not.
+        Kinds are dealt from a shuffled deck - every kind once per round - so even a short run
+        covers them all instead of leaving one out by chance."""
         unknown = set(faults) - set(FAULTS)
         if unknown:
             raise MicroshopError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULTS)}")
@@ -152,10 +154,13 @@ class Chaos:
                 raise MicroshopError("network faults need `microshop up --chaos-proxies`")
         rng = random.Random(seed)
         applied: list[FaultRecord] = []
+        deck: list[str] = []
         end = time.monotonic() + duration
         try:
             while time.monotonic() < end:
-                record = await self._random_fault(rng, list(faults), max_fault_seconds)
+                if not deck:
+                    deck = rng.sample(list(faults), len(faults))
+                record = await self._random_fault(rng, deck.pop(), max_fault_seconds)
                 applied.append(record)
                 if on_fault:
                     on_fault(record)
@@ -166,8 +171,7 @@ class Chaos:
                     await self.heal()
         return applied
 
-    async def _random_fault(self, rng: random.Random, faults: list[str], max_seconds: float) -> FaultRecord:
-        fault = rng.choice(faults)
+    async def _random_fault(self, rng: random.Random, fault: str, max_seconds: float) -> FaultRecord:
         seconds = round(rng.uniform(0.5, max_seconds), 1)
         match fault:
             case "kill":
