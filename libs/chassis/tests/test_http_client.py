@@ -61,6 +61,16 @@ async def test_get_gives_up_after_the_retries(http_server):
     assert len(script.requests) == 3
 
 
+async def test_a_call_can_ask_for_fewer_retries_than_the_client(http_server):
+    script = Script(503)
+    url = await http_server([web.get("/things", script.handle)])
+    client = ServiceClient("things", url, retries=2)
+    reply = await client.get("/things", retries=1)
+    assert reply.status == 503 and len(script.requests) == 2
+    reply = await client.get("/things", retries=0)
+    assert len(script.requests) == 3  # one more request: no retry at all
+
+
 async def test_post_is_not_retried_unless_idempotent(http_server):
     plain = Script(503, 201)
     keyed = Script(503, 503, 201)

@@ -116,9 +116,11 @@ class ServiceClient:
         headers: dict[str, str] | None = None,
         idempotent: bool | None = None,
         timeout: float | None = None,
+        retries: int | None = None,
     ) -> Reply:
         safe = idempotent if idempotent is not None else method in _SAFE_METHODS
-        attempts = 1 + (self.retries if safe else 0)
+        # ``retries`` per call: fewer where someone waits and retries at an outer layer anyway.
+        attempts = 1 + ((self.retries if retries is None else retries) if safe else 0)
         deadline = _deadline(timeout or self.timeout)
         refreshed_token = False
         attempt = 0

@@ -32,6 +32,12 @@ def _unexpected(target: str, reply: Reply) -> DownstreamError:
     return DownstreamError(f"{target} answered {reply.status}: {detail or _problem_type(reply) or 'no detail'}")
 
 
+# Before the order exists a customer is waiting, and retries with the same Idempotency-Key anyway:
+# one quick retry here, so a callee that is down fails the checkout fast (the saga's own calls,
+# in the background, keep the client's full retries).
+CUSTOMER_WAITING = {"retries": 1}
+
+
 async def _call(client: ServiceClient, method: str, path: str, **kwargs) -> Reply:
     try:
         return await client.request(method, path, idempotent=True, **kwargs)
@@ -50,7 +56,8 @@ class InventoryClient:
         self.client = client
 
     async def prices(self, skus: list[str]) -> dict[str, Price]:
-        reply = await _call(self.client, "GET", "/products", params=[("sku", s) for s in skus] + [("limit", "1000")])
+        reply = await _call(self.client, "GET", "/products", params=[("sku", s) for s in skus] + [("limit", "1000")],
+                            **CUSTOMER_WAITING)
         if reply.status != 200:
             raise _unexpected("inventory", reply)
         found = {p["sku"]: Price(p["price_cents"], p["currency"]) for p in reply.body["items"]}
@@ -110,7 +117,7 @@ class PaymentsClient:
         self.timeout = timeout
 
     async def tokenize(self, card: CardIn) -> CardToken:
-        reply = await _call(self.client, "POST", "/payment-methods", json_body=card.model_dump())
+        reply = await _call(self.client, "POST", "/payment-methods", json_body=card.model_dump(), **CUSTOMER_WAITING)
         if reply.status == 201:
             return CardToken(reply.body["token"], reply.body["brand"], reply.body["last4"])
         if reply.status == 422:
