@@ -22,8 +22,10 @@ class BackgroundWorker(ABC):
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        # Cancel until it ends: on Python 3.11, asyncio.wait_for (nats-py's fetch uses it) swallows
+        # a cancellation that lands as its inner wait completes, and the loop would run on for ever.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()
