@@ -21,7 +21,8 @@ from pathlib import Path
 
 import aiohttp
 
-from .catalog import DEMO_CATALOG
+from .components import admin_credentials
+from .shop_client import login, new_customer, stock_up
 from .state import DataDir, read_state, running_supervisor
 from .system import System, SystemConfig
 
@@ -90,9 +91,9 @@ class Bench:
     async def run(self, checkouts: int, concurrency: int) -> BenchResult:
         connector = aiohttp.TCPConnector(limit=concurrency * 2, limit_per_host=concurrency * 2)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
-            admin = await self._login(http, self.admin_email, self.admin_password)
+            admin = await login(http, f"{self.gateway}/api/users/login", self.admin_email, self.admin_password)
             skus = await self._stock_up(http, admin, checkouts)
-            tokens = await asyncio.gather(*(self._customer(http) for _ in range(concurrency)))
+            tokens = await asyncio.gather(*(new_customer(http, self.gateway, "bench") for _ in range(concurrency)))
             sales_before = await self._confirmed_in_report(http, admin)
             cpu_before = {name: process_usage(pid)[1] for name, pid in self.pids.items()}
 
@@ -137,32 +138,11 @@ class Bench:
             if outcome == "CONFIRMED":
                 result.latencies.append(time.perf_counter() - began)
 
-    async def _login(self, http, email: str, password: str) -> str:
-        async with http.post(f"{self.gateway}/api/users/login", json={"email": email, "password": password}) as r:
-            if r.status != 200:
-                raise RuntimeError(f"login as {email} failed: HTTP {r.status}")
-            return (await r.json())["access_token"]
-
-    async def _customer(self, http) -> str:
-        email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
-        async with http.post(f"{self.gateway}/api/users/register",
-                             json={"email": email, "password": "bench-password", "name": "Bench"}) as r:
-            if r.status != 201:
-                raise RuntimeError(f"registering a bench customer failed: HTTP {r.status}")
-        return await self._login(http, email, "bench-password")
-
     async def _stock_up(self, http, admin: str, checkouts: int) -> list[str]:
         """Enough stock that no checkout is refused for lack of it: the bench measures the happy path."""
-        headers = {"Authorization": f"Bearer {admin}"}
-        async with http.get(f"{self.gateway}/api/inventory/stock", params={"limit": "1000"}, headers=headers) as r:
-            stock = {item["sku"]: item for item in (await r.json())["items"]}
-        skus = [item.sku for item in DEMO_CATALOG if item.sku in stock]
+        skus = await stock_up(http, self.gateway, admin, checkouts)
         if not skus:
             raise RuntimeError("no demo catalog in the system: start it without --no-seed")
-        for sku in skus:
-            async with http.put(f"{self.gateway}/api/inventory/stock/{sku}", headers=headers,
-                                json={"on_hand": stock[sku]["on_hand"] + checkouts}) as r:
-                r.raise_for_status()
         return skus
 
     async def _confirmed_in_report(self, http, admin: str) -> int:
@@ -184,10 +164,7 @@ async def bench(data_dir: Path, checkouts: int, concurrency: int) -> BenchResult
     state = read_state(paths) if running_supervisor(paths) else None
     if state:
         pids = {name: p["pid"] for name, p in state["processes"].items()}
-        from .components import DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_PASSWORD
-
-        runner = Bench(state["gateway_url"], os.environ.get("MICROSHOP_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL),
-                       os.environ.get("MICROSHOP_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD), pids)
+        runner = Bench(state["gateway_url"], *admin_credentials(), pids)
         return await runner.run(checkouts, concurrency)
     with tempfile.TemporaryDirectory(prefix="microshop-bench-") as tmp:
         started = time.perf_counter()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Coroutine
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .chaos import FAULTS, Chaos, FaultRecord
-from .components import DEFAULT_ADMIN_EMAIL, DEFAULT_ADMIN_PASSWORD
+from .components import admin_credentials
 from .errors import MicroshopError
 from .experiment import ExperimentReport, Target, fresh_system, run_experiment, verify
 from .state import DataDir, read_state
@@ -181,5 +180,4 @@ def print_checks(checks: list[Check]) -> None:
 
 
 def _running_target(data_dir: Path) -> Target | None:
-    return Target.running(DataDir(data_dir.resolve()), os.environ.get("MICROSHOP_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL),
-                          os.environ.get("MICROSHOP_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD))
+    return Target.running(DataDir(data_dir.resolve()), *admin_credentials())

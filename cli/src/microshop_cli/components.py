@@ -70,6 +70,12 @@ DEFAULT_ADMIN_EMAIL = "admin@microshop.local"
 DEFAULT_ADMIN_PASSWORD = "microshop-admin"
 
 
+def admin_credentials() -> tuple[str, str]:
+    """The admin's e-mail and password: from the environment, else the defaults above."""
+    return (os.environ.get("MICROSHOP_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL),
+            os.environ.get("MICROSHOP_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD))
+
+
 @dataclass(frozen=True)
 class Component:
     """One process the supervisor starts, checks and restarts."""
@@ -175,6 +181,7 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
     """The environment of every child: the caller's, then ours, then ``extra_env``."""
     host, ports = config.host, config.ports
     env = dict(os.environ)
+    admin_email, admin_password = admin_credentials()
     env.update(
         MICROSHOP_DATA_DIR=str(config.data_dir),
         MICROSHOP_NATS_URL=f"nats://{host}:{ports['nats']}",
@@ -182,8 +189,8 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
         MICROSHOP_SMTP_HOST=host,
         MICROSHOP_SMTP_PORT=str(ports["smtp"]),
         MICROSHOP_SERVICE_SECRET=service_secret,
-        MICROSHOP_ADMIN_EMAIL=os.environ.get("MICROSHOP_ADMIN_EMAIL", DEFAULT_ADMIN_EMAIL),
-        MICROSHOP_ADMIN_PASSWORD=os.environ.get("MICROSHOP_ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD),
+        MICROSHOP_ADMIN_EMAIL=admin_email,
+        MICROSHOP_ADMIN_PASSWORD=admin_password,
         PYTHONUNBUFFERED="1",
     )
     for name in (*SERVICES, "gateway"):

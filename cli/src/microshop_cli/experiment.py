@@ -13,9 +13,11 @@ from pathlib import Path
 
 import aiohttp
 
-from .catalog import DEMO_CATALOG, LOW_STOCK_SKU
+from . import shop_client
+from .catalog import LOW_STOCK_SKU
 from .chaos import FAULTS, KILLABLE, Chaos, FaultRecord
 from .load import CheckoutLoad, LoadResult
+from .shop_client import login
 from .state import DataDir, read_state, running_supervisor
 from .system import System, SystemConfig
 from .verify import Check, Reader, check_all, service_urls, settle
@@ -108,17 +110,8 @@ async def stock_up(target: Target, units: int) -> None:
     """Add ``units`` to every demo product but the limited one (it stays the sold-out case)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         gateway = target.gateway_url
-        async with http.post(f"{gateway}/api/users/login",
-                             json={"email": target.admin_email, "password": target.admin_password}) as reply:
-            headers = {"Authorization": f"Bearer {(await reply.json())['access_token']}"}
-        async with http.get(f"{gateway}/api/inventory/stock", params={"limit": "1000"}, headers=headers) as reply:
-            stock = {item["sku"]: item["on_hand"] for item in (await reply.json())["items"]}
-        for item in DEMO_CATALOG:
-            if item.sku != LOW_STOCK_SKU and item.sku in stock:
-                async with http.put(f"{gateway}/api/inventory/stock/{item.sku}", headers=headers,
-                                    json={"on_hand": stock[item.sku] + units}) as reply:
-                    if reply.status != 200:
-                        raise RuntimeError(f"stocking {item.sku} failed: HTTP {reply.status}")
+        token = await login(http, f"{gateway}/api/users/login", target.admin_email, target.admin_password)
+        await shop_client.stock_up(http, gateway, token, units, leave_out={LOW_STOCK_SKU})
 
 
 async def _kill_each(chaos: Chaos, duration: float, killed: list[FaultRecord],

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from .catalog import DEMO_CATALOG, LOW_STOCK_SKU
+from .shop_client import new_customer
 
 APPROVED_CARD = {"card_number": "4242424242424242", "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
 DECLINED_CARD = {**APPROVED_CARD, "card_number": "4000000000000002"}
@@ -84,7 +85,8 @@ class CheckoutLoad:
     async def prepare(self) -> None:
         """Register the customers (before faults start: registration is not what is measured)."""
         async with aiohttp.ClientSession(timeout=self.timeout) as http:
-            self._tokens = list(await asyncio.gather(*(self._customer(http) for _ in range(self.customers))))
+            self._tokens = list(await asyncio.gather(*(new_customer(http, self.gateway, "chaos")
+                                                       for _ in range(self.customers))))
 
     async def run(self, *, checkouts: int | None = None, seconds: float | None = None,
                   stop: asyncio.Event | None = None) -> LoadResult:
@@ -157,13 +159,3 @@ class CheckoutLoad:
                 result.cancellations[f"HTTP {reply.status}"] += 1
         except (aiohttp.ClientError, TimeoutError) as exc:
             result.cancellations[type(exc).__name__] += 1
-
-    async def _customer(self, http: aiohttp.ClientSession) -> str:
-        email = f"chaos-{uuid.uuid4().hex[:12]}@example.com"
-        async with http.post(f"{self.gateway}/api/users/register",
-                             json={"email": email, "password": "chaos-password", "name": "Chaos"}) as reply:
-            if reply.status != 201:
-                raise RuntimeError(f"registering a customer failed: HTTP {reply.status}")
-        async with http.post(f"{self.gateway}/api/users/login",
-                             json={"email": email, "password": "chaos-password"}) as reply:
-            return (await reply.json())["access_token"]

@@ -21,10 +21,9 @@ from rich.text import Text
 
 from .chaos_cli import chaos_app, verify_command
 from .components import (
-    DEFAULT_ADMIN_EMAIL,
-    DEFAULT_ADMIN_PASSWORD,
     DEFAULT_PORTS,
     SERVICES,
+    admin_credentials,
     check_ports_free,
     load_factory,
 )
@@ -303,8 +302,7 @@ def _print_panel(state: dict) -> None:
     for name, info in processes.items():
         if name not in known:
             row(name, info["url"])
-    row("Admin", f"{os.environ.get('MICROSHOP_ADMIN_EMAIL', DEFAULT_ADMIN_EMAIL)} / "
-                 f"{os.environ.get('MICROSHOP_ADMIN_PASSWORD', DEFAULT_ADMIN_PASSWORD)}")
+    row("Admin", " / ".join(admin_credentials()))
     row("Data dir", state.get("data_dir", ""))
     ready = state.get("ready_seconds")
     title = "microshop is up" + (f" — ready in {ready:.1f} s" if ready is not None else "")

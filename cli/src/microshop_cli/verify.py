@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from .components import SERVICES
+from .shop_client import login
 
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 # Which e-mails each final order must have received, by the event that caused them.
@@ -82,7 +83,7 @@ class Reader:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             if self._token is None:
-                self._token = await self._login(http)
+                self._token = await login(http, self.urls["users"] + "/login", self.email, self.password)
             orders, payments, stock, messaging = await asyncio.gather(
                 self._all(http, "orders", "/orders"), self._all(http, "payments", "/payments"),
                 self._all(http, "inventory", "/stock"), self._messaging(http))
@@ -91,12 +92,6 @@ class Reader:
             charges = (await self._get(http, "card-processor", "/_admin/charges"))["items"]
             mail = await self._all(http, "mail-catcher", "/api/messages", auth=False)
         return Snapshot(orders, payments, ledger, stock, charges, mail, sales, messaging)
-
-    async def _login(self, http: aiohttp.ClientSession) -> str:
-        async with http.post(self.urls["users"] + "/login", json={"email": self.email, "password": self.password}) as r:
-            if r.status != 200:
-                raise RuntimeError(f"admin login as {self.email} failed: HTTP {r.status}")
-            return (await r.json())["access_token"]
 
     async def _get(self, http: aiohttp.ClientSession, service: str, path: str, *, auth: bool = True,
                    params: dict | None = None) -> dict:

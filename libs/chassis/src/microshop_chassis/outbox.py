@@ -133,8 +133,7 @@ class OutboxRelay(BackgroundWorker):
         return len(published)
 
     async def backlog(self) -> int:
-        async with self.db.session() as session:
-            return (await session.execute(sa.select(sa.func.count()).select_from(outbox))).scalar_one()
+        return (await self.backlog_and_oldest_age())[0]
 
     async def backlog_and_oldest_age(self) -> tuple[int, float | None]:
         """Unpublished events, and the age in seconds of the oldest of them (None when none)."""
