@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 
 import pytest
+from microshop_chassis.services import names
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ["users", "inventory", "orders", "payments", "notifications", "reports", "gateway"]
+SERVICES = names()
 
 
 def served_document(service: str, tmp_path: Path) -> dict:
@@ -22,8 +23,7 @@ def served_document(service: str, tmp_path: Path) -> dict:
         value for name, value in vars(settings_module).items()
         if name.endswith("Settings") and name != "ServiceSettings" and isinstance(value, type)
     )
-    app = bootstrap.create_app(settings_class(data_dir=tmp_path))
-    return app.openapi()
+    return bootstrap.build(settings_class(data_dir=tmp_path)).app.openapi()
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -21,26 +21,28 @@ from aiohttp import web
 from microshop_chassis.broker import Broker
 from microshop_chassis.consumer import EventConsumer
 from microshop_chassis.events import STREAM
-from microshop_chassis.http_client import close_shared_session
-from microshop_chassis.telemetry import configure_tracing
+from microshop_chassis.http_client import HttpSession
+from microshop_chassis.telemetry import tracer_provider
 from microshop_chassis.testing import free_port
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
-@pytest.fixture(autouse=True)
-async def _fresh_shared_session():
-    """The chassis keeps one aiohttp session per process; each test has its own event loop, so
-    the session must not outlive the test that created it."""
-    yield
-    await close_shared_session()
+@pytest.fixture
+async def http_session():
+    """A pooled session for the clients a test builds, closed at the end of the test (each test
+    has its own event loop)."""
+    session = HttpSession()
+    yield session
+    await session.close()
 
 
 @pytest.fixture(scope="session")
 def span_exporter() -> InMemorySpanExporter:
-    """Finished spans of the whole session, from the process' global (SDK) tracer provider."""
-    configure_tracing("chassis-tests")  # sets the global provider unless one is set already
+    """Finished spans of the whole session, from OpenTelemetry's global (SDK) tracer provider,
+    which parts built without a service trace through."""
+    trace.set_tracer_provider(tracer_provider("chassis-tests"))  # once per process: later calls are ignored
     provider = trace.get_tracer_provider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -26,6 +26,7 @@ from microshop_chassis.auth import (
     http_jwks_loader,
 )
 from microshop_chassis.errors import PROBLEM_JSON, Problem
+from microshop_chassis.provide import provide
 from microshop_chassis.settings import ServiceSettings
 from microshop_chassis.testing import ApiClient, RunningApp, TokenMint, free_port
 
@@ -92,7 +93,7 @@ async def protected(tmp_path, mint):
 
     app = create_app(settings=ServiceSettings(service_name="auth-test", data_dir=tmp_path), version="1",
                      routers=[router])
-    app.state.jwt_verifier = mint.verifier()
+    provide(app, JwtVerifier, mint.verifier())
     async with RunningApp(app) as running:
         yield ApiClient(running.url)
 
@@ -185,22 +186,22 @@ async def test_role_dependencies_give_403_to_others(protected, mint):
     assert (await protected.get("/internal", token=admin)).status == 200
 
 
-async def test_http_jwks_loader_and_users_being_down(http_server, mint):
+async def test_http_jwks_loader_and_users_being_down(http_server, mint, http_session):
     async def jwks(request: web.Request) -> web.Response:
         return web.json_response(await mint.jwks())
 
     url = await http_server([web.get("/.well-known/jwks.json", jwks)])
-    principal = await JwtVerifier(http_jwks_loader(url)).verify(mint.token("user-9"))
+    principal = await JwtVerifier(http_jwks_loader(url, http_session)).verify(mint.token("user-9"))
     assert principal.id == "user-9"
 
-    down = JwtVerifier(http_jwks_loader(f"http://127.0.0.1:{free_port()}"))
+    down = JwtVerifier(http_jwks_loader(f"http://127.0.0.1:{free_port()}", http_session))
     with pytest.raises(Problem) as caught:
         await down.verify(mint.token())
     assert caught.value.status == 503
     assert caught.value.type.endswith("/auth-unavailable")
 
 
-async def test_service_token_provider_caches_and_refetches_after_invalidate(http_server):
+async def test_service_token_provider_caches_and_refetches_after_invalidate(http_server, http_session):
     requests: list[dict] = []
 
     async def issue(request: web.Request) -> web.Response:
@@ -208,7 +209,7 @@ async def test_service_token_provider_caches_and_refetches_after_invalidate(http
         return web.json_response({"access_token": f"token-{len(requests)}", "expires_in": 900})
 
     url = await http_server([web.post("/service-tokens", issue)])
-    provider = ServiceTokenProvider(url + "/", "orders", "s3cret")
+    provider = ServiceTokenProvider(url + "/", "orders", "s3cret", http_session)
     assert await provider() == "token-1"
     assert await provider() == "token-1"
     assert len(requests) == 1
@@ -220,11 +221,11 @@ async def test_service_token_provider_caches_and_refetches_after_invalidate(http
     assert len(requests) == 2
 
 
-async def test_service_token_provider_refused(http_server):
+async def test_service_token_provider_refused(http_server, http_session):
     async def refuse(request: web.Request) -> web.Response:
         return web.json_response({"detail": "bad secret"}, status=401)
 
     url = await http_server([web.post("/service-tokens", refuse)])
     with pytest.raises(aiohttp.ClientResponseError) as caught:
-        await ServiceTokenProvider(url, "orders", "wrong")()
+        await ServiceTokenProvider(url, "orders", "wrong", http_session)()
     assert caught.value.status == 401

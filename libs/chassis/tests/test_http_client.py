@@ -9,9 +9,12 @@ import pytest
 from aiohttp import web
 from microshop_chassis.context import deadline_var, request_id_var
 from microshop_chassis.http_client import ServiceClient, ServiceUnavailable
+from microshop_chassis.metrics import ServiceMetrics
 from microshop_chassis.telemetry import tracer
 from microshop_chassis.testing import free_port
-from prometheus_client import REGISTRY
+
+# Every client these tests build reports here; each test's target name is its own.
+METRICS = ServiceMetrics()
 
 
 class Script:
@@ -44,38 +47,38 @@ def slow():
     release.set()
 
 
-async def test_get_is_retried_on_503_then_succeeds(http_server):
+async def test_get_is_retried_on_503_then_succeeds(http_server, http_session):
     script = Script(503, 200)
     url = await http_server([web.get("/things", script.handle)])
-    reply = await ServiceClient("things", url, retries=2).get("/things")
+    reply = await ServiceClient("things", url, retries=2, session=http_session, metrics=METRICS).get("/things")
     assert reply.status == 200 and reply.ok
     assert reply.body == {"attempt": 2}
     assert len(script.requests) == 2
 
 
-async def test_get_gives_up_after_the_retries(http_server):
+async def test_get_gives_up_after_the_retries(http_server, http_session):
     script = Script(503)
     url = await http_server([web.get("/things", script.handle)])
-    reply = await ServiceClient("things", url, retries=2).get("/things")
+    reply = await ServiceClient("things", url, retries=2, session=http_session, metrics=METRICS).get("/things")
     assert reply.status == 503 and not reply.ok
     assert len(script.requests) == 3
 
 
-async def test_a_call_can_ask_for_fewer_retries_than_the_client(http_server):
+async def test_a_call_can_ask_for_fewer_retries_than_the_client(http_server, http_session):
     script = Script(503)
     url = await http_server([web.get("/things", script.handle)])
-    client = ServiceClient("things", url, retries=2)
+    client = ServiceClient("things", url, retries=2, session=http_session, metrics=METRICS)
     reply = await client.get("/things", retries=1)
     assert reply.status == 503 and len(script.requests) == 2
     reply = await client.get("/things", retries=0)
     assert len(script.requests) == 3  # one more request: no retry at all
 
 
-async def test_post_is_not_retried_unless_idempotent(http_server):
+async def test_post_is_not_retried_unless_idempotent(http_server, http_session):
     plain = Script(503, 201)
     keyed = Script(503, 503, 201)
     url = await http_server([web.post("/plain", plain.handle), web.post("/keyed", keyed.handle)])
-    client = ServiceClient("things", url, retries=2)
+    client = ServiceClient("things", url, retries=2, session=http_session, metrics=METRICS)
 
     reply = await client.post("/plain", json_body={"a": 1})
     assert reply.status == 503
@@ -86,54 +89,55 @@ async def test_post_is_not_retried_unless_idempotent(http_server):
     assert len(keyed.requests) == 3
 
 
-async def test_connection_refused_is_service_unavailable_after_retries(unique):
-    client = ServiceClient(unique, f"http://127.0.0.1:{free_port()}", retries=2, timeout=5)
+async def test_connection_refused_is_service_unavailable_after_retries(unique, http_session):
+    client = ServiceClient(unique, f"http://127.0.0.1:{free_port()}", retries=2, timeout=5, session=http_session,
+                           metrics=METRICS)
     with pytest.raises(ServiceUnavailable) as caught:
         await client.get("/anything")
     assert caught.value.target == unique
-    attempts = REGISTRY.get_sample_value(
+    attempts = METRICS.value(
         "http_client_requests_total", {"target": unique, "method": "GET", "outcome": "unreachable"}
     )
     assert attempts == 3
 
 
-async def test_slow_server_beyond_the_timeout_is_service_unavailable(http_server, slow):
+async def test_slow_server_beyond_the_timeout_is_service_unavailable(http_server, slow, http_session):
     url = await http_server([web.get("/slow", slow)])
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable):
-        await ServiceClient("slow", url, timeout=0.3).get("/slow")
+        await ServiceClient("slow", url, timeout=0.3, session=http_session, metrics=METRICS).get("/slow")
     assert time.monotonic() - started < 3  # bounded by the deadline, not by the server
     assert slow.seen, "the request reached the server"
     assert 0 < float(slow.seen[0]["X-Request-Timeout"]) <= 0.3
 
 
-async def test_per_call_timeout_overrides_the_client_default(http_server, slow):
+async def test_per_call_timeout_overrides_the_client_default(http_server, slow, http_session):
     url = await http_server([web.get("/slow", slow)])
     with pytest.raises(ServiceUnavailable):
-        await ServiceClient("slow", url, timeout=30).get("/slow", timeout=0.2)
+        await ServiceClient("slow", url, timeout=30, session=http_session, metrics=METRICS).get("/slow", timeout=0.2)
     assert float(slow.seen[0]["X-Request-Timeout"]) <= 0.2
 
 
-async def test_inherited_deadline_shortens_the_call(http_server, slow):
+async def test_inherited_deadline_shortens_the_call(http_server, slow, http_session):
     url = await http_server([web.get("/slow", slow)])
     token = deadline_var.set(time.monotonic() + 0.3)  # what is left of the caller's request
     try:
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable):
-            await ServiceClient("slow", url, timeout=30).get("/slow")
+            await ServiceClient("slow", url, timeout=30, session=http_session, metrics=METRICS).get("/slow")
         assert time.monotonic() - started < 3
     finally:
         deadline_var.reset(token)
     assert 0 < float(slow.seen[0]["X-Request-Timeout"]) <= 0.3
 
 
-async def test_request_id_and_traceparent_are_sent(http_server, span_exporter):
+async def test_request_id_and_traceparent_are_sent(http_server, span_exporter, http_session):
     script = Script(200)
     url = await http_server([web.get("/things", script.handle)])
     token = request_id_var.set("req-abc-123")
     try:
         with tracer("chassis-tests").start_as_current_span("caller") as span:
-            await ServiceClient("things", url).get("/things")
+            await ServiceClient("things", url, session=http_session, metrics=METRICS).get("/things")
             trace_id = format(span.get_span_context().trace_id, "032x")
             span_id = format(span.get_span_context().span_id, "016x")
     finally:
@@ -144,7 +148,7 @@ async def test_request_id_and_traceparent_are_sent(http_server, span_exporter):
     assert (version, sent_trace, sent_parent) == ("00", trace_id, span_id)
 
 
-async def test_401_refreshes_the_token_once_and_uses_the_new_one(http_server):
+async def test_401_refreshes_the_token_once_and_uses_the_new_one(http_server, http_session):
     seen: list[str] = []
 
     async def handler(request: web.Request) -> web.Response:
@@ -164,14 +168,15 @@ async def test_401_refreshes_the_token_once_and_uses_the_new_one(http_server):
         refreshes.append(generation[0])
         generation[0] += 1
 
-    client = ServiceClient("payments", url, token_provider=token_provider, token_refresh=token_refresh)
+    client = ServiceClient("payments", url, token_provider=token_provider, token_refresh=token_refresh,
+                           session=http_session, metrics=METRICS)
     reply = await client.post("/charge", json_body={})  # not idempotent: a 401 did nothing, so it is repeated
     assert reply.status == 200
     assert seen == ["Bearer token-1", "Bearer token-2"]
     assert refreshes == [1]
 
 
-async def test_a_second_401_is_returned_not_looped_on(http_server):
+async def test_a_second_401_is_returned_not_looped_on(http_server, http_session):
     script = Script(401)
     url = await http_server([web.get("/things", script.handle)])
     refreshes: list[None] = []
@@ -180,25 +185,25 @@ async def test_a_second_401_is_returned_not_looped_on(http_server):
         return "token"
 
     client = ServiceClient("things", url, token_provider=token_provider,
-                           token_refresh=lambda: refreshes.append(None))
+                           token_refresh=lambda: refreshes.append(None), session=http_session, metrics=METRICS)
     reply = await client.get("/things")
     assert reply.status == 401
     assert len(refreshes) == 1
     assert len(script.requests) == 2
 
 
-async def test_reply_headers_are_case_insensitive(http_server):
+async def test_reply_headers_are_case_insensitive(http_server, http_session):
     async def handler(request: web.Request) -> web.Response:
         return web.json_response({}, headers={"X-Custom-Thing": "value", "ETag": '"v1"'})
 
     url = await http_server([web.get("/things", handler)])
-    reply = await ServiceClient("things", url).get("/things")
+    reply = await ServiceClient("things", url, session=http_session, metrics=METRICS).get("/things")
     assert reply.headers["x-custom-thing"] == "value"
     assert reply.headers["X-CUSTOM-THING"] == "value"
     assert reply.headers["etag"] == '"v1"'
 
 
-async def test_json_bodies_and_text_bodies(http_server):
+async def test_json_bodies_and_text_bodies(http_server, http_session):
     async def echo(request: web.Request) -> web.Response:
         return web.json_response({"got": await request.json(), "q": request.query.get("q")})
 
@@ -206,7 +211,7 @@ async def test_json_bodies_and_text_bodies(http_server):
         return web.Response(text="plain words")
 
     url = await http_server([web.put("/echo", echo), web.get("/text", text)])
-    client = ServiceClient("things", url)
+    client = ServiceClient("things", url, session=http_session, metrics=METRICS)
     reply = await client.put("/echo", json_body={"n": 1}, params={"q": "x"})
     assert reply.body == {"got": {"n": 1}, "q": "x"}
     assert (await client.get("/text")).body == "plain words"

@@ -7,13 +7,15 @@ import asyncio
 import time
 
 import pytest
-from microshop_chassis import messaging
 from microshop_chassis.app import create_app
+from microshop_chassis.auth import JwtVerifier
 from microshop_chassis.broker import Broker
 from microshop_chassis.consumer import EventConsumer
 from microshop_chassis.db import Database
 from microshop_chassis.events import Event, subject_for
+from microshop_chassis.messaging import MessagingReport
 from microshop_chassis.outbox import OutboxRelay, add_event
+from microshop_chassis.provide import provide
 from microshop_chassis.settings import ServiceSettings
 from microshop_chassis.tables import chassis_metadata
 from microshop_chassis.testing import ApiClient, NatsServer, RunningApp, TokenMint, wait_until
@@ -25,9 +27,16 @@ def mint() -> TokenMint:
 
 
 @pytest.fixture
-async def service(tmp_path, unique, mint):
-    app = create_app(settings=ServiceSettings(service_name=unique, data_dir=tmp_path), version="1.0.0")
-    app.state.jwt_verifier = mint.verifier()
+def messaging(unique) -> MessagingReport:
+    """The service's report: what the tests start is handed to it, as the service host does."""
+    return MessagingReport(unique)
+
+
+@pytest.fixture
+async def service(tmp_path, unique, mint, messaging):
+    app = create_app(settings=ServiceSettings(service_name=unique, data_dir=tmp_path), version="1.0.0",
+                     messaging=messaging)
+    provide(app, JwtVerifier, mint.verifier())
     async with RunningApp(app) as running:
         yield ApiClient(running.url, token=mint.token(role="admin"))
 
@@ -52,7 +61,7 @@ async def test_no_relay_and_no_consumer(service, unique):
     assert body == {"service": unique, "outbox": None, "consumers": [], "dead_letters": {}}
 
 
-async def test_outbox_backlog_until_the_relay_drains_it(database_url, service, nats_server, unique):
+async def test_outbox_backlog_until_the_relay_drains_it(database_url, service, nats_server, unique, messaging):
     db = Database(database_url)
     async with db.engine.begin() as conn:
         await conn.run_sync(chassis_metadata.create_all)
@@ -61,7 +70,7 @@ async def test_outbox_backlog_until_the_relay_drains_it(database_url, service, n
             await add_event(session, _event(unique, n))
     # The relay is running but its broker is not connected yet: the rows wait in the outbox.
     broker = Broker(nats_server.url, client_name="chassis-tests")
-    relay = OutboxRelay(db, broker, poll_interval=60)
+    relay = messaging.add_relay(OutboxRelay(db, broker, poll_interval=60))
     relay.start()
     try:
         body = await _status(service)
@@ -84,7 +93,7 @@ async def test_outbox_backlog_until_the_relay_drains_it(database_url, service, n
     assert (await _status(service))["outbox"] is None
 
 
-async def test_consumer_lag_until_handled(service, broker, consumers, unique):
+async def test_consumer_lag_until_handled(service, broker, consumers, unique, messaging):
     gate = asyncio.Event()
     handled: list[str] = []
 
@@ -96,8 +105,8 @@ async def test_consumer_lag_until_handled(service, broker, consumers, unique):
     for n in range(2):
         ev = _event(unique, n)
         await js.publish(ev.subject, ev.model_dump_json().encode(), headers={"Nats-Msg-Id": ev.id})
-    consumer = consumers.start(EventConsumer(broker, durable=unique, subjects=[subject_for(unique)],
-                                             handler=handler, batch_size=1))
+    consumer = consumers.start(messaging.add_consumer(EventConsumer(broker, durable=unique,
+                                             subjects=[subject_for(unique)], handler=handler, batch_size=1)))
 
     async def first_in_handler():
         state = _consumer(await _status(service), unique)
@@ -123,12 +132,12 @@ async def test_consumer_lag_until_handled(service, broker, consumers, unique):
     assert all(c["durable"] != unique for c in (await _status(service))["consumers"])
 
 
-async def test_poison_event_is_counted_in_dead_letters(service, broker, consumers, unique):
+async def test_poison_event_is_counted_in_dead_letters(service, broker, consumers, unique, messaging):
     async def handler(ev: Event) -> None:
         raise ValueError("poison")
 
-    consumers.start(EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=handler,
-                                  max_deliver=2))
+    consumers.start(messaging.add_consumer(EventConsumer(broker, durable=unique, subjects=[subject_for(unique)],
+                                                         handler=handler, max_deliver=2)))
     js = await broker.wait_connected()
     poison = _event(unique)
     await js.publish(poison.subject, poison.model_dump_json().encode(), headers={"Nats-Msg-Id": poison.id})
@@ -157,14 +166,15 @@ async def test_admin_or_service_only(service, mint):
     assert (await anonymous.get("/admin/messaging")).status == 401
 
 
-async def test_503_quickly_when_the_broker_is_down(service, tmp_path, unique):
+async def test_503_quickly_when_the_broker_is_down(service, tmp_path, unique, messaging):
     server = NatsServer(tmp_path / "nats").start()
     broker = Broker(server.url, client_name="chassis-tests")
     broker.start()
     consumer = None
     try:
         await broker.wait_connected()
-        consumer = EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=_ignore)
+        consumer = messaging.add_consumer(EventConsumer(broker, durable=unique, subjects=[subject_for(unique)],
+                                                        handler=_ignore))
         consumer.start()
         await wait_until(_durable_listed(service, unique), timeout=10, what="consumer reported")
         server.stop()
@@ -186,9 +196,10 @@ async def test_503_quickly_when_the_broker_is_down(service, tmp_path, unique):
         server.stop()
 
 
-async def test_503_at_once_when_the_broker_was_never_reached(service, unique):
+async def test_503_at_once_when_the_broker_was_never_reached(service, unique, messaging):
     never = Broker("nats://127.0.0.1:1", client_name="chassis-tests")  # not started: never connects
-    consumer = EventConsumer(never, durable=unique, subjects=[subject_for(unique)], handler=_ignore)
+    consumer = messaging.add_consumer(EventConsumer(never, durable=unique, subjects=[subject_for(unique)],
+                                                    handler=_ignore))
     consumer.start()
     try:
         started = time.monotonic()
@@ -202,8 +213,9 @@ async def test_503_at_once_when_the_broker_was_never_reached(service, unique):
 
 
 async def test_503_within_the_bound_when_jetstream_does_not_answer(service, broker, consumers, unique,
-                                                                    monkeypatch):
-    consumers.start(EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=_ignore))
+                                                                    monkeypatch, messaging):
+    consumers.start(messaging.add_consumer(EventConsumer(broker, durable=unique, subjects=[subject_for(unique)],
+                                                         handler=_ignore)))
 
     async def hang(*args, **kwargs):
         await asyncio.Event().wait()

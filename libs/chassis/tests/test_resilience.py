@@ -10,6 +10,7 @@ import time
 import pytest
 from aiohttp import web
 from microshop_chassis.http_client import ServiceClient, ServiceUnavailable
+from microshop_chassis.metrics import ServiceMetrics
 from microshop_chassis.resilience import (
     Bulkhead,
     BulkheadFull,
@@ -19,7 +20,10 @@ from microshop_chassis.resilience import (
     State,
 )
 from microshop_chassis.testing import free_port
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import generate_latest
+
+# Every client and guard these tests build reports here; each test's target name is its own.
+METRICS = ServiceMetrics()
 
 
 class FakeClock:
@@ -78,16 +82,16 @@ async def gate():
 
 
 def breaker_state(target: str) -> float | None:
-    return REGISTRY.get_sample_value("circuit_breaker_state", {"target": target})
+    return METRICS.value("circuit_breaker_state", {"target": target})
 
 
-def client(target: str, url: str, clock: FakeClock, **kwargs) -> ServiceClient:
+def client(target: str, url: str, clock: FakeClock, session, **kwargs) -> ServiceClient:
     """No retries and no retry budget unless asked: one call is one attempt at the server."""
     kwargs.setdefault("retries", 0)
     kwargs.setdefault("retry_budget", None)
     kwargs.setdefault("breaker", CircuitBreaker(target, window=20, min_calls=10, failure_rate=0.5,
-                                                open_seconds=5, half_open_calls=1, clock=clock))
-    return ServiceClient(target, url, **kwargs)
+                                                open_seconds=5, half_open_calls=1, clock=clock, metrics=METRICS))
+    return ServiceClient(target, url, session=session, metrics=METRICS, **kwargs)
 
 
 # --- circuit breaker --------------------------------------------------------------------------
@@ -100,10 +104,10 @@ async def _open_the_circuit(http: ServiceClient, target: Target) -> None:
     assert http.breaker.state is State.OPEN
 
 
-async def test_breaker_opens_on_5xx_and_then_fails_fast_without_calling(http_server, unique):
+async def test_breaker_opens_on_5xx_and_then_fails_fast_without_calling(http_server, unique, http_session):
     target = Target(503)
     url = await http_server([web.get("/x", target.handle)])
-    http = client(unique, url, FakeClock())
+    http = client(unique, url, FakeClock(), http_session)
     assert breaker_state(unique) == 0
     await _open_the_circuit(http, target)
     assert breaker_state(unique) == 2
@@ -114,12 +118,12 @@ async def test_breaker_opens_on_5xx_and_then_fails_fast_without_calling(http_ser
         assert isinstance(caught.value, ServiceUnavailable)  # existing callers handle it already
         assert caught.value.target == unique
     assert target.seen == 10  # the server saw none of them
-    assert REGISTRY.get_sample_value("circuit_breaker_rejected_total", {"target": unique}) == 5
+    assert METRICS.value("circuit_breaker_rejected_total", {"target": unique}) == 5
     assert http.breaker.snapshot()["state"] == "open"
 
 
-async def test_breaker_opens_when_the_target_is_unreachable(unique):
-    http = client(unique, f"http://127.0.0.1:{free_port()}", FakeClock())
+async def test_breaker_opens_when_the_target_is_unreachable(unique, http_session):
+    http = client(unique, f"http://127.0.0.1:{free_port()}", FakeClock(), http_session)
     for _ in range(10):
         with pytest.raises(ServiceUnavailable) as caught:
             await http.get("/x")
@@ -128,10 +132,10 @@ async def test_breaker_opens_when_the_target_is_unreachable(unique):
         await http.get("/x")
 
 
-async def test_breaker_needs_the_failure_rate_over_enough_calls(http_server, unique):
+async def test_breaker_needs_the_failure_rate_over_enough_calls(http_server, unique, http_session):
     target = Target(503)
     url = await http_server([web.get("/x", target.handle)])
-    http = client(unique, url, FakeClock())
+    http = client(unique, url, FakeClock(), http_session)
     for _ in range(9):  # all failing, but fewer than min_calls
         await http.get("/x")
     assert http.breaker.state is State.CLOSED
@@ -140,7 +144,7 @@ async def test_breaker_needs_the_failure_rate_over_enough_calls(http_server, uni
 
     flaky = Target(200)
     url = await http_server([web.get("/x", flaky.handle)])
-    http = client(unique + "b", url, FakeClock())
+    http = client(unique + "b", url, FakeClock(), http_session)
     for i in range(100):  # 40 % failures, below the 50 % threshold: never opens
         flaky.status = 503 if i % 5 in (3, 4) else 200
         await http.get("/x")
@@ -152,10 +156,10 @@ async def test_breaker_needs_the_failure_rate_over_enough_calls(http_server, uni
     assert http.breaker.state is State.OPEN
 
 
-async def test_4xx_replies_do_not_open_the_breaker(http_server, unique):
+async def test_4xx_replies_do_not_open_the_breaker(http_server, unique, http_session):
     target = Target(404)
     url = await http_server([web.get("/x", target.handle)])
-    http = client(unique, url, FakeClock())
+    http = client(unique, url, FakeClock(), http_session)
     for _ in range(30):
         assert (await http.get("/x")).status == 404
     assert target.seen == 30
@@ -163,11 +167,11 @@ async def test_4xx_replies_do_not_open_the_breaker(http_server, unique):
     assert breaker_state(unique) == 0
 
 
-async def test_half_open_after_open_seconds_then_a_success_closes(http_server, unique):
+async def test_half_open_after_open_seconds_then_a_success_closes(http_server, unique, http_session):
     target = Target(503)
     url = await http_server([web.get("/x", target.handle)])
     clock = FakeClock()
-    http = client(unique, url, clock)
+    http = client(unique, url, clock, http_session)
     await _open_the_circuit(http, target)
 
     clock.advance(4.9)
@@ -187,11 +191,11 @@ async def test_half_open_after_open_seconds_then_a_success_closes(http_server, u
     assert http.breaker.snapshot()["calls_in_window"] == 5  # closing started a fresh window
 
 
-async def test_a_failed_trial_call_reopens_the_circuit(http_server, unique):
+async def test_a_failed_trial_call_reopens_the_circuit(http_server, unique, http_session):
     target = Target(503)
     url = await http_server([web.get("/x", target.handle)])
     clock = FakeClock()
-    http = client(unique, url, clock)
+    http = client(unique, url, clock, http_session)
     await _open_the_circuit(http, target)
 
     clock.advance(5)
@@ -209,11 +213,11 @@ async def test_a_failed_trial_call_reopens_the_circuit(http_server, unique):
     assert http.breaker.state is State.CLOSED
 
 
-async def test_half_open_lets_only_the_trial_calls_through(http_server, unique, gate):
+async def test_half_open_lets_only_the_trial_calls_through(http_server, unique, gate, http_session):
     target = Target(503)
     url = await http_server([web.get("/x", target.handle), web.get("/held", gate.handle)])
     clock = FakeClock()
-    http = client(unique, url, clock)
+    http = client(unique, url, clock, http_session)
     await _open_the_circuit(http, target)
     clock.advance(5)
 
@@ -229,7 +233,7 @@ async def test_half_open_lets_only_the_trial_calls_through(http_server, unique, 
 
 def test_a_late_result_from_before_the_circuit_opened_is_ignored():
     clock = FakeClock()
-    breaker = CircuitBreaker("late-result", window=4, min_calls=2, clock=clock)
+    breaker = CircuitBreaker("late-result", window=4, min_calls=2, clock=clock, metrics=METRICS)
     slow_call = breaker.acquire()
     for _ in range(2):
         breaker.record(breaker.acquire(), failed=True)
@@ -238,11 +242,12 @@ def test_a_late_result_from_before_the_circuit_opened_is_ignored():
     assert breaker.state is State.OPEN
 
 
-async def test_a_retry_is_not_made_into_an_open_circuit(http_server, unique):
+async def test_a_retry_is_not_made_into_an_open_circuit(http_server, unique, http_session):
     target = Target(503)
     url = await http_server([web.get("/x", target.handle)])
-    breaker = CircuitBreaker(unique, window=2, min_calls=2, clock=FakeClock())
-    http = ServiceClient(unique, url, retries=5, breaker=breaker, retry_budget=None)
+    breaker = CircuitBreaker(unique, window=2, min_calls=2, clock=FakeClock(), metrics=METRICS)
+    http = ServiceClient(unique, url, retries=5, breaker=breaker, retry_budget=None, session=http_session,
+                         metrics=METRICS)
     reply = await http.get("/x")  # the second attempt opens the circuit
     assert reply.status == 503  # what the target said, not "not even attempted"
     assert target.seen == 2
@@ -253,13 +258,14 @@ async def test_a_retry_is_not_made_into_an_open_circuit(http_server, unique):
 # --- bulkhead ---------------------------------------------------------------------------------
 
 
-async def test_bulkhead_rejects_the_call_over_the_limit_fast(http_server, unique, gate):
+async def test_bulkhead_rejects_the_call_over_the_limit_fast(http_server, unique, gate, http_session):
     url = await http_server([web.get("/held", gate.handle)])
-    http = ServiceClient(unique, url, bulkhead=Bulkhead(unique, limit=2, max_wait=0.05))
+    http = ServiceClient(unique, url, bulkhead=Bulkhead(unique, limit=2, max_wait=0.05, metrics=METRICS),
+                         session=http_session, metrics=METRICS)
     first = asyncio.create_task(http.get("/held"))
     second = asyncio.create_task(http.get("/held"))
     await gate.arrived(2)
-    assert REGISTRY.get_sample_value("bulkhead_in_flight", {"target": unique}) == 2
+    assert METRICS.value("bulkhead_in_flight", {"target": unique}) == 2
 
     started = time.monotonic()
     with pytest.raises(BulkheadFull) as caught:
@@ -267,17 +273,18 @@ async def test_bulkhead_rejects_the_call_over_the_limit_fast(http_server, unique
     assert time.monotonic() - started < 1  # max_wait, not the 5 s timeout
     assert isinstance(caught.value, ServiceUnavailable)
     assert gate.seen == 2
-    assert REGISTRY.get_sample_value("bulkhead_rejected_total", {"target": unique}) == 1
+    assert METRICS.value("bulkhead_rejected_total", {"target": unique}) == 1
 
     gate.open()
     assert [r.status for r in await asyncio.gather(first, second)] == [200, 200]
-    assert REGISTRY.get_sample_value("bulkhead_in_flight", {"target": unique}) == 0
+    assert METRICS.value("bulkhead_in_flight", {"target": unique}) == 0
     assert http.breaker.snapshot()["calls_in_window"] == 2  # a local rejection is no verdict on the target
 
 
-async def test_bulkhead_call_waiting_within_max_wait_gets_the_freed_slot(http_server, unique, gate):
+async def test_bulkhead_call_waiting_within_max_wait_gets_the_freed_slot(http_server, unique, gate, http_session):
     url = await http_server([web.get("/held", gate.handle)])
-    http = ServiceClient(unique, url, bulkhead=Bulkhead(unique, limit=1, max_wait=5))
+    http = ServiceClient(unique, url, bulkhead=Bulkhead(unique, limit=1, max_wait=5, metrics=METRICS),
+                         session=http_session, metrics=METRICS)
     first = asyncio.create_task(http.get("/held"))
     await gate.arrived(1)
     waiting = asyncio.create_task(http.get("/held"))
@@ -292,18 +299,19 @@ async def test_bulkhead_call_waiting_within_max_wait_gets_the_freed_slot(http_se
 # --- retry budget -----------------------------------------------------------------------------
 
 
-async def test_retry_budget_stops_retries_during_a_sustained_outage(http_server, unique):
+async def test_retry_budget_stops_retries_during_a_sustained_outage(http_server, unique, http_session):
     target = Target(503)
     url = await http_server([web.get("/x", target.handle)])
     clock = FakeClock()
-    budget = RetryBudget(unique, ratio=0.2, window_seconds=10, min_retries=2, clock=clock)
-    http = ServiceClient(unique, url, retries=2, breaker=None, retry_budget=budget)
+    budget = RetryBudget(unique, ratio=0.2, window_seconds=10, min_retries=2, clock=clock, metrics=METRICS)
+    http = ServiceClient(unique, url, retries=2, breaker=None, retry_budget=budget, session=http_session,
+                         metrics=METRICS)
 
     for _ in range(50):
         assert (await http.get("/x")).status == 503  # the last result, retried or not
     # Without the budget: 50 × 3 = 150. With it: 50 first attempts + 2 reserve + 0.2 × 50.
     assert 60 <= target.seen <= 62
-    denied = REGISTRY.get_sample_value("retry_budget_denied_total", {"target": unique})
+    denied = METRICS.value("retry_budget_denied_total", {"target": unique})
     assert denied is not None and denied >= 50 - 12  # each call without a retry was denied once
 
     clock.advance(10)  # the window slid past all of it: the reserve is back
@@ -312,13 +320,14 @@ async def test_retry_budget_stops_retries_during_a_sustained_outage(http_server,
     assert target.seen == seen + 3
 
 
-async def test_retry_budget_denied_raises_the_last_error(unique):
-    budget = RetryBudget(unique, min_retries=0, clock=FakeClock())
-    http = ServiceClient(unique, f"http://127.0.0.1:{free_port()}", retries=2, breaker=None, retry_budget=budget)
+async def test_retry_budget_denied_raises_the_last_error(unique, http_session):
+    budget = RetryBudget(unique, min_retries=0, clock=FakeClock(), metrics=METRICS)
+    http = ServiceClient(unique, f"http://127.0.0.1:{free_port()}", retries=2, breaker=None, retry_budget=budget,
+                         session=http_session, metrics=METRICS)
     with pytest.raises(ServiceUnavailable) as caught:
         await http.get("/x")
     assert not isinstance(caught.value, (CircuitOpen, BulkheadFull))
-    attempts = REGISTRY.get_sample_value(
+    attempts = METRICS.value(
         "http_client_requests_total", {"target": unique, "method": "GET", "outcome": "unreachable"}
     )
     assert attempts == 1  # 0.2 tokens after one first attempt: no retry
@@ -326,7 +335,7 @@ async def test_retry_budget_denied_raises_the_last_error(unique):
 
 def test_retry_budget_slides_with_time():
     clock = FakeClock()
-    budget = RetryBudget("sliding", ratio=0.2, window_seconds=10, min_retries=0, clock=clock)
+    budget = RetryBudget("sliding", ratio=0.2, window_seconds=10, min_retries=0, clock=clock, metrics=METRICS)
     for _ in range(10):
         budget.deposit()
     assert budget.balance() == pytest.approx(2)
@@ -346,10 +355,10 @@ def test_retry_budget_slides_with_time():
 # --- wiring -----------------------------------------------------------------------------------
 
 
-async def test_defaults_are_on_and_invisible_when_the_target_is_healthy(http_server, unique):
+async def test_defaults_are_on_and_invisible_when_the_target_is_healthy(http_server, unique, http_session):
     target = Target(200)
     url = await http_server([web.get("/x", target.handle)])
-    http = ServiceClient(unique, url)
+    http = ServiceClient(unique, url, session=http_session, metrics=METRICS)
     assert isinstance(http.breaker, CircuitBreaker)
     assert isinstance(http.bulkhead, Bulkhead)
     assert isinstance(http.retry_budget, RetryBudget)
@@ -359,21 +368,22 @@ async def test_defaults_are_on_and_invisible_when_the_target_is_healthy(http_ser
     assert http.bulkhead.snapshot() == {"target": unique, "limit": 100, "in_flight": 0, "rejected": 0}
 
 
-async def test_each_guard_can_be_turned_off(http_server, unique):
+async def test_each_guard_can_be_turned_off(http_server, unique, http_session):
     target = Target(503)
     url = await http_server([web.get("/x", target.handle)])
-    http = ServiceClient(unique, url, breaker=None, bulkhead=False, retry_budget=None)
+    http = ServiceClient(unique, url, breaker=None, bulkhead=False, retry_budget=None, session=http_session,
+                         metrics=METRICS)
     assert http.breaker is None and http.bulkhead is None and http.retry_budget is None
     for _ in range(5):
         assert (await http.get("/x")).status == 503
     assert target.seen == 5 * 3  # every retry made; a breaker would have opened after 10 failures
 
 
-async def test_metrics_are_exposed(http_server, unique):
+async def test_metrics_are_exposed(http_server, unique, http_session):
     target = Target(200)
     url = await http_server([web.get("/x", target.handle)])
-    await ServiceClient(unique, url).get("/x")
-    text = generate_latest().decode()
+    await ServiceClient(unique, url, session=http_session, metrics=METRICS).get("/x")
+    text = generate_latest(METRICS.registry).decode()
     for series in (
         f'circuit_breaker_state{{target="{unique}"}} 0.0',
         f'bulkhead_in_flight{{target="{unique}"}} 0.0',
@@ -383,7 +393,7 @@ async def test_metrics_are_exposed(http_server, unique):
     assert "circuit_breaker_rejected_total" in text and "bulkhead_rejected_total" in text
 
 
-async def test_health_reports_the_state_of_each_downstream_breaker(http_server, unique, tmp_path):
+async def test_health_reports_the_state_of_each_downstream_breaker(http_server, unique, tmp_path, http_session):
     """A service's /health names the state of every breaker it holds, so `microshop status`
     can show which of its downstreams it has given up on for now."""
     from microshop_chassis.app import create_app
@@ -392,8 +402,9 @@ async def test_health_reports_the_state_of_each_downstream_breaker(http_server, 
 
     target = Target(503)
     url = await http_server([web.get("/x", target.handle)])
-    http = client(unique, url, FakeClock())
-    app = create_app(settings=ServiceSettings(service_name="caller", data_dir=tmp_path), version="1")
+    http = client(unique, url, FakeClock(), http_session)
+    app = create_app(settings=ServiceSettings(service_name="caller", data_dir=tmp_path), version="1",
+                     breakers=lambda: [http.breaker])
     async with RunningApp(app) as running:
         before = (await ApiClient(running.url).get("/health")).body
         await _open_the_circuit(http, target)

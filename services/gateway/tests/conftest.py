@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from microshop_chassis.testing import RunningApp, free_port
-from microshop_gateway.bootstrap import create_app
+from microshop_gateway.bootstrap import build
 from microshop_gateway.settings import SERVICES, GatewaySettings
 
 UPSTREAM_TIMEOUT = 1.0
@@ -145,5 +145,7 @@ def settings(fake_users, fake_inventory, tmp_path) -> GatewaySettings:
 
 @pytest.fixture
 async def gateway(settings):
-    async with RunningApp(create_app(settings)) as running:
+    host = build(settings)
+    async with RunningApp(host.app) as running:
+        running.host = host  # its tracer provider, metrics...
         yield running

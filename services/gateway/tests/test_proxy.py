@@ -6,14 +6,13 @@ import os
 import time
 
 import aiohttp
-from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from yarl import URL
 
 from microshop_chassis.testing import ApiClient, RunningApp
-from microshop_gateway.bootstrap import create_app
+from microshop_gateway.bootstrap import build
 from microshop_gateway.proxy import public_location
 from microshop_gateway.settings import Upstream
 
@@ -108,7 +107,7 @@ async def test_one_server_span_per_request_and_it_is_the_services_parent(gateway
     # FastAPI's own tracing would add a second server span beside the chassis edge span.
     exporter = InMemorySpanExporter()
     processor = SimpleSpanProcessor(exporter)
-    trace.get_tracer_provider().add_span_processor(processor)
+    gateway.host.tracer_provider.add_span_processor(processor)
     try:
         reply = await ApiClient(gateway.url).get("/api/users/echo/", headers={"traceparent": CLIENT_TRACEPARENT})
     finally:
@@ -254,7 +253,7 @@ async def test_only_the_clients_own_headers_are_sent(gateway):
 async def test_collection_services_map_to_their_resource_prefix(settings, fake_users):
     """/api/orders is the orders service's /orders collection, not its root."""
     settings = settings.model_copy(update={"orders_url": fake_users.url + "/echo"})
-    async with RunningApp(create_app(settings)) as gateway:
+    async with RunningApp(build(settings).app) as gateway:
         api = ApiClient(gateway.url)
         collection = await api.post("/api/orders", json={"items": []})
         one = await api.post("/api/orders/7/cancel?reason=x")

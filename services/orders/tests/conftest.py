@@ -10,17 +10,30 @@ from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+from microshop_chassis.contracts import (
+    INVALID_CARD,
+    OUT_OF_STOCK,
+    PAYMENT_DECLINED,
+    PAYMENT_VOIDED,
+    RESERVATION_CLOSED,
+)
+from microshop_chassis.errors import ProblemType
 from microshop_chassis.testing import RunningApp, TokenMint, free_port
-from microshop_orders.bootstrap import create_app
+from microshop_orders.bootstrap import build
 from microshop_orders.settings import OrdersSettings
 
 SERVICE_TOKEN = web.AppKey("service_token", str)
 
 
-def problem(status: int, kind: str, **extra) -> web.Response:
+UNAVAILABLE = ProblemType("unavailable", 503)
+PROCESSOR_UNAVAILABLE = ProblemType("processor-unavailable", 503)
+
+
+def problem(kind: ProblemType, **extra) -> web.Response:
+    """An answer as the real service gives it, of a type declared in contracts/problems.json."""
     return web.json_response(
-        {"type": f"https://microshop.dev/problems/{kind}", "title": kind, "status": status, "detail": kind, **extra},
-        status=status, content_type="application/problem+json",
+        {"type": kind.uri, "title": kind.slug, "status": kind.status, "detail": kind.slug, **extra},
+        status=kind.status, content_type="application/problem+json",
     )
 
 
@@ -53,7 +66,7 @@ class FakeWorld:
 
     async def products(self, request: web.Request) -> web.Response:
         if self.inventory_down:
-            return problem(503, "unavailable")
+            return problem(UNAVAILABLE)
         skus = request.query.getall("sku", [])
         items = [{"sku": s, "name": s, "description": "", "price_cents": self.prices[s], "currency": "USD",
                   "available": self.stock[s]} for s in skus if s in self.prices]
@@ -62,15 +75,15 @@ class FakeWorld:
     async def reserve(self, request: web.Request) -> web.Response:
         order_id = request.match_info["order_id"]
         if self.reserve_down:
-            return problem(503, "unavailable")
+            return problem(UNAVAILABLE)
         items = {i["sku"]: i["quantity"] for i in (await request.json())["items"]}
         if order_id in self.reservations:
             if self.reservations[order_id]["status"] == "RELEASED":
-                return problem(409, "reservation-closed")
+                return problem(RESERVATION_CLOSED)
             return web.json_response({**self.reservations[order_id], "order_id": order_id}, status=200)
         short = sorted(s for s, q in items.items() if self.stock.get(s, 0) < q)
         if short:
-            return problem(409, "out-of-stock", skus=short)
+            return problem(OUT_OF_STOCK, skus=short)
         for sku, quantity in items.items():
             self.stock[sku] -= quantity
         self.reservations[order_id] = {"status": "HELD", "items": items}
@@ -89,30 +102,30 @@ class FakeWorld:
     async def tokenize(self, request: web.Request) -> web.Response:
         card = await request.json()
         if not card["card_number"].isdigit():
-            return problem(422, "invalid-card", code="invalid_number")
+            return problem(INVALID_CARD, code="invalid_number")
         return web.json_response({"token": f"tok_{card['card_number']}", "brand": "visa",
                                   "last4": card["card_number"][-4:]}, status=201)
 
     async def charge(self, request: web.Request) -> web.Response:
         if self.payments_down:
-            return problem(503, "processor-unavailable")
+            return problem(PROCESSOR_UNAVAILABLE)
         body = await request.json()
         self.charge_calls += 1
         existing = self.payments.get(body["order_id"])
         if existing is not None and existing["status"] == "VOIDED":
-            return problem(409, "payment-voided")
+            return problem(PAYMENT_VOIDED)
         if existing is None:
             declined = body["card_token"].endswith("0002")
             existing = {"id": str(uuid.uuid4()), "status": "DECLINED" if declined else "CAPTURED",
                         "amount_cents": body["amount_cents"], "key": request.headers["Idempotency-Key"]}
             self.payments[body["order_id"]] = existing
         if existing["status"] == "DECLINED":
-            return problem(402, "payment-declined", decline_code="card_declined", payment_id=existing["id"])
+            return problem(PAYMENT_DECLINED, decline_code="card_declined", payment_id=existing["id"])
         return web.json_response({**existing, "order_id": body["order_id"]}, status=201)
 
     async def refund(self, request: web.Request) -> web.Response:
         if self.payments_down:
-            return problem(503, "processor-unavailable")
+            return problem(PROCESSOR_UNAVAILABLE)
         self.refund_calls += 1
         payment = self.payments.get(request.match_info["order_id"])
         if payment is None:  # like payments: a tombstone, so a late charge is refused
@@ -166,9 +179,7 @@ def settings(database_url, nats_server, tmp_path, downstream) -> OrdersSettings:
 
 
 def start_orders(settings: OrdersSettings, mint: TokenMint) -> RunningApp:
-    app = create_app(settings)
-    app.state.jwt_verifier = mint.verifier()
-    return RunningApp(app)
+    return RunningApp(build(settings, verifier=mint.verifier()).app)
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ import aiohttp
 import jwt
 from fastapi import Depends, Request
 
-from .errors import Problem
-from .http_client import shared_session
+from .errors import AUTH_UNAVAILABLE, FORBIDDEN, UNAUTHORIZED, Problem
+from .http_client import HttpSession
+from .provide import Provide
 
 ISSUER = "microshop-users"
 AUDIENCE = "microshop"
@@ -47,8 +48,7 @@ class JwtVerifier:
     def __init__(self, jwks_loader: JwksLoader, *, min_refresh_interval: float = 5.0) -> None:
         self._load = jwks_loader
         self._keys: dict[str, Any] = {}
-        # Fix: was 0.0, which counts as "refreshed at boot" (time.monotonic()'s origin): within
-        # min_refresh_interval of boot the keys were never loaded and every token was refused.
+        # Never refreshed: the first unknown kid loads the keys, however soon after boot.
         self._last_refresh = float("-inf")
         self._min_refresh_interval = min_refresh_interval
         self._lock = asyncio.Lock()
@@ -75,7 +75,7 @@ class JwtVerifier:
         try:
             key = await self._key_for(kid)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise Problem(503, "Cannot fetch signing keys from users.", type="auth-unavailable") from exc
+            raise AUTH_UNAVAILABLE("Cannot fetch signing keys from users.") from exc
         if key is None:
             raise _unauthorized("The token was signed by an unknown key.")
         try:
@@ -90,9 +90,9 @@ class JwtVerifier:
         )
 
 
-def http_jwks_loader(users_url: str, timeout: float = 3.0) -> JwksLoader:
+def http_jwks_loader(users_url: str, session: HttpSession, timeout: float = 3.0) -> JwksLoader:
     async def load() -> dict[str, Any]:
-        async with shared_session().get(
+        async with session.get().get(
             f"{users_url.rstrip('/')}/.well-known/jwks.json", timeout=aiohttp.ClientTimeout(total=timeout)
         ) as response:
             response.raise_for_status()
@@ -102,33 +102,35 @@ def http_jwks_loader(users_url: str, timeout: float = 3.0) -> JwksLoader:
 
 
 def _unauthorized(detail: str) -> Problem:
-    return Problem(401, detail, type="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+    return UNAUTHORIZED(detail)
 
 
-async def current_principal(request: Request) -> Principal:
+Verifier = Annotated[JwtVerifier, Provide(JwtVerifier)]
+
+
+async def current_principal(request: Request, verifier: Verifier) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("A bearer token is required.")
-    verifier: JwtVerifier = request.app.state.jwt_verifier
     return await verifier.verify(token.strip())
 
 
 async def _require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not principal.is_admin:
-        raise Problem(403, "This needs the admin role.", type="forbidden")
+        raise FORBIDDEN("This needs the admin role.")
     return principal
 
 
 async def _require_service(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not (principal.is_service or principal.is_admin):
-        raise Problem(403, "This endpoint is for other microshop services.", type="forbidden")
+        raise FORBIDDEN("This endpoint is for other microshop services.")
     return principal
 
 
 async def _require_operator(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not (principal.is_admin or principal.is_service):
-        raise Problem(403, "This needs the admin role or a service token.", type="forbidden")
+        raise FORBIDDEN("This needs the admin role or a service token.")
     return principal
 
 
@@ -142,8 +144,10 @@ OperatorCaller = Annotated[Principal, Depends(_require_operator)]
 class ServiceTokenProvider:
     """Fetches and caches this service's own token from users (client-credentials style)."""
 
-    def __init__(self, users_url: str, service: str, secret: str, timeout: float = 3.0) -> None:
+    def __init__(self, users_url: str, service: str, secret: str, session: HttpSession,
+                 timeout: float = 3.0) -> None:
         self.url = f"{users_url.rstrip('/')}/service-tokens"
+        self.session = session
         self.service = service
         self.secret = secret
         self.timeout = timeout
@@ -159,7 +163,7 @@ class ServiceTokenProvider:
             return self._token
         async with self._lock:
             if not self._token or time.monotonic() >= self._expires_at:
-                async with shared_session().post(
+                async with self.session.get().post(
                     self.url,
                     json={"service": self.service, "secret": self.secret},
                     timeout=aiohttp.ClientTimeout(total=self.timeout),

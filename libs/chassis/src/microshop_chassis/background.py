@@ -1,24 +1,90 @@
-"""Loops that run for the life of a service (outbox relay, consumers, sweepers, delivery workers)."""
+"""The one mechanism for loops that live as long as a service: the outbox relay, event consumers,
+the broker connection, sweepers, delivery workers, saga recovery.
+
+A worker's ``round()`` does one batch of work. Then the loop waits ``interval`` seconds, or less
+if ``wake()`` is called; a round that returns True (more is waiting) runs again at once. A round
+that raises is logged and tried again after a capped exponential backoff, so a database or broker
+outage slows a loop down but never ends it. ``finish()`` ends the loop after its round (a task
+that is retried until it succeeds once, such as connecting to the broker). ``stop()`` cancels the
+loop and waits until it has ended.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from abc import ABC, abstractmethod
+
+import structlog
+
+log = structlog.get_logger("microshop.background")
 
 
-class BackgroundWorker(ABC):
-    """``start()`` runs ``run()`` in a task of its own; ``stop()`` cancels it and waits for it."""
+class BackgroundWorker:
+    name = "background-worker"
+    # Seconds between rounds when a round found nothing more to do; None: no wait (the round
+    # itself waits, as a broker fetch does).
+    interval: float | None = 1.0
+    # After a failed round: wait backoff_initial, doubling up to backoff_max, until one succeeds.
+    backoff_initial = 0.2
+    backoff_max = 5.0
+    # The log event for a failed round (kept per worker, so operators can search for one loop).
+    failure_event = "background_round_failed"
 
-    task_name = "background-worker"
     _task: asyncio.Task | None = None
+    _wake_event: asyncio.Event | None = None
+    _finished = False
+    started = False  # between start() and stop(): what /admin/messaging reports
 
-    @abstractmethod
-    async def run(self) -> None: ...
+    async def round(self) -> bool:
+        """One round of work; True when there is more to do right away."""
+        raise NotImplementedError
+
+    async def on_failure(self, exc: Exception) -> None:
+        """Called after a round raised, before the backoff (e.g. to drop a broken subscription)."""
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self.run(), name=self.task_name)
+        self._finished = False
+        self._wake_event = asyncio.Event()
+        self._task = asyncio.create_task(self.run(), name=self.name)
+        self.started = True
+
+    def wake(self) -> None:
+        """Run the next round now rather than at the end of the interval."""
+        if self._wake_event is not None:
+            self._wake_event.set()
+
+    def finish(self) -> None:
+        """End the loop once the current round returns."""
+        self._finished = True
+
+    async def run(self) -> None:
+        failures = 0
+        while not self._finished:
+            try:
+                more = await self.round()
+            except Exception as exc:  # any failure: the loop lives on, slower
+                failures += 1
+                delay = min(self.backoff_max, self.backoff_initial * 2 ** (failures - 1))
+                log.warning(self.failure_event, worker=self.name, error=f"{type(exc).__name__}: {exc}",
+                            retry_in=delay)
+                await self.on_failure(exc)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            if more or self._finished:
+                continue
+            await self._idle()
+
+    async def _idle(self) -> None:
+        if self.interval is None or self._wake_event is None:
+            return
+        try:
+            await asyncio.wait_for(self._wake_event.wait(), self.interval)
+        except TimeoutError:
+            pass
+        self._wake_event.clear()
 
     async def stop(self) -> None:
+        self.started = False
         task, self._task = self._task, None
         if task is None:
             return

@@ -1,7 +1,8 @@
-"""The connection to NATS JetStream, kept alive for the life of the process.
+"""The connection to NATS JetStream, kept alive for the life of the service.
 
-A service starts even when the broker is down (its readiness says so); the connection is retried
-in the background, and nats-py reconnects by itself after a broker restart.
+A service starts even when the broker is down (its readiness says so); the first connection is
+retried in the background (a worker that finishes once connected), and nats-py reconnects by
+itself after a broker restart.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from .background import BackgroundWorker
 from .events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, STREAM, SUBJECT_PREFIX
 
 log = structlog.get_logger("microshop.broker")
@@ -27,36 +29,32 @@ class Broker:
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self.ready = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._connector = _Connector(self)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._connect_forever(), name="broker-connect")
+        self._connector.start()
 
-    async def _connect_forever(self) -> None:
-        delay = 0.2
-        while True:
-            try:
-                nc = await nats.connect(
-                    self.url,
-                    name=self.client_name,
-                    connect_timeout=2,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                )
-                self.nc = nc
-                self.js = nc.jetstream(timeout=5)
-                await ensure_stream(self.js)
-                self.ready.set()
-                log.info("broker_connected", url=self.url)
-                return
-            except Exception as exc:  # any failure to connect: retry with capped backoff
-                log.warning("broker_connect_failed", url=self.url, error=str(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+    async def _connect(self) -> None:
+        nc = await nats.connect(
+            self.url,
+            name=self.client_name,
+            connect_timeout=2,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        try:
+            js = nc.jetstream(timeout=5)
+            await ensure_stream(js)
+        except BaseException:
+            await _close_quietly(nc)
+            raise
+        self.nc, self.js = nc, js
+        self.ready.set()
+        log.info("broker_connected", url=self.url)
 
     async def wait_connected(self) -> JetStreamContext:
         await self.ready.wait()
@@ -69,18 +67,14 @@ class Broker:
         await self.nc.flush(timeout=1)
 
     async def close(self) -> None:
-        if self._task and not self._task.done():
-            self._task.cancel()
+        await self._connector.stop()
         if self.nc is not None and not self.nc.is_closed:
             try:
                 # drain() can wait forever on a pull subscription's pending fetch (nats-py), and
                 # shutdown must stay prompt: bound it, then close outright.
                 await asyncio.wait_for(self.nc.drain(), 2.0)
             except Exception:  # timeout, or a broker outage: closing must not block shutdown
-                try:
-                    await self.nc.close()
-                except Exception:  # the connection is gone already (broker down): nothing to flush
-                    pass
+                await _close_quietly(self.nc)
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("broker_error", error=str(exc))
@@ -90,6 +84,28 @@ class Broker:
 
     async def _on_reconnected(self) -> None:
         log.info("broker_reconnected")
+
+
+class _Connector(BackgroundWorker):
+    """Connects once, retrying with a capped backoff until the broker answers."""
+
+    name = "broker-connect"
+    failure_event = "broker_connect_failed"
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    async def round(self) -> bool:
+        await self.broker._connect()
+        self.finish()
+        return False
+
+
+async def _close_quietly(nc: Client) -> None:
+    try:
+        await nc.close()
+    except Exception:  # the connection is gone already (broker down): nothing to flush
+        pass
 
 
 async def ensure_stream(js: JetStreamContext) -> None:

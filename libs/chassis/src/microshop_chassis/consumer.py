@@ -1,8 +1,18 @@
 """Durable JetStream pull consumers: what every event-consuming service runs.
 
-A handler that fails is retried with backoff; after ``max_deliver`` attempts, or at once when the
-event cannot even be parsed, the message is copied to ``deadletter.<consumer>`` (a stream of its
-own, visible to operators) and terminated, so one poison event never blocks the stream.
+Delivery semantics, the same for every consumer:
+
+- a handler that returns has handled the event: it is acked;
+- a handler that raises is retried with backoff; after ``max_deliver`` attempts the event is
+  dead-lettered;
+- a handler that raises ``PoisonEvent`` (the event breaks its contract: no retry can help), or an
+  envelope that cannot even be parsed, is dead-lettered at once.
+
+Dead-lettering copies the message to ``deadletter.<consumer>`` (a stream of its own, visible to
+operators), with a de-duplication id of ``<consumer>:<event id>`` so a redelivery is not parked
+twice, then terminates it: one poison event never blocks the stream. ``pause()`` holds deliveries
+(no handler runs until ``resume()``) without giving up the subscription.
+
 Effects happen once only with an inbox: see inbox.with_inbox (SQL) or keep processed ids in the
 same transaction as the effect (reports does, in DuckDB). This module imports no SQL library.
 """
@@ -15,13 +25,14 @@ from collections.abc import Awaitable, Callable
 import structlog
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from . import messaging, metrics
 from .background import BackgroundWorker
 from .broker import Broker
 from .events import DEAD_LETTER_PREFIX, STREAM, Event
+from .metrics import ServiceMetrics
 from .telemetry import extract_context, tracer
 
 log = structlog.get_logger("microshop.consumer")
@@ -30,7 +41,15 @@ EventHandler = Callable[[Event], Awaitable[None]]
 BatchHandler = Callable[[list[Event]], Awaitable[None]]
 
 
+class PoisonEvent(Exception):
+    """Raised by a handler for an event no retry can fix: it is dead-lettered at once."""
+
+
 class EventConsumer(BackgroundWorker):
+    interval = None  # each round waits in its fetch
+    backoff_initial = backoff_max = 1.0  # broker restart or outage: resubscribe after a pause
+    failure_event = "consumer_error"
+
     def __init__(
         self,
         broker: Broker,
@@ -43,6 +62,8 @@ class EventConsumer(BackgroundWorker):
         batch_size: int = 64,
         max_deliver: int = 8,
         ack_wait: float = 30.0,
+        metrics: ServiceMetrics | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.broker = broker
         self.durable = durable
@@ -54,28 +75,51 @@ class EventConsumer(BackgroundWorker):
         # With a batch handler: after a short fetch, wait this long for more, so a trickle of
         # events still makes batches (a read model trades this much staleness for fewer commits).
         self.batch_linger = batch_linger
-        self._subscription = None
         self.batch_size = batch_size
         self.max_deliver = max_deliver
         self.ack_wait = ack_wait
-        self.task_name = f"consumer-{durable}"
-        self._tracer = tracer("microshop.events")
+        self.name = f"consumer-{durable}"
+        self.metrics = metrics or ServiceMetrics()
+        self._tracer = tracer("microshop.events", tracer_provider)
+        self._subscription = None
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._not_handling = asyncio.Event()  # set while no handler runs
+        self._not_handling.set()
 
-    def start(self) -> None:
-        super().start()
-        messaging.register_consumer(self)  # for GET /admin/messaging
+    # --- pause and resume ---------------------------------------------------------------------
+
+    async def pause(self) -> None:
+        """Hold deliveries: once this returns, no handler runs until ``resume()``. Messages fetched
+        meanwhile wait, unacked (redelivered after ``ack_wait`` if the pause outlasts it)."""
+        self._resumed.clear()
+        await self._not_handling.wait()
+
+    def resume(self) -> None:
+        self._resumed.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._resumed.is_set()
+
+    # --- the loop -----------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        messaging.unregister_consumer(self)
         await super().stop()
         # Unsubscribe, or the open pull request stays with the server and swallows the next
         # messages until their ack_wait runs out.
-        if self._subscription is not None:
+        await self._drop_subscription()
+
+    async def on_failure(self, exc: Exception) -> None:
+        await self._drop_subscription()
+
+    async def _drop_subscription(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
             try:
-                await self._subscription.unsubscribe()
+                await subscription.unsubscribe()
             except Exception:  # the connection may already be gone; nothing left to release
                 pass
-            self._subscription = None
 
     async def _subscribe(self):
         js = await self.broker.wait_connected()
@@ -92,28 +136,25 @@ class EventConsumer(BackgroundWorker):
         self._subscription = await js.pull_subscribe_bind(durable=self.durable, stream=STREAM)
         return self._subscription
 
-    async def run(self) -> None:
-        sub = None
-        while True:
-            try:
-                if sub is None:
-                    sub = await self._subscribe()
-                try:
-                    messages = await sub.fetch(self.batch_size, timeout=1.0)
-                except (NatsTimeout, TimeoutError):
-                    continue
-                if self.batch_handler and self.batch_linger and len(messages) < self.batch_size:
-                    messages += await self._fetch_more(sub, self.batch_size - len(messages))
-                if self.batch_handler and len(messages) > 1 and await self._handle_batch(messages):
-                    continue
-                for msg in messages:
-                    await self._handle(msg)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker restart or outage: resubscribe after a pause
-                log.warning("consumer_error", consumer=self.durable, error=str(exc))
-                sub = None
-                await asyncio.sleep(1.0)
+    async def round(self) -> bool:
+        await self._resumed.wait()
+        sub = self._subscription or await self._subscribe()
+        try:
+            messages = await sub.fetch(self.batch_size, timeout=1.0)
+        except (NatsTimeout, TimeoutError):
+            return False
+        if self.batch_handler and self.batch_linger and len(messages) < self.batch_size:
+            messages += await self._fetch_more(sub, self.batch_size - len(messages))
+        await self._resumed.wait()
+        self._not_handling.clear()
+        try:
+            if self.batch_handler and len(messages) > 1 and await self._handle_batch(messages):
+                return False
+            for msg in messages:
+                await self._handle(msg)
+        finally:
+            self._not_handling.set()
+        return False
 
     async def _fetch_more(self, sub, wanted: int) -> list:
         try:
@@ -136,15 +177,15 @@ class EventConsumer(BackgroundWorker):
                 return False
         for msg, event in zip(messages, events, strict=True):
             await msg.ack()
-            metrics.EVENTS_CONSUMED.labels(self.durable, event.type, "ok").inc()
+            self.metrics.events_consumed.labels(self.durable, event.type, "ok").inc()
         return True
 
     async def _handle(self, msg) -> None:
         try:
             event = Event.model_validate_json(msg.data)
         except ValidationError as exc:
-            await self._dead_letter(msg, f"unparseable event: {exc.errors()[:1]}")
-            metrics.EVENTS_CONSUMED.labels(self.durable, "unknown", "dead_letter").inc()
+            await self._dead_letter(msg, None, f"unparseable event: {exc.errors()[:1]}")
+            self.metrics.events_consumed.labels(self.durable, "unknown", "dead_letter").inc()
             return
         context = extract_context(msg.headers or {})
         with self._tracer.start_as_current_span(
@@ -154,6 +195,10 @@ class EventConsumer(BackgroundWorker):
             span.set_attribute("messaging.message.id", event.id)
             try:
                 await self.handler(event)
+            except PoisonEvent as exc:
+                await self._dead_letter(msg, event, str(exc))
+                self.metrics.events_consumed.labels(self.durable, event.type, "dead_letter").inc()
+                return
             except Exception as exc:
                 deliveries = msg.metadata.num_delivered
                 log.warning(
@@ -165,22 +210,25 @@ class EventConsumer(BackgroundWorker):
                     error=f"{type(exc).__name__}: {exc}",
                 )
                 if deliveries >= self.max_deliver:
-                    await self._dead_letter(msg, f"{type(exc).__name__}: {exc}")
-                    metrics.EVENTS_CONSUMED.labels(self.durable, event.type, "dead_letter").inc()
+                    await self._dead_letter(msg, event, f"{type(exc).__name__}: {exc}")
+                    self.metrics.events_consumed.labels(self.durable, event.type, "dead_letter").inc()
                 else:
                     # Capped exponential backoff between redeliveries.
                     await msg.nak(delay=min(0.5 * 2 ** (deliveries - 1), 30.0))
-                    metrics.EVENTS_CONSUMED.labels(self.durable, event.type, "retry").inc()
+                    self.metrics.events_consumed.labels(self.durable, event.type, "retry").inc()
                 return
             await msg.ack()
-            metrics.EVENTS_CONSUMED.labels(self.durable, event.type, "ok").inc()
+            self.metrics.events_consumed.labels(self.durable, event.type, "ok").inc()
 
-    async def _dead_letter(self, msg, reason: str) -> None:
+    async def _dead_letter(self, msg, event: Event | None, reason: str) -> None:
         js = await self.broker.wait_connected()
         headers = dict(msg.headers or {})
-        headers.pop("Nats-Msg-Id", None)
+        # Parked once per consumer and event, even when the event is delivered again after a crash
+        # between this publish and the term() below.
+        dedupe = event.id if event is not None else f"seq-{msg.metadata.sequence.stream}"
         headers.update(
             {
+                "Nats-Msg-Id": f"{self.durable}:{dedupe}",
                 "Microshop-Dead-Letter-Reason": reason[:500],
                 "Microshop-Original-Subject": msg.subject,
                 "Microshop-Deliveries": str(msg.metadata.num_delivered),
@@ -188,12 +236,13 @@ class EventConsumer(BackgroundWorker):
         )
         await js.publish(f"{DEAD_LETTER_PREFIX}.{self.durable}", msg.data, headers=headers)
         await msg.term()
-        log.error("event_dead_lettered", consumer=self.durable, subject=msg.subject, reason=reason)
+        log.error("event_dead_lettered", consumer=self.durable, subject=msg.subject, reason=reason,
+                  event_id=event.id if event is not None else None)
 
     async def pending(self) -> int:
         """Messages not yet delivered or acked: the consumer's lag."""
         js = await self.broker.wait_connected()
         info = await js.consumer_info(STREAM, self.durable)
         lag = (info.num_pending or 0) + (info.num_ack_pending or 0)
-        metrics.CONSUMER_LAG.labels(self.durable).set(lag)
+        self.metrics.consumer_lag.labels(self.durable).set(lag)
         return lag

@@ -21,6 +21,7 @@ from sqlalchemy import DateTime, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
 
 from .sqlite_inline import inline_creator
 
@@ -32,10 +33,11 @@ class Database:
         if self.is_sqlite:
             # Statements run inline on the event loop instead of aiosqlite's thread (see
             # sqlite_inline.py for why and for the trade-off).
-            self.engine: AsyncEngine = create_async_engine(
-                url, pool_size=1, max_overflow=0, pool_timeout=30,
-                async_creator=inline_creator(make_url(url).database or ":memory:"),
-            )
+            path = make_url(url).database or ":memory:"
+            # In memory (fast tests): one connection for ever, or the data would go with it.
+            pool = {"poolclass": StaticPool} if path == ":memory:" else {"pool_size": 1, "max_overflow": 0,
+                                                                         "pool_timeout": 30}
+            self.engine: AsyncEngine = create_async_engine(url, async_creator=inline_creator(path), **pool)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_async_engine(
@@ -112,24 +114,26 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 class UtcDateTime(TypeDecorator):
-    """A timestamp that always comes back timezone-aware in UTC.
+    """A timestamp that goes in aware and always comes back aware, in UTC.
 
-    SQLite has no timezone type and returns naive datetimes; PostgreSQL returns aware ones. Storing
-    UTC and re-attaching the zone on read makes both behave the same in the code and in JSON.
+    SQLite has no timezone type: it stores UTC wall time (so text comparison orders correctly) and
+    hands back naive values, which get their zone back here; PostgreSQL keeps the zone. So both
+    behave the same in the code and in JSON. A naive datetime going in is taken to be UTC.
     """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect):
-        if value is not None and value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        return value
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect):
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> datetime:

@@ -7,6 +7,8 @@ time. Extra members (``errors``, ``sku``...) carry machine-readable specifics.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -14,6 +16,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -56,14 +59,92 @@ class Problem(Exception):
         return body
 
 
+@dataclass(frozen=True)
+class ProblemType:
+    """One kind of problem, declared once and raised through its declaration: the last part of its
+    type URI, its HTTP status and title, and headers it always carries (``Retry-After``).
+
+    The types another service acts on are declared in ``contracts/problems.json`` (their Python
+    names are in ``contracts.py``); a service's own in its ``problems.py``.
+    """
+
+    slug: str
+    status: int
+    title: str | None = None
+    headers: Mapping[str, str] | None = None
+
+    @property
+    def uri(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+    def __call__(self, detail: str, *, headers: Mapping[str, str] | None = None, **extra: Any) -> Problem:
+        merged = {**(self.headers or {}), **(headers or {})} or None
+        return Problem(self.status, detail, type=self.uri, title=self.title, headers=merged, **extra)
+
+    def __hash__(self) -> int:
+        return hash(self.slug)
+
+    def matches(self, status: int, body: Any) -> bool:
+        """Whether an answer (status and problem+json body) is a problem of this type."""
+        return status == self.status and isinstance(body, dict) and body.get("type") == self.uri
+
+
+# Domain exception class -> the problem it is answered with. The exception's message is the
+# detail and its public attributes are the problem's extension members.
+ProblemMap = Mapping[type[Exception], ProblemType]
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details (served as application/problem+json); extra members vary by type."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def problem_responses(*documented: ProblemType | tuple[ProblemType, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for problem+json answers: for each status, the problem types it may
+    carry, named in its description and each shown as an example, so a caller's developer (and
+    ``tests/contracts``) can see every problem to act on. An entry is a type, or a type and what
+    it means here."""
+    by_status: dict[int, list[tuple[ProblemType, str]]] = {}
+    for entry in documented:
+        problem_type, meaning = entry if isinstance(entry, tuple) else (entry, "")
+        by_status.setdefault(problem_type.status, []).append((problem_type, meaning))
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status, entries in sorted(by_status.items()):
+        description = "; ".join(f"{t.slug}: {meaning}" if meaning else t.slug for t, meaning in entries)
+        examples = {
+            t.slug: {"value": {"type": t.uri, "title": t.title or HTTPStatus(status).phrase, "status": status,
+                               "detail": meaning or t.title or t.slug}}
+            for t, meaning in entries
+        }
+        responses[status] = {"description": description, "content": {PROBLEM_JSON: {
+            "schema": {"$ref": "#/components/schemas/ProblemDetails"}, "examples": examples}}}
+    return responses
+
+
+def problem_for(problem_type: ProblemType, exc: Exception) -> Problem:
+    extra = {name: value for name, value in vars(exc).items() if not name.startswith("_")}
+    return problem_type(str(exc), **extra)
+
+
 def problem_response(problem: Problem, instance: str | None = None) -> JSONResponse:
     return JSONResponse(
         problem.body(instance), status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
     )
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Turn every error FastAPI can raise into problem+json, so clients parse one shape."""
+def install_problem_handlers(app: FastAPI, domain_errors: ProblemMap | None = None) -> None:
+    """Turn every error FastAPI can raise, and the service's domain errors, into problem+json, so
+    clients parse one shape."""
+
+    for error_class, problem_type in (domain_errors or {}).items():
+        install_domain_error(app, error_class, problem_type)
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -75,13 +156,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
             for err in exc.errors()
         ]
-        problem = Problem(
-            422,
-            "The request body or parameters are not valid.",
-            type="validation-error",
-            title="Validation failed",
-            errors=errors,
-        )
+        problem = VALIDATION_ERROR("The request body or parameters are not valid.", errors=errors)
         return problem_response(problem, request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
@@ -93,5 +168,23 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
-        problem = Problem(500, "An unexpected error occurred; it has been logged.", type="internal-error")
+        problem = INTERNAL_ERROR("An unexpected error occurred; it has been logged.")
         return problem_response(problem, request.url.path)
+
+
+def install_domain_error(app: FastAPI, error_class: type[Exception], problem_type: ProblemType) -> None:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(problem_for(problem_type, exc), request.url.path)
+
+    app.add_exception_handler(error_class, handle)
+
+
+# Problems every service may answer with.
+VALIDATION_ERROR = ProblemType("validation-error", 422, "Validation failed")
+INTERNAL_ERROR = ProblemType("internal-error", 500)
+UNAUTHORIZED = ProblemType("unauthorized", 401, headers={"WWW-Authenticate": "Bearer"})
+FORBIDDEN = ProblemType("forbidden", 403)
+AUTH_UNAVAILABLE = ProblemType("auth-unavailable", 503)
+NOT_READY = ProblemType("not-ready", 503)
+OVERLOADED = ProblemType("overloaded", 503, headers={"Retry-After": "1"})
+MESSAGING_UNAVAILABLE = ProblemType("messaging-unavailable", 503, "Messaging state unavailable")

@@ -1,4 +1,4 @@
-"""The client every service uses to call another: aiohttp, one pooled session per process.
+"""The client every service uses to call another: aiohttp over the service's one pooled session.
 
 Each call has a deadline (the smaller of its own timeout and what is left of the incoming
 request's), carries ``traceparent``, ``X-Request-ID`` and the service's bearer token, and is
@@ -9,6 +9,9 @@ Each client also guards its one target (see ``resilience``): a circuit breaker (
 ``CircuitOpen`` while the target keeps failing), a bulkhead (a cap on calls in flight,
 ``BulkheadFull`` beyond it) and a retry budget (retries add at most 20 % to the load). All three
 are on by default; pass ``None`` (or ``False``) to turn one off, or an instance to tune it.
+
+A technical failure is one of the ``downstream`` family (``ServiceUnavailable``); any answer, even
+a 5xx after the retries, comes back as a ``Reply`` for the caller's adapter to judge.
 """
 
 from __future__ import annotations
@@ -25,36 +28,40 @@ import aiohttp
 import structlog
 from multidict import CIMultiDict
 
-from . import metrics
 from .context import deadline_var, request_id_var
+from .downstream import DownstreamError, ServiceUnavailable, UnexpectedReply  # noqa: F401 - re-exported
+from .errors import ProblemType
+from .metrics import ServiceMetrics
 from .resilience import Bulkhead, BulkheadFull, CircuitBreaker, CircuitOpen, RetryBudget
 from .telemetry import inject_headers
-from .unavailable import ServiceUnavailable  # re-exported: callers import it from here
 
 log = structlog.get_logger("microshop.http_client")
 
 _RETRYABLE_STATUS = {502, 503, 504}
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
 
-_session: aiohttp.ClientSession | None = None
+class HttpSession:
+    """A service's one pooled aiohttp session: created on first use (inside the event loop),
+    closed by its owner when the service stops. Every client of the service shares it."""
 
+    def __init__(self, *, limit: int = 512, limit_per_host: int = 128) -> None:
+        self.limit = limit
+        self.limit_per_host = limit_per_host
+        self._session: aiohttp.ClientSession | None = None
 
-def shared_session() -> aiohttp.ClientSession:
-    """The process's one pooled aiohttp session (created on first use, inside the event loop)."""
-    global _session
-    if _session is None or _session.closed:
-        _session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=512, limit_per_host=128, ttl_dns_cache=300),
-            json_serialize=json.dumps,
-        )
-    return _session
+    def get(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.limit, limit_per_host=self.limit_per_host,
+                                               ttl_dns_cache=300),
+                json_serialize=json.dumps,
+            )
+        return self._session
 
-
-async def close_shared_session() -> None:
-    global _session
-    if _session is not None and not _session.closed:
-        await _session.close()
-    _session = None
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
 
 
 @dataclass(frozen=True)
@@ -67,9 +74,18 @@ class Reply:
     def ok(self) -> bool:
         return 200 <= self.status < 300
 
+    def is_problem(self, *problem_types: ProblemType) -> bool:
+        """Whether this answer is a problem of one of these (declared) types."""
+        return any(problem_type.matches(self.status, self.body) for problem_type in problem_types)
+
+    def unexpected(self, target: str) -> UnexpectedReply:
+        """The error to raise for an answer outside the protocol: its status and what it said."""
+        body = self.body if isinstance(self.body, dict) else {}
+        detail = body.get("detail") or body.get("type") or "no detail"
+        return UnexpectedReply(target, self.status, str(detail))
+
 
 TokenProvider = Callable[[], Awaitable[str]]
-
 
 
 class ServiceClient:
@@ -78,6 +94,8 @@ class ServiceClient:
         target: str,
         base_url: str,
         *,
+        session: HttpSession | None = None,
+        metrics: ServiceMetrics | None = None,
         timeout: float = 5.0,
         retries: int = 2,
         token_provider: TokenProvider | None = None,
@@ -86,6 +104,9 @@ class ServiceClient:
         bulkhead: Bulkhead | bool | None = True,
         retry_budget: RetryBudget | bool | None = True,
     ) -> None:
+        """Built on its own (in a test) the client has a session of its own: ``close()`` it."""
+        self.session = session or HttpSession()
+        self.metrics = metrics = metrics or ServiceMetrics()
         self.target = target
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
@@ -93,9 +114,12 @@ class ServiceClient:
         self.token_provider = token_provider
         self.token_refresh = token_refresh
         # True: this target's own, with the defaults; None/False: off; an instance: that one.
-        self.breaker = CircuitBreaker(target) if breaker is True else breaker or None
-        self.bulkhead = Bulkhead(target) if bulkhead is True else bulkhead or None
-        self.retry_budget = RetryBudget(target) if retry_budget is True else retry_budget or None
+        self.breaker = CircuitBreaker(target, metrics=metrics) if breaker is True else breaker or None
+        self.bulkhead = Bulkhead(target, metrics=metrics) if bulkhead is True else bulkhead or None
+        self.retry_budget = RetryBudget(target, metrics=metrics) if retry_budget is True else retry_budget or None
+
+    async def close(self) -> None:
+        await self.session.close()
 
     async def get(self, path: str, **kwargs: Any) -> Reply:
         return await self.request("GET", path, **kwargs)
@@ -209,7 +233,7 @@ class ServiceClient:
         try:
             if self.token_provider:  # inside the try: users being down makes the callee unreachable
                 headers["Authorization"] = f"Bearer {await self.token_provider()}"
-            async with shared_session().request(
+            async with self.session.get().request(
                 method,
                 self.base_url + path,
                 json=json_body,
@@ -226,8 +250,8 @@ class ServiceClient:
             outcome = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
             raise ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}") from exc
         finally:
-            metrics.CLIENT_REQUESTS.labels(self.target, method, outcome).inc()
-            metrics.CLIENT_DURATION.labels(self.target, method).observe(time.perf_counter() - start)
+            self.metrics.client_requests.labels(self.target, method, outcome).inc()
+            self.metrics.client_duration.labels(self.target, method).observe(time.perf_counter() - start)
 
 
 def _deadline(timeout: float) -> float:

@@ -1,7 +1,9 @@
 """JSON logs, one object per line, each carrying service, trace and request ids.
 
 structlog renders our own events; the standard library's loggers (uvicorn, SQLAlchemy, nats)
-go through the same renderer so a service's log is one uniform stream.
+go through the same renderer so a service's log is one uniform stream. Logging is configured once
+per process (by ``runner.serve``); the service a line belongs to comes from the context the line
+is written in (``context.service_var``, set for each request and each background loop).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import structlog
 from opentelemetry import trace
 
-from .context import request_id_var
+from .context import request_id_var, service_var
 
 
 def _add_trace_ids(_logger, _method, event_dict):
@@ -27,12 +29,17 @@ def _add_trace_ids(_logger, _method, event_dict):
 
 
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
+    """``service`` names lines written outside any service's context (start-up, shutdown)."""
+
+    def add_service(_logger, _method, event_dict):
+        return {"service": service_var.get() or service, **event_dict}
+
     shared = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_trace_ids,
-        lambda _l, _m, ed: {"service": service, **ed},
+        add_service,
     ]
     renderer = (
         structlog.processors.JSONRenderer()

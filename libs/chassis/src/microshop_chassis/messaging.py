@@ -1,59 +1,28 @@
-"""What this process's messaging is doing: the outbox relay and event consumers it runs, their
-backlog and lag, and the events its consumers dead-lettered. Served at ``GET /admin/messaging``.
+"""What a service's messaging is doing: its outbox relay and event consumers, their backlog and
+lag, and the events its consumers dead-lettered. Served at ``GET /admin/messaging``.
 
-``OutboxRelay`` and ``EventConsumer`` register here when started and unregister when stopped (a
-weak set besides, so one never stopped cannot leak past its owner), like resilience.py's circuit
-breakers: the app factory needs no reference to them, and a service wires nothing.
-
-Everything comes from the service's own outbox table and from JetStream, so an operator (or
-``microshop verify``) checks that events drained without touching any database.
+The service host hands its relay and consumers to a ``MessagingReport``; the report speaks of
+those that are running (started and not stopped). Everything comes from the service's own
+outbox table and from JetStream, so an operator (or ``microshop verify``) checks that events
+drained without touching any database.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import TYPE_CHECKING
 
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, Field
 
-from . import metrics
-from .errors import Problem
+from .errors import MESSAGING_UNAVAILABLE, Problem
 from .events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, STREAM
+from .metrics import ServiceMetrics
 
 if TYPE_CHECKING:
     from .broker import Broker
     from .consumer import EventConsumer
     from .outbox import OutboxRelay
-
-_relays: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
-_consumers: weakref.WeakSet[EventConsumer] = weakref.WeakSet()
-
-
-def register_relay(relay: OutboxRelay) -> None:
-    _relays.add(relay)
-
-
-def unregister_relay(relay: OutboxRelay) -> None:
-    _relays.discard(relay)
-
-
-def register_consumer(consumer: EventConsumer) -> None:
-    _consumers.add(consumer)
-
-
-def unregister_consumer(consumer: EventConsumer) -> None:
-    _consumers.discard(consumer)
-
-
-def running_relays() -> list[OutboxRelay]:
-    return list(_relays)
-
-
-def running_consumers() -> list[EventConsumer]:
-    """The live consumers of this process, by durable name."""
-    return sorted(_consumers, key=lambda consumer: consumer.durable)
 
 
 class OutboxStatus(BaseModel):
@@ -83,19 +52,45 @@ class MessagingStatus(BaseModel):
     )
 
 
-async def messaging_status(service: str, *, timeout: float = 2.0) -> MessagingStatus:
+class MessagingReport:
+    def __init__(self, service: str, metrics: ServiceMetrics | None = None) -> None:
+        self.service = service
+        self.metrics = metrics or ServiceMetrics()
+        self._relays: list[OutboxRelay] = []
+        self._consumers: list[EventConsumer] = []
+
+    def add_relay(self, relay: OutboxRelay) -> OutboxRelay:
+        self._relays.append(relay)
+        return relay
+
+    def add_consumer(self, consumer: EventConsumer) -> EventConsumer:
+        self._consumers.append(consumer)
+        return consumer
+
+    def running_relays(self) -> list[OutboxRelay]:
+        return [relay for relay in self._relays if relay.started]
+
+    def running_consumers(self) -> list[EventConsumer]:
+        """The running consumers, by durable name."""
+        return sorted((c for c in self._consumers if c.started), key=lambda consumer: consumer.durable)
+
+    async def status(self, *, timeout: float = 2.0) -> MessagingStatus:
+        return await messaging_status(self.service, self.running_relays(), self.running_consumers(),
+                                      self.metrics, timeout=timeout)
+
+
+async def messaging_status(service: str, relays: list[OutboxRelay], consumers: list[EventConsumer],
+                           metrics: ServiceMetrics, *, timeout: float = 2.0) -> MessagingStatus:
     """The report, within ``timeout`` seconds; ``Problem(503)`` when the broker or the database
     cannot answer (a report that silently left them out would read as "all drained")."""
-    relays = running_relays()
-    consumers = running_consumers()
     brokers = {id(consumer.broker): consumer.broker for consumer in consumers}
     for broker in brokers.values():
         _require_connected(broker)
     try:
         async with asyncio.timeout(timeout):
             outbox, states, dead = await asyncio.gather(
-                _outbox_status(relays),
-                asyncio.gather(*(_consumer_status(consumer) for consumer in consumers)),
+                _outbox_status(relays, metrics),
+                asyncio.gather(*(_consumer_status(consumer, metrics) for consumer in consumers)),
                 asyncio.gather(*(_dead_letter_count(consumer) for consumer in consumers)),
             )
     except TimeoutError as exc:
@@ -116,23 +111,23 @@ def _require_connected(broker: Broker) -> None:
 
 
 def _unavailable(detail: str) -> Problem:
-    return Problem(503, detail, type="messaging-unavailable", title="Messaging state unavailable")
+    return MESSAGING_UNAVAILABLE(detail)
 
 
-async def _outbox_status(relays: list[OutboxRelay]) -> OutboxStatus | None:
+async def _outbox_status(relays: list[OutboxRelay], metrics: ServiceMetrics) -> OutboxStatus | None:
     if not relays:
         return None
     backlog, oldest = 0, None
-    for relay in relays:  # one per process; several only in tests
+    for relay in relays:  # one per service; several only in tests
         count, age = await relay.backlog_and_oldest_age()
         backlog += count
         if age is not None:
             oldest = age if oldest is None else max(oldest, age)
-    metrics.OUTBOX_BACKLOG.set(backlog)
+    metrics.outbox_backlog.set(backlog)
     return OutboxStatus(backlog=backlog, oldest_age_seconds=oldest)
 
 
-async def _consumer_status(consumer: EventConsumer) -> ConsumerStatus:
+async def _consumer_status(consumer: EventConsumer, metrics: ServiceMetrics) -> ConsumerStatus:
     js = consumer.broker.js
     assert js is not None  # checked by _require_connected
     try:
@@ -142,7 +137,7 @@ async def _consumer_status(consumer: EventConsumer) -> ConsumerStatus:
                               num_ack_pending=None, num_redelivered=None, delivered_stream_seq=None,
                               ack_floor_stream_seq=None)
     pending, ack_pending = info.num_pending or 0, info.num_ack_pending or 0
-    metrics.CONSUMER_LAG.labels(consumer.durable).set(pending + ack_pending)
+    metrics.consumer_lag.labels(consumer.durable).set(pending + ack_pending)
     return ConsumerStatus(
         durable=consumer.durable,
         subjects=list(consumer.subjects),

@@ -6,16 +6,17 @@ each BaseHTTPMiddleware-style layer costs a task and a copy per request on the h
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
 import structlog
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.requests import Request
 
-from . import metrics
-from .context import deadline_var, request_id_var
+from .context import deadline_var, request_id_var, service_var
+from .errors import OVERLOADED, problem_response
+from .metrics import ServiceMetrics
 from .telemetry import extract_context, tracer
 
 log = structlog.get_logger("microshop.http")
@@ -25,9 +26,12 @@ _QUIET = {"/health", "/ready", "/metrics"}
 
 
 class EdgeMiddleware:
-    def __init__(self, app) -> None:
+    def __init__(self, app, *, service: str, metrics: ServiceMetrics,
+                 tracer_provider: trace.TracerProvider | None = None) -> None:
         self.app = app
-        self.tracer = tracer("microshop.http")
+        self.service = service
+        self.metrics = metrics
+        self.tracer = tracer("microshop.http", tracer_provider)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -50,7 +54,9 @@ class EdgeMiddleware:
 
         rid_token = request_id_var.set(request_id)
         deadline_token = deadline_var.set(_deadline_from(headers))
-        metrics.HTTP_IN_FLIGHT.inc()
+        service_token = service_var.set(self.service)
+        metrics = self.metrics
+        metrics.http_in_flight.inc()
         start = time.perf_counter()
         with self.tracer.start_as_current_span(
             f"{method} {path}", context=extract_context(headers), kind=SpanKind.SERVER
@@ -58,10 +64,9 @@ class EdgeMiddleware:
             try:
                 await self.app(scope, receive, send_with_id)
             except Exception as exc:
-                # Fix: an unhandled exception was answered by Starlette's ServerErrorMiddleware, which
-                # wraps this middleware, so that 500 left without X-Request-ID and its unhandled_error
-                # log line carried no trace or request id (both reset by then). Run the app's own
-                # Exception handler (errors.install_problem_handlers) here, inside both.
+                # Answered here, not by Starlette's ServerErrorMiddleware (which wraps this one): so
+                # the 500 carries X-Request-ID and its unhandled_error log line the trace and request
+                # ids, which are reset once this middleware returns.
                 handler = getattr(scope.get("app"), "exception_handlers", {}).get(Exception)
                 if started[0] or handler is None:
                     raise
@@ -78,9 +83,9 @@ class EdgeMiddleware:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
-                metrics.HTTP_IN_FLIGHT.dec()
-                metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
-                metrics.HTTP_DURATION.labels(method, route).observe(elapsed)
+                metrics.http_in_flight.dec()
+                metrics.http_requests.labels(method, route, str(status)).inc()
+                metrics.http_duration.labels(method, route).observe(elapsed)
                 if path not in _QUIET:
                     log.info(
                         "request",
@@ -91,6 +96,7 @@ class EdgeMiddleware:
                     )
                 request_id_var.reset(rid_token)
                 deadline_var.reset(deadline_token)
+                service_var.reset(service_token)
 
 
 def _deadline_from(headers: dict[str, str]) -> float | None:
@@ -110,9 +116,10 @@ class LoadShedder:
     replica), and the requests already accepted keep their latency. Health, readiness and metrics
     are never shed, so an overloaded service still looks alive to its supervisor."""
 
-    def __init__(self, app, limit: int) -> None:
+    def __init__(self, app, *, limit: int, metrics: ServiceMetrics) -> None:
         self.app = app
         self.limit = limit
+        self.metrics = metrics
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
@@ -120,19 +127,9 @@ class LoadShedder:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:
-            metrics.REQUESTS_SHED.inc()
-            body = json.dumps({
-                "type": "https://microshop.dev/problems/overloaded",
-                "title": "Service Unavailable",
-                "status": 503,
-                "detail": f"More than {self.limit} requests in progress; retry shortly.",
-            }).encode()
-            await send({"type": "http.response.start", "status": 503, "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"retry-after", b"1"),
-                (b"content-length", str(len(body)).encode()),
-            ]})
-            await send({"type": "http.response.body", "body": body})
+            self.metrics.requests_shed.inc()
+            response = problem_response(OVERLOADED(f"More than {self.limit} requests in progress; retry shortly."))
+            await response(scope, receive, send)
             return
         self.in_flight += 1
         try:

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from alembic import context, op
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from .tables import inbox, outbox
+
 
 def run_alembic(target_metadata: sa.MetaData) -> None:
     config = context.config
@@ -53,25 +55,18 @@ def _migrate(connection, target_metadata: sa.MetaData) -> None:
 
 
 def create_outbox_table() -> None:
-    """Migration step: the transactional outbox (see outbox.py)."""
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("event_id", sa.String(36), nullable=False, unique=True),
-        sa.Column("subject", sa.String(200), nullable=False),
-        sa.Column("event_type", sa.String(100), nullable=False),
-        sa.Column("payload", sa.Text, nullable=False),
-        sa.Column("headers", sa.Text, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    )
+    """Migration step: the transactional outbox (see outbox.py), as tables.py defines it."""
+    _create(outbox)
 
 
 def create_inbox_table() -> None:
     """Migration step: the idempotent consumer's record of handled events (see inbox.py)."""
-    op.create_table(
-        "inbox",
-        sa.Column("consumer", sa.String(100), primary_key=True),
-        sa.Column("event_id", sa.String(36), primary_key=True),
-        sa.Column("event_type", sa.String(100), nullable=False),
-        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
-    )
+    _create(inbox)
+
+
+def _create(table: sa.Table) -> None:
+    op.create_table(table.name, *(
+        sa.Column(column.name, column.type, primary_key=column.primary_key, nullable=column.nullable,
+                  unique=column.unique, autoincrement=column.autoincrement)
+        for column in table.columns
+    ))

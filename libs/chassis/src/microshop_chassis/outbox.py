@@ -17,11 +17,11 @@ import structlog
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from . import messaging, metrics
 from .background import BackgroundWorker
 from .broker import Broker
 from .db import Database
 from .events import Event
+from .metrics import ServiceMetrics
 from .tables import outbox
 from .telemetry import inject_headers
 
@@ -47,47 +47,32 @@ async def add_event(session: AsyncSession, event: Event) -> None:
 
 
 class OutboxRelay(BackgroundWorker):
-    task_name = "outbox-relay"
+    """Publishes the outbox. Woken as soon as a transaction that wrote to the outbox commits, so
+    events leave within milliseconds; the poll interval bounds the wait for rows written by
+    another process (a replica). A failure (broker or database away) keeps the rows."""
+
+    name = "outbox-relay"
+    failure_event = "outbox_publish_failed"
 
     def __init__(
-        self, db: Database, broker: Broker, *, batch_size: int = 200, poll_interval: float = 1.0
+        self, db: Database, broker: Broker, *, batch_size: int = 200, poll_interval: float = 1.0,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.db = db
         self.broker = broker
         self.batch_size = batch_size
-        self.poll_interval = poll_interval
-        self._wake = asyncio.Event()
-        # Wake the relay as soon as a transaction that wrote to the outbox commits, so events
-        # leave within milliseconds; the poll interval only bounds the wait after a failure.
+        self.interval = poll_interval
+        self.backoff_max = poll_interval
+        self.metrics = metrics or ServiceMetrics()
         sa_event.listen(db.sync_session_class, "after_commit", self._after_commit)
 
     def _after_commit(self, session) -> None:
         if session.info.pop(_WROTE_OUTBOX, False):
-            self._wake.set()
+            self.wake()
 
-    def start(self) -> None:
-        super().start()
-        messaging.register_relay(self)  # for GET /admin/messaging
-
-    async def stop(self) -> None:
-        messaging.unregister_relay(self)
-        await super().stop()
-
-    async def run(self) -> None:
+    async def round(self) -> bool:
         await self.broker.wait_connected()
-        while True:
-            try:
-                while await self.publish_batch() == self.batch_size:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker or database away: keep the rows, try again later
-                log.warning("outbox_publish_failed", error=str(exc))
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+        return await self.publish_batch() == self.batch_size
 
     async def publish_batch(self) -> int:
         """Publish the oldest pending events; return how many were published."""
@@ -101,7 +86,7 @@ class OutboxRelay(BackgroundWorker):
                 )
             ).all()
         if not rows:
-            metrics.OUTBOX_BACKLOG.set(0)
+            self.metrics.outbox_backlog.set(0)
             return 0
         js = await self.broker.wait_connected()
         # Sent in order on one connection, so the stream keeps the outbox order.
@@ -121,7 +106,7 @@ class OutboxRelay(BackgroundWorker):
             if isinstance(ack, BaseException):
                 break  # keep order: nothing after a failed publish is deleted
             published.append(row.id)
-            metrics.OUTBOX_PUBLISHED.labels(row.event_type).inc()
+            self.metrics.outbox_published.labels(row.event_type).inc()
         if published:
             async with self.db.transaction() as session:
                 await session.execute(sa.delete(outbox).where(outbox.c.id.in_(published)))
@@ -129,7 +114,7 @@ class OutboxRelay(BackgroundWorker):
         if failed is not None:
             raise failed
         # A short batch drained the table (as of our read); a full one leaves an unknown rest.
-        metrics.OUTBOX_BACKLOG.set(0 if len(rows) < self.batch_size else self.batch_size)
+        self.metrics.outbox_backlog.set(0 if len(rows) < self.batch_size else self.batch_size)
         return len(published)
 
     async def backlog(self) -> int:

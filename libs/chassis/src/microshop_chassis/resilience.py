@@ -19,20 +19,21 @@ need async, per-target state exposed as Prometheus metrics and an injectable clo
 deterministic tests. It is a couple of hundred lines; we keep dependencies few.
 
 All of this runs on one event loop and never awaits while changing state, so no locks are needed.
+Each guard reports to the ``ServiceMetrics`` of the service holding it (a private one if none is
+given), and the service's ``/health`` shows the state of the breakers of the clients it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Any
 
-from . import metrics
-from .unavailable import ServiceUnavailable
+from .downstream import ServiceUnavailable
+from .metrics import ServiceMetrics
 
 Clock = Callable[[], float]
 
@@ -53,14 +54,11 @@ class State(IntEnum):
     OPEN = 2
 
 
-_breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
-
-
-def breaker_states() -> dict[str, str]:
-    """Every live breaker of this process by target ("closed", "half_open", "open"); where two
-    clients guard one target, the worse state shows. For /health and `microshop status`."""
+def breaker_states(breakers) -> dict[str, str]:
+    """The given breakers by target ("closed", "half_open", "open"); where two guard one target,
+    the worse state shows. For /health and `microshop status`."""
     states: dict[str, State] = {}
-    for breaker in list(_breakers):
+    for breaker in breakers:
         states[breaker.target] = max(states.get(breaker.target, State.CLOSED), breaker.state)
     return {target: state.name.lower() for target, state in sorted(states.items())}
 
@@ -87,10 +85,11 @@ class CircuitBreaker:
         open_seconds: float = 5.0,
         half_open_calls: int = 3,
         clock: Clock = time.monotonic,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         if not 0 < min_calls <= window:
             raise ValueError("need 0 < min_calls <= window")
-        _breakers.add(self)
+        self.metrics = metrics or ServiceMetrics()
         self.target = target
         self.window = window
         self.min_calls = min_calls
@@ -104,7 +103,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._trials = 0  # half-open calls in flight
         self.rejected = 0
-        metrics.CIRCUIT_BREAKER_STATE.labels(target).set(State.CLOSED)
+        self.metrics.breaker_state.labels(target).set(State.CLOSED)
 
     @property
     def state(self) -> State:
@@ -117,7 +116,7 @@ class CircuitBreaker:
         state = self.state
         if state is State.OPEN or (state is State.HALF_OPEN and self._trials >= self.half_open_calls):
             self.rejected += 1
-            metrics.CIRCUIT_BREAKER_REJECTED.labels(self.target).inc()
+            self.metrics.breaker_rejected.labels(self.target).inc()
             raise CircuitOpen(self.target, f"circuit {state.name.lower().replace('_', '-')}")
         if state is State.HALF_OPEN:
             self._trials += 1
@@ -152,8 +151,8 @@ class CircuitBreaker:
         self._outcomes.clear()
         if state is State.OPEN:
             self._opened_at = self.clock()
-        metrics.CIRCUIT_BREAKER_STATE.labels(self.target).set(state)
-        metrics.CIRCUIT_BREAKER_TRANSITIONS.labels(self.target, state.name.lower()).inc()
+        self.metrics.breaker_state.labels(self.target).set(state)
+        self.metrics.breaker_transitions.labels(self.target, state.name.lower()).inc()
 
     def snapshot(self) -> dict[str, Any]:
         """For status tools: state, the window's calls and failures, seconds until half-open."""
@@ -177,16 +176,18 @@ class Bulkhead:
     """At most ``limit`` calls to the target at once. One more waits up to ``max_wait`` seconds
     (never past the call's own deadline) for a slot, then fails fast with ``BulkheadFull``."""
 
-    def __init__(self, target: str, *, limit: int = 100, max_wait: float = 0.2) -> None:
+    def __init__(self, target: str, *, limit: int = 100, max_wait: float = 0.2,
+                 metrics: ServiceMetrics | None = None) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        self.metrics = metrics or ServiceMetrics()
         self.target = target
         self.limit = limit
         self.max_wait = max_wait
         self.in_flight = 0
         self.rejected = 0
         self._slots = asyncio.Semaphore(limit)
-        metrics.BULKHEAD_IN_FLIGHT.labels(target).inc(0)  # the series exists from the start
+        self.metrics.bulkhead_in_flight.labels(target).inc(0)  # the series exists from the start
 
     async def acquire(self, wait: float | None = None) -> None:
         wait = self.max_wait if wait is None else min(wait, self.max_wait)
@@ -201,16 +202,16 @@ class Bulkhead:
             except TimeoutError:
                 self._reject()
         self.in_flight += 1
-        metrics.BULKHEAD_IN_FLIGHT.labels(self.target).inc()
+        self.metrics.bulkhead_in_flight.labels(self.target).inc()
 
     def release(self) -> None:
         self.in_flight -= 1
-        metrics.BULKHEAD_IN_FLIGHT.labels(self.target).dec()
+        self.metrics.bulkhead_in_flight.labels(self.target).dec()
         self._slots.release()
 
     def _reject(self) -> None:
         self.rejected += 1
-        metrics.BULKHEAD_REJECTED.labels(self.target).inc()
+        self.metrics.bulkhead_rejected.labels(self.target).inc()
         raise BulkheadFull(self.target, f"{self.limit} calls in flight")
 
     def snapshot(self) -> dict[str, Any]:
@@ -234,7 +235,9 @@ class RetryBudget:
         min_retries: int = 10,
         slices: int = 10,
         clock: Clock = time.monotonic,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or ServiceMetrics()
         self.target = target
         self.ratio = ratio
         self.window_seconds = window_seconds
@@ -244,7 +247,7 @@ class RetryBudget:
         self._slice_seconds = window_seconds / slices
         self._buckets: deque[list[int]] = deque()  # [slice number, first attempts, retries], oldest first
         self.denied = 0
-        metrics.RETRY_BUDGET_DENIED.labels(target).inc(0)
+        self.metrics.retry_budget_denied.labels(target).inc(0)
 
     def deposit(self) -> None:
         """A first attempt is made."""
@@ -254,7 +257,7 @@ class RetryBudget:
         """Whether one retry may be made now (and if so, it is counted)."""
         if self.balance() < 1:
             self.denied += 1
-            metrics.RETRY_BUDGET_DENIED.labels(self.target).inc()
+            self.metrics.retry_budget_denied.labels(self.target).inc()
             return False
         self._bucket()[2] += 1
         return True

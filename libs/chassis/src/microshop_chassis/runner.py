@@ -1,20 +1,22 @@
-"""Run a service's app under uvicorn: the one entry point every ``python -m microshop_<service>``
-uses, so all processes start, log and stop the same way."""
+"""Run a service under uvicorn: the one entry point every ``python -m microshop_<service>`` uses,
+so all processes start, log and stop the same way."""
 
 from __future__ import annotations
 
 import uvicorn
-from fastapi import FastAPI
 
-from .settings import ServiceSettings
+from .host import ServiceHost
+from .logs import configure_logging
 
 
-def serve(app: FastAPI, settings: ServiceSettings) -> None:
+def serve(host: ServiceHost) -> None:
+    settings = host.settings
+    configure_logging(host.name, settings.log_level, settings.log_format)
     uvicorn.run(
-        app,
+        host.app,
         host=settings.host,
         port=settings.port,
-        log_config=None,  # our logging is configured by the app factory
+        log_config=None,  # configured above
         access_log=False,
         loop="uvloop",
         http="httptools",

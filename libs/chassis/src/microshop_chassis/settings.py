@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .services import routed
 
 
 def shared(default, name: str):
@@ -18,8 +20,7 @@ def shared(default, name: str):
     return Field(default, validation_alias=AliasChoices(f"MICROSHOP_{name}"))
 
 
-class ServiceSettings(BaseSettings):
-    """Base settings. A service subclasses it and sets ``env_prefix`` to ``MICROSHOP_<SERVICE>_``."""
+class _Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
@@ -35,13 +36,6 @@ class ServiceSettings(BaseSettings):
     nats_url: str = shared("nats://127.0.0.1:14222", "NATS_URL")
     log_level: str = shared("INFO", "LOG_LEVEL")
     log_format: str = shared("json", "LOG_FORMAT")
-    # Base URLs of the services this one may call (used by the HTTP client and JWKS fetch).
-    users_url: str = shared("http://127.0.0.1:8101", "USERS_URL")
-    inventory_url: str = shared("http://127.0.0.1:8102", "INVENTORY_URL")
-    orders_url: str = shared("http://127.0.0.1:8103", "ORDERS_URL")
-    payments_url: str = shared("http://127.0.0.1:8104", "PAYMENTS_URL")
-    notifications_url: str = shared("http://127.0.0.1:8105", "NOTIFICATIONS_URL")
-    reports_url: str = shared("http://127.0.0.1:8106", "REPORTS_URL")
     # Secret a service presents to users to obtain a service token (client-credentials style).
     service_secret: str = shared("local-dev-service-secret", "SERVICE_SECRET")
     # Default deadline for one call to another service, in seconds.
@@ -55,3 +49,15 @@ class ServiceSettings(BaseSettings):
             return self.database_url
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{self.service_name}.db').resolve()}"
+
+
+# Plus the base URL of every service behind the gateway (services.py), the field ``<name>_url``
+# read from ``MICROSHOP_<NAME>_URL``: where the HTTP clients, the JWKS fetch and the gateway go.
+ServiceSettings = create_model(
+    "ServiceSettings",
+    __base__=_Settings,
+    __module__=__name__,
+    __doc__="Base settings. A service subclasses it and sets ``env_prefix`` to ``MICROSHOP_<SERVICE>_``.",
+    **{f"{spec.name}_url": (str, shared(f"http://127.0.0.1:{spec.port}", f"{spec.name.upper()}_URL"))
+       for spec in routed()},
+)

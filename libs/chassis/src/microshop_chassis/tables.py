@@ -1,6 +1,7 @@
 """Runtime definitions of the tables the chassis keeps in every service's database.
 
-Their migrations are ``migrations.create_outbox_table`` / ``create_inbox_table``; both must agree.
+Each service's first migration creates them from these definitions
+(``migrations.create_outbox_table`` / ``create_inbox_table``).
 """
 
 from __future__ import annotations

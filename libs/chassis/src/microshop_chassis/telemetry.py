@@ -1,8 +1,9 @@
 """OpenTelemetry tracing: one trace across every service and the broker (W3C traceparent).
 
-Propagation is always on. Export is chosen by ``MICROSHOP_TRACES_EXPORTER``: ``none`` (default),
-``console``, or ``file`` (JSON lines in ``<data_dir>/traces/<service>.jsonl``, read by tools
-without a collector). A standard OTLP exporter can be added where a collector exists.
+Propagation is always on. Each service has a tracer provider of its own (its resource names the
+service); export is chosen by ``MICROSHOP_TRACES_EXPORTER``: ``none`` (default), ``console``, or
+``file`` (JSON lines in ``<data_dir>/traces/<service>.jsonl``, read by tools without a collector).
+Parts built without a service (in a test) trace through OpenTelemetry's global provider.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-
-_configured = False
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -59,22 +58,22 @@ class JsonLinesSpanExporter(SpanExporter):
         self._file.close()
 
 
-def configure_tracing(service: str, exporter: str = "none", data_dir: Path | None = None) -> TracerProvider:
-    global _configured
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+def tracer_provider(service: str, exporter: str = "none", data_dir: Path | None = None) -> TracerProvider:
+    """A tracer provider for one service, exporting as ``exporter`` says."""
+    # Shut down by its service when it stops (flushing what is batched), not at interpreter exit:
+    # a process may build many services over its life (the tests do).
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), shutdown_on_exit=False)
     if exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     elif exporter == "file":
         path = (data_dir or Path(".")) / "traces" / f"{service}.jsonl"
         provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(path)))
-    if not _configured:  # the global provider can be set once per process
-        trace.set_tracer_provider(provider)
-        _configured = True
     return provider
 
 
-def tracer(name: str = "microshop") -> trace.Tracer:
-    return trace.get_tracer(name)
+def tracer(name: str = "microshop", provider: trace.TracerProvider | None = None) -> trace.Tracer:
+    """A tracer from ``provider``, or from the global provider when there is none."""
+    return provider.get_tracer(name) if provider is not None else trace.get_tracer(name)
 
 
 def inject_headers(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:

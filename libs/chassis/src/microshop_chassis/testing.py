@@ -17,8 +17,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from .db import Database
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "MICROSHOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -148,6 +152,32 @@ def require_postgres() -> None:
     pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} (runs under CI)")
 
 
+async def memory_database(*metadata) -> Database:
+    """A SQLite database in memory with these tables (and the chassis' outbox and inbox): the real
+    adapter on the real engine, for the fast tests of a service's use cases. Dispose it after."""
+    from .db import Database
+    from .tables import chassis_metadata
+
+    db = Database("sqlite+aiosqlite:///:memory:")  # one pooled connection: the data lives as long
+    async with db.engine.begin() as conn:
+        for tables in (chassis_metadata, *metadata):
+            await conn.run_sync(tables.create_all)
+    return db
+
+
+async def outbox_events(db: Database) -> list[dict]:
+    """The events a use case wrote to the outbox (what the relay would publish), oldest first."""
+    import json as _json
+
+    import sqlalchemy as sa
+
+    from .tables import outbox
+
+    async with db.session() as session:
+        rows = (await session.execute(sa.select(outbox.c.payload).order_by(outbox.c.id))).scalars().all()
+    return [_json.loads(row) for row in rows]
+
+
 # --- fixtures ---------------------------------------------------------------------------------
 
 
@@ -204,9 +234,6 @@ class RunningApp:
         self.server.should_exit = True
         if self._task:
             await self._task
-        from .http_client import close_shared_session
-
-        await close_shared_session()
 
 
 # --- calling services and reading events in tests ---------------------------------------------
@@ -293,6 +320,33 @@ def contracts_dir() -> Path:
             if (folder / "contracts" / "events").is_dir():
                 return folder / "contracts" / "events"
     raise FileNotFoundError("contracts/events not found; set MICROSHOP_CONTRACTS_DIR")
+
+
+def contract_schema(event_type: str, version: int = 1) -> dict:
+    import json as _json
+
+    return _json.loads((contracts_dir() / f"{event_type}.v{version}.schema.json").read_text())
+
+
+def assert_event_model_matches_contract(model) -> None:
+    """A producer's typed event data (an ``events.EventData`` subclass) against its contract: the
+    same fields, required where the contract requires them, so every event it builds has the
+    shape consumers were promised (instances are checked by ``assert_event_matches_contract``)."""
+    schema = contract_schema(model.event_type.value, model.version)
+    fields = model.model_fields
+    declared = set(schema.get("properties", {}))
+    assert set(fields) <= declared, f"{model.__name__}: fields the contract lacks: {sorted(set(fields) - declared)}"
+    missing = [name for name in schema.get("required", []) if name not in fields]
+    assert not missing, f"{model.__name__} lacks required fields {missing}"
+    optional = [name for name in schema.get("required", []) if not fields[name].is_required()]
+    assert not optional, f"{model.__name__}: fields required by the contract have defaults: {optional}"
+
+
+def assert_problem(reply, problem_type) -> None:
+    """The reply is a problem+json answer of this declared type, with its status."""
+    assert reply.status == problem_type.status, (reply.status, reply.body)
+    assert reply.headers.get("Content-Type", "").startswith("application/problem+json"), reply.headers
+    assert reply.body["type"] == problem_type.uri, reply.body
 
 
 def assert_event_matches_contract(event: dict) -> None:

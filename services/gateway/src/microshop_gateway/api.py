@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from microshop_chassis.errors import Problem
-from microshop_chassis.http_client import ServiceClient
+from microshop_chassis.downstream import ServiceUnavailable
+from microshop_chassis.errors import ProblemMap, ProblemType
+from microshop_chassis.provide import Provide
 
-from .proxy import forward
-from .settings import Upstream
+from .proxy import UPSTREAM_BAD_RESPONSE, UPSTREAM_UNAVAILABLE
+from .routing import DocumentUnavailable, Gateway, UnknownService
+
+UNKNOWN_SERVICE = ProblemType("unknown-service", 404, "Unknown service")
+
+ERRORS: ProblemMap = {
+    UnknownService: UNKNOWN_SERVICE,
+    DocumentUnavailable: UPSTREAM_BAD_RESPONSE,
+    ServiceUnavailable: UPSTREAM_UNAVAILABLE,
+}
 
 router = APIRouter(tags=["gateway"])
+GatewayDep = Annotated[Gateway, Provide(Gateway)]
 
 
 @router.get("/", summary="Where each service's API and docs are")
-async def index(request: Request) -> dict:
-    services = request.app.state.upstreams
+async def index(gateway: GatewayDep) -> dict:
+    services = gateway.upstreams
     return {
         "service": "gateway",
         "api": {name: f"/api/{name}/" for name in services},
@@ -26,37 +38,18 @@ async def index(request: Request) -> dict:
 
 
 @router.get("/api/{service}/docs", include_in_schema=False)
-async def service_docs(service: str, request: Request) -> HTMLResponse:
+async def service_docs(service: str, gateway: GatewayDep) -> HTMLResponse:
     """Swagger UI for one service, served by the gateway so "Try it out" goes through it."""
-    upstream = _upstream(request, service)
+    upstream = gateway.upstream(service)
     return get_swagger_ui_html(openapi_url=f"{upstream.public_prefix}/openapi.json",
                                title=f"microshop {service} API (via the gateway)")
 
 
 @router.get("/api/{service}/openapi.json", summary="A service's OpenAPI document, as seen through the gateway")
-async def service_openapi(service: str, request: Request) -> dict:
+async def service_openapi(service: str, gateway: GatewayDep) -> dict:
     """The service's own document, limited to the paths the gateway exposes, with `servers` set
     so that each path resolves to its public URL."""
-    upstream = _upstream(request, service)
-    reply = await ServiceClient(service, upstream.base_url, timeout=5).get("/openapi.json")
-    if reply.status != 200 or not isinstance(reply.body, dict):
-        raise Problem(502, f"{service} did not give its OpenAPI document.", type="upstream-bad-response")
-    document = reply.body
-    prefix = upstream.resource_prefix
-    document["paths"] = {
-        path: item for path, item in document.get("paths", {}).items()
-        if not prefix or path == prefix or path.startswith(prefix + "/")
-    }
-    document["servers"] = [{"url": upstream.forwarded_prefix}]
-    return document
-
-
-def _upstream(request: Request, service: str) -> Upstream:
-    upstream = request.app.state.upstreams.get(service)
-    if upstream is None:
-        raise Problem(404, f"There is no service named {service!r}.", type="unknown-service",
-                      title="Unknown service", service=service, services=sorted(request.app.state.upstreams))
-    return upstream
+    return await gateway.openapi(service)
 
 
 @router.api_route(
@@ -77,5 +70,5 @@ def _upstream(request: Request, service: str) -> Upstream:
         504: {"description": "The service did not answer within upstream_timeout"},
     },
 )
-async def proxy(service: str, request: Request, path: str = "") -> Response:
-    return await forward(request, _upstream(request, service), path, request.app.state.settings.upstream_timeout)
+async def proxy(service: str, request: Request, gateway: GatewayDep, path: str = "") -> Response:
+    return await gateway.forward(request, service, path)

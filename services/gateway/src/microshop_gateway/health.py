@@ -9,16 +9,17 @@ from typing import Any
 
 import aiohttp
 
-from microshop_chassis.http_client import shared_session
+from microshop_chassis.http_client import HttpSession
 
 from .proxy import describe_error
 
 
-def system_health(upstreams: dict[str, str], timeout: float) -> Callable[[], Awaitable[dict[str, Any]]]:
-    """The ``health_extra`` for the chassis: merged into the gateway's own /health body."""
+def system_health(upstreams: dict[str, str], timeout: float,
+                  session: HttpSession) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """What the gateway adds to its own /health body."""
 
     async def report() -> dict[str, Any]:
-        results = await asyncio.gather(*(probe(base_url, timeout) for base_url in upstreams.values()))
+        results = await asyncio.gather(*(probe(session, base_url, timeout) for base_url in upstreams.values()))
         services = dict(zip(upstreams, results, strict=True))
         all_up = all(result["status"] == "ok" for result in services.values())
         return {"status": "ok" if all_up else "degraded", "services": services}
@@ -26,10 +27,10 @@ def system_health(upstreams: dict[str, str], timeout: float) -> Callable[[], Awa
     return report
 
 
-async def probe(base_url: str, time_limit: float) -> dict[str, Any]:
+async def probe(session: HttpSession, base_url: str, time_limit: float) -> dict[str, Any]:
     start = time.perf_counter()
     try:
-        async with shared_session().get(
+        async with session.get().get(
             base_url + "/health", timeout=aiohttp.ClientTimeout(total=time_limit)
         ) as response:
             body = await response.json(content_type=None) if response.status == 200 else None

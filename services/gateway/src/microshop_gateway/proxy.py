@@ -16,10 +16,10 @@ from fastapi import Request, Response
 from multidict import CIMultiDict
 from yarl import URL
 
-from microshop_chassis import metrics
 from microshop_chassis.context import deadline_var, request_id_var
-from microshop_chassis.errors import Problem
-from microshop_chassis.http_client import shared_session
+from microshop_chassis.errors import ProblemType
+from microshop_chassis.http_client import HttpSession
+from microshop_chassis.metrics import ServiceMetrics
 from microshop_chassis.telemetry import inject_headers
 
 from .settings import Upstream
@@ -43,12 +43,18 @@ _SET_ON_RESPONSE = frozenset({"date", "server", "x-request-id"})
 # aiohttp adds these when absent; a proxy sends only what the client sent.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
+INVALID_PATH = ProblemType("invalid-path", 400)
+UPSTREAM_TIMEOUT = ProblemType("upstream-timeout", 504, "Upstream timed out")
+UPSTREAM_UNAVAILABLE = ProblemType("upstream-unavailable", 503, "Upstream unavailable", headers={"Retry-After": "1"})
+UPSTREAM_BAD_RESPONSE = ProblemType("upstream-bad-response", 502, "Bad upstream reply")
 
-async def forward(request: Request, upstream: Upstream, path: str, time_limit: float) -> Response:
+
+async def forward(request: Request, upstream: Upstream, path: str, time_limit: float, *,
+                  session: HttpSession, metrics: ServiceMetrics) -> Response:
     """Send the request to the service's resource prefix + ``/path`` and answer with the service's
     reply as it is."""
     if ".." in path.split("/"):  # a dot-segment could climb out of a base URL that has a path
-        raise Problem(400, "The path may not contain '..' segments.", type="invalid-path")
+        raise INVALID_PATH("The path may not contain '..' segments.")
     service, base_url = upstream.name, upstream.base_url
     timeout = _call_timeout(time_limit)
     url = URL(base_url + _upstream_target(request.scope, upstream, path), encoded=True)
@@ -58,7 +64,7 @@ async def forward(request: Request, upstream: Upstream, path: str, time_limit: f
     start = time.perf_counter()
     outcome = "error"
     try:
-        async with shared_session().request(
+        async with session.get().request(
             method,
             url,
             data=body or None,
@@ -74,22 +80,19 @@ async def forward(request: Request, upstream: Upstream, path: str, time_limit: f
     except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too
         outcome = "timeout"
         _log_failure(service, method, path, exc)
-        raise Problem(504, f"{service} did not answer within {timeout:g} s.", type="upstream-timeout",
-                      title="Upstream timed out", service=service) from exc
+        raise UPSTREAM_TIMEOUT(f"{service} did not answer within {timeout:g} s.", service=service) from exc
     except aiohttp.ClientConnectionError as exc:
         outcome = "unreachable"
         _log_failure(service, method, path, exc)
-        raise Problem(503, f"{service} is not reachable (connection refused or reset).",
-                      type="upstream-unavailable", title="Upstream unavailable", headers={"Retry-After": "1"},
-                      service=service) from exc
+        raise UPSTREAM_UNAVAILABLE(f"{service} is not reachable (connection refused or reset).",
+                                   service=service) from exc
     except aiohttp.ClientError as exc:  # the service answered something that is not valid HTTP
         outcome = "bad-response"
         _log_failure(service, method, path, exc)
-        raise Problem(502, f"{service} sent a reply that could not be read.", type="upstream-bad-response",
-                      title="Bad upstream reply", service=service) from exc
+        raise UPSTREAM_BAD_RESPONSE(f"{service} sent a reply that could not be read.", service=service) from exc
     finally:
-        metrics.CLIENT_REQUESTS.labels(service, method, outcome).inc()
-        metrics.CLIENT_DURATION.labels(service, method).observe(time.perf_counter() - start)
+        metrics.client_requests.labels(service, method, outcome).inc()
+        metrics.client_duration.labels(service, method).observe(time.perf_counter() - start)
     response = Response(content, status_code=status)  # sets Content-Length for the new hop
     response.raw_headers.extend(client_response_headers(raw_headers, upstream))
     return response

@@ -4,16 +4,16 @@ from dataclasses import dataclass
 
 from pydantic_settings import SettingsConfigDict
 
+from microshop_chassis.services import routed
 from microshop_chassis.settings import ServiceSettings
 
-# The services behind the gateway; each one's base URL is the chassis setting ``<name>_url``.
-SERVICES = ("users", "inventory", "orders", "payments", "notifications", "reports")
-
-# Services whose public API is one collection named after the service: /api/orders is the orders
-# service's /orders (and /api/orders/7/cancel its /orders/7/cancel). The others map /api/<name>/x
-# to their /x. Whatever lies outside this prefix (payments' /charges, for instance, which only
-# orders may call) is not reachable through the gateway at all.
-RESOURCE_PREFIX = {"orders": "/orders", "payments": "/payments", "notifications": "/notifications"}
+# The services behind the gateway (microshop_chassis.services); each one's base URL is the chassis
+# setting ``<name>_url``. A service whose public API is one collection named after it has that as
+# its gateway prefix: /api/orders is the orders service's /orders (and /api/orders/7/cancel its
+# /orders/7/cancel); the others map /api/<name>/x to their /x. Whatever lies outside the prefix
+# (payments' /charges, for instance, which only orders may call) is not reachable through the
+# gateway at all.
+SERVICES = tuple(spec.name for spec in routed())
 
 
 class GatewaySettings(ServiceSettings):
@@ -28,8 +28,8 @@ class GatewaySettings(ServiceSettings):
 
     def upstreams(self) -> dict[str, Upstream]:
         return {
-            name: Upstream(name, getattr(self, f"{name}_url").rstrip("/"), RESOURCE_PREFIX.get(name, ""))
-            for name in SERVICES
+            spec.name: Upstream(spec.name, getattr(self, f"{spec.name}_url").rstrip("/"), spec.gateway_prefix or "")
+            for spec in routed()
         }
 
 

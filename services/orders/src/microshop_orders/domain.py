@@ -23,8 +23,10 @@ After the charge, the saga only goes forward: commit_stock is retried until inve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+
+from microshop_chassis.contracts import EventType
 
 
 class OrderStatus(StrEnum):
@@ -56,25 +58,51 @@ class StepResult:
 
 
 @dataclass(frozen=True)
+class Card:
+    """A card as the customer typed it. Only the card processor's token for it is ever stored."""
+
+    number: str = field(repr=False)
+    expiry_month: int
+    expiry_year: int
+    cvc: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What a customer asks for: lines (sku, quantity) and the card to pay with."""
+
+    lines: tuple[tuple[str, int], ...]
+    card: Card
+
+    def canonical(self) -> dict:
+        """The request as one canonical document: what tells a replay from another request."""
+        return {
+            "items": [{"sku": sku, "quantity": quantity} for sku, quantity in self.lines],
+            "payment": {"card_number": self.card.number, "expiry_month": self.card.expiry_month,
+                        "expiry_year": self.card.expiry_year, "cvc": self.card.cvc},
+        }
+
+
+@dataclass(frozen=True)
 class Transition:
     step: Step
     status: OrderStatus
-    event: str | None = None  # the event this transition publishes, if any
+    event: EventType | None = None  # the event this transition publishes, if any
 
 
 _ON_SUCCESS: dict[Step, Transition] = {
     Step.RESERVE_STOCK: Transition(Step.CHARGE_PAYMENT, OrderStatus.PENDING),
     Step.CHARGE_PAYMENT: Transition(Step.COMMIT_STOCK, OrderStatus.PENDING),
-    Step.COMMIT_STOCK: Transition(Step.DONE, OrderStatus.CONFIRMED, "OrderConfirmed"),
+    Step.COMMIT_STOCK: Transition(Step.DONE, OrderStatus.CONFIRMED, EventType.ORDER_CONFIRMED),
     Step.REFUND_PAYMENT: Transition(Step.RELEASE_STOCK, OrderStatus.PENDING),
-    Step.RELEASE_STOCK: Transition(Step.DONE, OrderStatus.REJECTED, "OrderRejected"),
+    Step.RELEASE_STOCK: Transition(Step.DONE, OrderStatus.REJECTED, EventType.ORDER_REJECTED),
     Step.CANCEL_REFUND: Transition(Step.CANCEL_RESTOCK, OrderStatus.CONFIRMED),
-    Step.CANCEL_RESTOCK: Transition(Step.DONE, OrderStatus.CANCELLED, "OrderCancelled"),
+    Step.CANCEL_RESTOCK: Transition(Step.DONE, OrderStatus.CANCELLED, EventType.ORDER_CANCELLED),
 }
 
 _ON_REFUSAL: dict[Step, Transition] = {
     # Nothing was held when a reservation is refused, so there is nothing to compensate.
-    Step.RESERVE_STOCK: Transition(Step.DONE, OrderStatus.REJECTED, "OrderRejected"),
+    Step.RESERVE_STOCK: Transition(Step.DONE, OrderStatus.REJECTED, EventType.ORDER_REJECTED),
     Step.CHARGE_PAYMENT: Transition(Step.RELEASE_STOCK, OrderStatus.PENDING),
     Step.COMMIT_STOCK: Transition(Step.REFUND_PAYMENT, OrderStatus.PENDING),
 }
@@ -116,3 +144,56 @@ def can_cancel(status: OrderStatus, step: Step) -> bool:
 def order_total(lines: list[tuple[int, int]]) -> int:
     """Sum of quantity x unit price, in minor units."""
     return sum(quantity * unit_price for quantity, unit_price in lines)
+
+
+def is_final(status: OrderStatus, step: Step) -> bool:
+    """The order reached its outcome and no saga step is left to run."""
+    return status in FINAL_STATUSES and step is Step.DONE
+
+
+# --- what can go wrong, in the domain's terms (api.py answers each with its problem type) ------
+
+
+class OrderError(Exception):
+    """A request orders refuses; nothing was ordered or changed."""
+
+
+class UnknownProducts(OrderError):
+    def __init__(self, skus: list[str]) -> None:
+        super().__init__(f"Unknown products: {', '.join(skus)}.")
+        self.skus = skus
+
+
+class InvalidCard(OrderError):
+    def __init__(self, detail: str, code: str | None) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class MixedCurrency(OrderError):
+    def __init__(self) -> None:
+        super().__init__("All products of one order must share a currency.")
+
+
+class IdempotencyKeyReused(OrderError):
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was used for a different request.")
+
+
+class CheckoutUnavailable(OrderError):
+    """inventory or payments could not be asked before the order was created."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__("Checkout is unavailable right now; nothing was ordered. Try again shortly.")
+        self.cause = cause
+
+
+class OrderNotFound(OrderError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"No order {order_id}.")
+
+
+class OrderNotCancellable(OrderError):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"Only a CONFIRMED order can be cancelled; this one is {status}.")
+        self.order_status = status

@@ -1,9 +1,9 @@
 """The checkout saga's engine: runs the steps of domain.py against inventory and payments and
-persists every move in orders' database, so a crash resumes where it stopped.
+persists every move through the store, so a crash resumes where it stopped.
 
-Guarding every move with ``WHERE saga_step = <the step just run>`` makes two drivers of one saga
-(a request and the recovery loop, or two replicas) harmless: the calls are idempotent, and only
-one of them can record the transition (and so publish its event).
+``SagaRunner`` drives one saga per order in a task of its own; ``SagaRecovery`` is the background
+loop that hands it every open saga whose lease ran out (a crashed driver's, a failed step's
+backoff), and all of them at start on a single-writer database.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import sqlalchemy as sa
 import structlog
-from microshop_chassis.db import Database, utcnow
-from microshop_chassis.events import Event
-from microshop_chassis.outbox import add_event
+from microshop_chassis.background import BackgroundWorker
+from microshop_chassis.db import utcnow
+from microshop_chassis.downstream import DownstreamError
 
-from .clients import DownstreamError, InventoryClient, PaymentsClient
+from .clients import InventoryClient, PaymentsClient
 from .domain import DEADLINE_REASON, Step, StepResult, Transition, deadline_transition, next_transition
+from .events import order_event
 from .models import Order
+from .store import OrderStore
 
 log = structlog.get_logger("microshop.orders.saga")
 
@@ -28,46 +29,30 @@ class SagaStalled(Exception):
     """A step failed for a technical reason; the saga will be retried by the recovery loop."""
 
 
-def order_event(order: Order, event_type: str) -> Event:
-    data = {
-        "order_id": order.id,
-        "customer_id": order.customer_id,
-        "customer_email": order.customer_email,
-        "items": [
-            {"sku": line.sku, "quantity": line.quantity, "unit_price_cents": line.unit_price_cents}
-            for line in order.lines
-        ],
-        "total_cents": order.total_cents,
-        "currency": order.currency,
-    }
-    if event_type == "OrderConfirmed":
-        data["payment_id"] = order.payment_id
-    if event_type == "OrderRejected":
-        data["reason"] = order.reason or "rejected"
-    return Event(type=event_type, source="orders", data=data)
-
-
 class SagaRunner:
-    def __init__(self, db: Database, inventory: InventoryClient, payments: PaymentsClient, *,
+    def __init__(self, store: OrderStore, inventory: InventoryClient, payments: PaymentsClient, *,
                  lease_seconds: float, deadline_seconds: float = 60.0) -> None:
-        self.db = db
-        self.deadline = timedelta(seconds=deadline_seconds)
+        self.store = store
         self.inventory = inventory
         self.payments = payments
         self.lease = timedelta(seconds=lease_seconds)
+        self.deadline = timedelta(seconds=deadline_seconds)
         self._running: dict[str, asyncio.Task] = {}
 
     # --- driving one saga ---------------------------------------------------------------------
 
     def start(self, order_id: str) -> asyncio.Task:
-        """Drive the saga in a task of its own (one per order in this process), so it goes on
-        even when the HTTP request that started it has answered or gone."""
+        """Drive the saga in a task of its own (one per order here), so it goes on even when the
+        HTTP request that started it has answered or gone."""
         task = self._running.get(order_id)
         if task is None or task.done():
             task = asyncio.create_task(self._drive_logged(order_id), name=f"saga-{order_id}")
             self._running[order_id] = task
             task.add_done_callback(lambda _t: self._running.pop(order_id, None))
         return task
+
+    def running(self) -> set[str]:
+        return set(self._running)
 
     async def _drive_logged(self, order_id: str) -> Order | None:
         try:
@@ -123,8 +108,8 @@ class SagaRunner:
 
     async def _record(self, order: Order, step: Step, transition: Transition, *, reason: str | None,
                       payment_id: str | None) -> bool:
-        """Record the move in one transaction (with its event, if any) and apply it to ``order``
-        in memory, so the next step needs no reload. False if another driver recorded it first."""
+        """Record the move (with its event, if any) and apply it to ``order`` in memory, so the
+        next step needs no reload. False if another driver recorded it first."""
         now = utcnow()
         changes = {
             "saga_step": transition.step.value,
@@ -136,17 +121,14 @@ class SagaRunner:
             "saga_lease_until": now + self.lease,
             "updated_at": now,
         }
-        orders = Order.__table__
-        async with self.db.transaction() as session:
-            moved = await session.execute(
-                sa.update(orders).where(orders.c.id == order.id, orders.c.saga_step == step.value).values(**changes)
-            )
-            if moved.rowcount != 1:
-                return False
-            for name, value in changes.items():
+        before = {name: getattr(order, name) for name in changes}
+        for name, value in changes.items():
+            setattr(order, name, value)
+        event = order_event(order, transition.event) if transition.event else None
+        if not await self.store.move(order.id, step, changes, event):
+            for name, value in before.items():
                 setattr(order, name, value)
-            if transition.event:
-                await add_event(session, order_event(order, transition.event))
+            return False
         if reason == DEADLINE_REASON:
             log.warning("saga_deadline_passed", order_id=order.id, step=step.value, next_step=transition.step.value)
         return True
@@ -155,65 +137,45 @@ class SagaRunner:
         attempts = order.saga_attempts + 1
         # Capped exponential backoff: the recovery loop takes the saga again once this passes.
         retry_in = timedelta(seconds=min(0.25 * 2 ** min(attempts, 8), self.lease.total_seconds()))
-        orders = Order.__table__
-        async with self.db.transaction() as session:
-            await session.execute(
-                sa.update(orders)
-                .where(orders.c.id == order.id, orders.c.saga_step == step.value)
-                .values(saga_attempts=attempts, saga_last_error=error[:500], saga_lease_until=utcnow() + retry_in)
-            )
+        await self.store.note_failure(order.id, step, attempts=attempts, error=error, retry_at=utcnow() + retry_in)
         log.warning("saga_step_failed", order_id=order.id, step=step.value, attempt=attempts, error=error)
 
     async def load(self, order_id: str) -> Order:
-        """The order as stored, lines included (a detached object: the saga never lazy-loads)."""
-        async with self.db.session() as session:
-            order = await session.get(Order, order_id, populate_existing=True)
-            if order is None:
-                raise LookupError(order_id)
-            return order
-
-    # --- recovery -------------------------------------------------------------------------------
-
-    async def claim_due(self, *, ignore_leases: bool = False, limit: int = 100) -> list[str]:
-        """Take the open sagas whose lease ran out (a crashed driver's, or a failed step's backoff)."""
-        now = utcnow()
-        due = Order.saga_step != Step.DONE.value
-        if not ignore_leases:
-            due = sa.and_(due, Order.saga_lease_until < now)
-        claimed = []
-        async with self.db.transaction() as session:
-            query = sa.select(Order.id).where(due).order_by(Order.created_at).limit(limit)
-            for order_id in (await session.execute(query)).scalars().all():
-                if order_id in self._running:
-                    continue
-                guard = Order.id == order_id
-                if not ignore_leases:
-                    guard = sa.and_(guard, Order.saga_lease_until < now)  # only one replica wins
-                result = await session.execute(
-                    sa.update(Order).where(guard).values(saga_lease_until=now + self.lease)
-                    .execution_options(synchronize_session=False)
-                )
-                if result.rowcount == 1:
-                    claimed.append(order_id)
-        return claimed
-
-    async def recover_forever(self, interval: float, *, take_over_at_start: bool) -> None:
-        """Drive every open saga to its end. At start, a single-writer database (SQLite) means no
-        other process can be driving one, so every open saga is taken over at once."""
-        ignore_leases = take_over_at_start
-        while True:
-            try:
-                for order_id in await self.claim_due(ignore_leases=ignore_leases):
-                    log.info("saga_resumed", order_id=order_id)
-                    self.start(order_id)
-                ignore_leases = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database may be briefly away; try again next round
-                log.warning("saga_recovery_failed", error=str(exc))
-            await asyncio.sleep(interval)
+        order = await self.store.get(order_id)
+        if order is None:
+            raise LookupError(order_id)
+        return order
 
     async def stop(self) -> None:
+        """Cancel the sagas driven here and wait for them (each resumes from its step later)."""
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+
+class SagaRecovery(BackgroundWorker):
+    """Drives every open saga to its end: each round leases the sagas whose lease ran out and
+    starts them. At start, a single-writer database (SQLite) means no other process can be driving
+    one, so every open saga is taken over at once."""
+
+    name = "saga-recovery"
+    failure_event = "saga_recovery_failed"  # the database may be briefly away: next round
+
+    def __init__(self, saga: SagaRunner, *, interval: float, take_over_at_start: bool) -> None:
+        self.saga = saga
+        self.interval = self.backoff_initial = self.backoff_max = interval
+        self._ignore_leases = take_over_at_start
+
+    async def round(self) -> bool:
+        now = utcnow()
+        claimed = await self.saga.store.claim_due(now=now, lease_until=now + self.saga.lease,
+                                                  ignore_leases=self._ignore_leases, skip=self.saga.running())
+        self._ignore_leases = False
+        for order_id in claimed:
+            log.info("saga_resumed", order_id=order_id)
+            self.saga.start(order_id)
+        return False
+
+    async def stop(self) -> None:
+        await super().stop()
+        await self.saga.stop()

@@ -1,78 +1,88 @@
-"""orders' use cases. The HTTP layer calls these; the saga engine does the distributed part."""
+"""orders' use cases: place, read and cancel orders. The saga engine does the distributed part.
+
+Returns orders as stored (``models.Order``); refusals are the domain errors of domain.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import hmac
+import json
 import uuid
 
-import sqlalchemy as sa
 from microshop_chassis.auth import Principal
-from microshop_chassis.db import Database, utcnow
-from microshop_chassis.errors import Problem
-from microshop_chassis.outbox import add_event
-from sqlalchemy.exc import IntegrityError
+from microshop_chassis.contracts import EventType
+from microshop_chassis.db import utcnow
+from microshop_chassis.downstream import DownstreamError
 
-from .clients import DownstreamError, InventoryClient, PaymentsClient
-from .domain import FINAL_STATUSES, OrderStatus, Step, can_cancel, order_total
+from .clients import InventoryClient, PaymentsClient
+from .domain import (
+    Checkout,
+    CheckoutUnavailable,
+    IdempotencyKeyReused,
+    MixedCurrency,
+    OrderNotCancellable,
+    OrderNotFound,
+    OrderStatus,
+    Step,
+    can_cancel,
+    order_total,
+)
+from .events import order_event
 from .models import Order, OrderLine
-from .saga import SagaRunner, order_event
-from .schemas import OrderCreate
+from .saga import SagaRunner
+from .store import DuplicateKey, OrderStore
 
 
 class Orders:
-    def __init__(self, db: Database, inventory: InventoryClient, payments: PaymentsClient, saga: SagaRunner,
+    def __init__(self, store: OrderStore, inventory: InventoryClient, payments: PaymentsClient, saga: SagaRunner,
                  *, fingerprint_key: str, checkout_wait: float) -> None:
-        self.db = db
+        self.store = store
         self.inventory = inventory
         self.payments = payments
         self.saga = saga
         self._fingerprint_key = fingerprint_key.encode()
         self.checkout_wait = checkout_wait
 
-    def fingerprint(self, body: OrderCreate) -> str:
+    def fingerprint(self, checkout: Checkout) -> str:
         # Keyed (HMAC), so the stored fingerprint cannot be searched for a card number.
-        canonical = body.model_dump_json().encode()
+        canonical = json.dumps(checkout.canonical(), separators=(",", ":"), ensure_ascii=False).encode()
         return hmac.new(self._fingerprint_key, canonical, hashlib.sha256).hexdigest()
 
-    async def place(self, customer: Principal, key: str, body: OrderCreate) -> tuple[Order, bool]:
+    async def place(self, customer: Principal, key: str, checkout: Checkout) -> tuple[Order, bool]:
         """Create the order and run its saga for up to ``checkout_wait`` seconds.
         Returns the order and whether it is a replay of an earlier request with the same key."""
-        fingerprint = self.fingerprint(body)
-        existing = await self._by_key(customer.id, key)
+        fingerprint = self.fingerprint(checkout)
+        existing = await self.store.by_key(customer.id, key)
         if existing is not None:
             return await self._replay(existing, fingerprint), True
 
-        skus = [line.sku for line in body.items]
+        skus = [sku for sku, _ in checkout.lines]
         try:
-            prices, card = await asyncio.gather(self.inventory.prices(skus), self.payments.tokenize(body.payment))
+            prices, card = await asyncio.gather(self.inventory.prices(skus), self.payments.tokenize(checkout.card))
         except DownstreamError as exc:
-            raise Problem(503, "Checkout is unavailable right now; nothing was ordered. Try again shortly.",
-                          type="checkout-unavailable", headers={"Retry-After": "2"}, cause=str(exc)) from exc
+            raise CheckoutUnavailable(str(exc)) from exc
         currencies = {prices[sku].currency for sku in skus}
         if len(currencies) != 1:
-            raise Problem(422, "All products of one order must share a currency.", type="mixed-currency")
+            raise MixedCurrency()
 
         now = utcnow()
         order = Order(
             id=str(uuid.uuid4()), customer_id=customer.id, customer_email=customer.email or "",
             status=OrderStatus.PENDING.value, reason=None,
-            total_cents=order_total([(line.quantity, prices[line.sku].unit_price_cents) for line in body.items]),
+            total_cents=order_total([(quantity, prices[sku].unit_price_cents) for sku, quantity in checkout.lines]),
             currency=currencies.pop(), card_token=card.token, card_brand=card.brand, card_last4=card.last4,
             payment_id=None, idempotency_key=key, request_fingerprint=fingerprint,
             saga_step=Step.RESERVE_STOCK.value, saga_attempts=0, saga_last_error=None,
             saga_lease_until=now + self.saga.lease, created_at=now, updated_at=now,
-            lines=[OrderLine(sku=line.sku, quantity=line.quantity, unit_price_cents=prices[line.sku].unit_price_cents)
-                   for line in body.items],
+            lines=[OrderLine(sku=sku, quantity=quantity, unit_price_cents=prices[sku].unit_price_cents)
+                   for sku, quantity in checkout.lines],
         )
         try:
-            async with self.db.transaction() as session:
-                session.add(order)
-                await session.flush()  # the unique (customer, key) decides between concurrent twins
-                await add_event(session, order_event(order, "OrderPlaced"))
-        except IntegrityError:
-            existing = await self._by_key(customer.id, key)
+            await self.store.add(order, order_event(order, EventType.ORDER_PLACED))
+        except DuplicateKey:
+            existing = await self.store.by_key(customer.id, key)
             if existing is None:
                 raise
             return await self._replay(existing, fingerprint), True
@@ -80,8 +90,7 @@ class Orders:
 
     async def _replay(self, order: Order, fingerprint: str) -> Order:
         if not hmac.compare_digest(order.request_fingerprint, fingerprint):
-            raise Problem(422, "This Idempotency-Key was used for a different request.",
-                          type="idempotency-key-reused")
+            raise IdempotencyKeyReused()
         if order.saga_step != Step.DONE.value:
             return await self._run_for_a_while(order.id)
         return order
@@ -93,56 +102,29 @@ class Orders:
         finished = task.result() if done else None  # the order as the saga left it, or None if stalled
         return finished if finished is not None else await self.saga.load(order_id)
 
-    async def _by_key(self, customer_id: str, key: str) -> Order | None:
-        async with self.db.session() as session:
-            return (
-                await session.execute(
-                    sa.select(Order).where(Order.customer_id == customer_id, Order.idempotency_key == key)
-                )
-            ).scalar_one_or_none()
-
     async def get(self, viewer: Principal, order_id: str) -> Order:
-        async with self.db.session() as session:
-            order = await session.get(Order, order_id)
+        order = await self.store.get(order_id)
         if order is None or not (viewer.is_admin or viewer.is_service or order.customer_id == viewer.id):
-            raise Problem(404, f"No order {order_id}.", type="order-not-found")
+            raise OrderNotFound(order_id)
         return order
 
-    async def list(self, viewer: Principal, *, status: str | None, limit: int, offset: int) -> tuple[list[Order], int]:
-        where = [] if viewer.is_admin or viewer.is_service else [Order.customer_id == viewer.id]
-        if status:
-            where.append(Order.status == status)
-        async with self.db.session() as session:
-            total = (await session.execute(sa.select(sa.func.count()).select_from(Order).where(*where))).scalar_one()
-            rows = await session.execute(
-                sa.select(Order).where(*where).order_by(Order.created_at.desc(), Order.id).limit(limit).offset(offset)
-            )
-            return list(rows.scalars()), total
+    async def list(self, viewer: Principal, *, status: OrderStatus | None, limit: int,
+                   offset: int) -> tuple[list[Order], int]:
+        everyone = viewer.is_admin or viewer.is_service
+        return await self.store.page(customer_id=None if everyone else viewer.id,
+                                     status=status.value if status else None, limit=limit, offset=offset)
 
     async def cancel(self, viewer: Principal, order_id: str) -> Order:
         order = await self.get(viewer, order_id)
         if not can_cancel(OrderStatus(order.status), Step(order.saga_step)):
-            raise Problem(409, f"Only a CONFIRMED order can be cancelled; this one is {order.status}.",
-                          type="order-not-cancellable", order_status=order.status)
+            raise OrderNotCancellable(order.status)
         if order.saga_step == Step.DONE.value:
-            async with self.db.transaction() as session:
-                await session.execute(
-                    sa.update(Order)
-                    .where(Order.id == order_id, Order.status == OrderStatus.CONFIRMED.value,
-                           Order.saga_step == Step.DONE.value)
-                    .values(saga_step=Step.CANCEL_REFUND.value, saga_lease_until=utcnow() + self.saga.lease,
-                            updated_at=utcnow())
-                    .execution_options(synchronize_session=False)
-                )
+            now = utcnow()
+            await self.store.start_cancel(order_id, now=now, lease_until=now + self.saga.lease)
         return await self._run_for_a_while(order_id)
 
     async def saga_state(self, order_id: str) -> Order:
-        async with self.db.session() as session:
-            order = await session.get(Order, order_id)
+        order = await self.store.get(order_id)
         if order is None:
-            raise Problem(404, f"No order {order_id}.", type="order-not-found")
+            raise OrderNotFound(order_id)
         return order
-
-
-def is_final(order: Order) -> bool:
-    return OrderStatus(order.status) in FINAL_STATUSES and order.saga_step == Step.DONE.value

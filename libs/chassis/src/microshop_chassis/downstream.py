@@ -1,0 +1,38 @@
+"""The one family of exceptions an adapter to another service (or to an outside system) raises
+for a technical failure. A business answer (out of stock, declined) is never one of these: the
+adapter turns it into a result or a domain error of its own service.
+
+Its own module so that the HTTP client and the resilience guards can both use it without
+importing each other.
+"""
+
+from __future__ import annotations
+
+
+class DownstreamError(Exception):
+    """A call to another service gave no usable answer: its outcome is unknown."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        super().__init__(f"{target} {self.verb}: {reason}")
+        self.target = target
+        self.reason = reason
+
+    verb = "failed"
+
+
+class ServiceUnavailable(DownstreamError):
+    """The callee could not be reached, did not answer in time, or was not even tried (circuit
+    open, bulkhead full)."""
+
+    verb = "unavailable"
+
+
+class UnexpectedReply(DownstreamError):
+    """The callee answered outside the protocol between the two (a 5xx after the retries, a
+    problem type the caller does not know)."""
+
+    verb = "answered unexpectedly"
+
+    def __init__(self, target: str, status: int, detail: str) -> None:
+        super().__init__(target, f"{status} {detail}")
+        self.status = status

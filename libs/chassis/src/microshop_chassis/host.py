@@ -1,0 +1,216 @@
+"""The service host: a service declares its parts, the chassis owns everything around them.
+
+A service's bootstrap builds a ``ServiceHost`` from its settings and declares, in start order,
+what it is made of: its database (and migrations), the broker, an outbox relay, event consumers,
+background workers, clients of other services, the collaborators its routes need, its routers.
+The host then owns the lifecycle: parts start in the order declared and stop in reverse, every
+task awaited; readiness is composed from the parts; ``/admin/messaging`` reports the relay and
+consumers it holds; ``/health`` the breakers of the clients it holds; its HTTP session, metrics
+registry and tracer provider belong to this one service, so several can live in one process.
+
+    host = ServiceHost(settings, version=__version__, description="...")
+    db = host.database("microshop_payments:migrations")
+    broker = host.broker()
+    host.outbox_relay(db, broker)
+    host.provide(Payments, Payments(db, CardProcessor(host.client("card-processor", url))))
+    host.routes(router, errors=ERRORS)
+    serve(host)  # or RunningApp(host.app) in a test
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from fastapi import APIRouter, FastAPI
+from opentelemetry import trace
+
+from .app import ReadinessCheck, create_app
+from .auth import JwtVerifier, ServiceTokenProvider, http_jwks_loader
+from .background import BackgroundWorker
+from .broker import Broker
+from .consumer import EventConsumer, EventHandler
+from .context import service_var
+from .db import Database
+from .errors import ProblemMap, install_domain_error
+from .http_client import HttpSession, ServiceClient
+from .messaging import MessagingReport
+from .metrics import ServiceMetrics
+from .outbox import OutboxRelay
+from .provide import ServiceApp, provide
+from .settings import ServiceSettings
+from .telemetry import tracer_provider
+
+log = structlog.get_logger("microshop.host")
+
+T = TypeVar("T")
+W = TypeVar("W", bound=BackgroundWorker)
+Action = Callable[[], Awaitable[Any] | Any]
+
+
+@dataclass(frozen=True)
+class _Step:
+    name: str
+    start: Action | None = None
+    stop: Action | None = None
+
+
+class ServiceHost:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        version: str,
+        description: str = "",
+        verifier: JwtVerifier | None = None,
+        verifies_tokens: bool = True,
+    ) -> None:
+        """``verifier`` checks bearer tokens (default: against the JWKS users publishes, fetched on
+        first use); ``verifies_tokens=False`` for a service that checks none (the gateway), which
+        then has no ``/admin/messaging`` either."""
+        self.settings = settings
+        self.name = settings.service_name
+        self.version = version
+        self.metrics = ServiceMetrics(process=True)
+        provider = tracer_provider(self.name, settings.traces_exporter, settings.data_dir)
+        self.tracer_provider: trace.TracerProvider = provider
+        self.http = HttpSession()
+        self.messaging = MessagingReport(self.name, self.metrics)
+        self._steps: list[_Step] = []
+        self._checks: dict[str, ReadinessCheck] = {}
+        self._clients: list[ServiceClient] = []
+        self._health: list[Callable[[], Awaitable[dict[str, Any]]]] = []
+        self._service_tokens: ServiceTokenProvider | None = None
+        self.app: ServiceApp = create_app(
+            settings=settings, version=version, description=description, lifespan=self._lifespan,
+            readiness=self._checks, health_extra=self._health_extra, messaging=self.messaging,
+            messaging_admin=verifies_tokens, breakers=self._breakers, metrics=self.metrics,
+            tracer_provider=provider,
+        )
+        if verifies_tokens:
+            self.provide(JwtVerifier, verifier or JwtVerifier(
+                http_jwks_loader(settings.users_url, self.http, timeout=settings.http_timeout)))
+
+    # --- parts, in start order ------------------------------------------------------------------
+
+    def database(self, migrations: str | None = None, *, url: str | None = None) -> Database:
+        """The service's database; migrated to the newest revision of ``migrations`` at start."""
+        db = Database(url or self.settings.resolved_database_url())
+        self._steps.append(_Step("database", (lambda: db.migrate(migrations)) if migrations else None,
+                                 db.dispose))
+        self.readiness("database", db.ping)
+        return db
+
+    def broker(self) -> Broker:
+        broker = Broker(self.settings.nats_url, client_name=self.name)
+        self._steps.append(_Step("broker", broker.start, broker.close))
+        self.readiness("broker", broker.ping)
+        return broker
+
+    def outbox_relay(self, db: Database, broker: Broker, **options: Any) -> OutboxRelay:
+        relay = OutboxRelay(db, broker, metrics=self.metrics, **options)
+        self.messaging.add_relay(relay)
+        return self.worker(relay)
+
+    def consumer(self, broker: Broker, *, durable: str, subjects: list[str], handler: EventHandler,
+                 **options: Any) -> EventConsumer:
+        consumer = EventConsumer(broker, durable=durable, subjects=subjects, handler=handler,
+                                 metrics=self.metrics, tracer_provider=self.tracer_provider, **options)
+        self.messaging.add_consumer(consumer)
+        return self.worker(consumer)
+
+    def worker(self, worker: W) -> W:
+        """A loop that runs while the service runs (started here in order, stopped in reverse)."""
+        self._steps.append(_Step(worker.name, worker.start, worker.stop))
+        return worker
+
+    def on_start(self, action: Action, name: str = "on-start") -> None:
+        self._steps.append(_Step(name, start=action))
+
+    def on_stop(self, action: Action, name: str = "on-stop") -> None:
+        """Runs at stop, before whatever was declared earlier is stopped."""
+        self._steps.append(_Step(name, stop=action))
+
+    def client(self, target: str, base_url: str, *, authenticated: bool = True, **options: Any) -> ServiceClient:
+        """A client of another service (``authenticated``: it presents this service's token) or of
+        an outside system; its breaker shows in ``/health``."""
+        options.setdefault("timeout", self.settings.http_timeout)
+        if authenticated:
+            tokens = self.service_tokens()
+            options.update(token_provider=tokens, token_refresh=tokens.invalidate)
+        client = ServiceClient(target, base_url, session=self.http, metrics=self.metrics, **options)
+        self._clients.append(client)
+        return client
+
+    def service_tokens(self) -> ServiceTokenProvider:
+        """This service's own token from users, for calls to other services."""
+        if self._service_tokens is None:
+            self._service_tokens = ServiceTokenProvider(self.settings.users_url, self.name,
+                                                        self.settings.service_secret, self.http)
+        return self._service_tokens
+
+    # --- what the routes and operators see ------------------------------------------------------
+
+    def provide(self, kind: type[T], instance: T) -> T:
+        """Hand ``instance`` to every route declaring ``Annotated[kind, Provide(kind)]``."""
+        provide(self.app, kind, instance)
+        return instance
+
+    def routes(self, *routers: APIRouter, errors: ProblemMap | None = None) -> None:
+        """The service's routers, and its domain errors mapped to problem types (answered as
+        problem+json wherever they are raised)."""
+        for error_class, problem_type in (errors or {}).items():
+            install_domain_error(self.app, error_class, problem_type)
+        for router in routers:
+            self.app.include_router(router)
+
+    def readiness(self, name: str, check: ReadinessCheck) -> None:
+        self._checks[name] = check
+
+    def health(self, extra: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        """Adds what ``extra()`` returns to the ``/health`` body."""
+        self._health.append(extra)
+
+    def tracer(self, name: str) -> trace.Tracer:
+        return self.tracer_provider.get_tracer(name)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: FastAPI):
+        service_var.set(self.name)  # this task's logs, and every task it starts, name the service
+        started: list[_Step] = []
+        try:
+            for step in self._steps:
+                if step.start is not None:
+                    await _call(step.start)
+                started.append(step)
+            yield
+        finally:
+            for step in reversed(started):
+                if step.stop is not None:
+                    try:
+                        await _call(step.stop)
+                    except Exception:  # one part failing to stop must not keep the others running
+                        log.exception("stop_failed", part=step.name)
+            await self.http.close()
+            self.tracer_provider.shutdown()
+
+    def _breakers(self) -> Iterator:
+        return (client.breaker for client in self._clients if client.breaker is not None)
+
+    async def _health_extra(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for extra in self._health:
+            body.update(await extra())
+        return body
+
+
+async def _call(action: Action) -> None:
+    result = action()
+    if inspect.isawaitable(result):
+        await result

@@ -1,0 +1,59 @@
+"""What the gateway's routes work with: the services behind it and how each is reached."""
+
+from __future__ import annotations
+
+from fastapi import Request, Response
+
+from microshop_chassis.http_client import HttpSession, ServiceClient
+from microshop_chassis.metrics import ServiceMetrics
+
+from .proxy import forward
+from .settings import Upstream
+
+
+class UnknownService(LookupError):
+    def __init__(self, service: str, services: list[str]) -> None:
+        super().__init__(f"There is no service named {service!r}.")
+        self.service = service
+        self.services = services
+
+
+class DocumentUnavailable(Exception):
+    def __init__(self, service: str) -> None:
+        super().__init__(f"{service} did not give its OpenAPI document.")
+
+
+class Gateway:
+    def __init__(self, upstreams: dict[str, Upstream], *, session: HttpSession, metrics: ServiceMetrics,
+                 upstream_timeout: float, documents: dict[str, ServiceClient]) -> None:
+        self.upstreams = upstreams
+        self.session = session
+        self.metrics = metrics
+        self.upstream_timeout = upstream_timeout
+        self.documents = documents  # one client per service, for its OpenAPI document
+
+    def upstream(self, service: str) -> Upstream:
+        upstream = self.upstreams.get(service)
+        if upstream is None:
+            raise UnknownService(service, sorted(self.upstreams))
+        return upstream
+
+    async def forward(self, request: Request, service: str, path: str) -> Response:
+        return await forward(request, self.upstream(service), path, self.upstream_timeout,
+                             session=self.session, metrics=self.metrics)
+
+    async def openapi(self, service: str) -> dict:
+        """The service's own document, limited to the paths the gateway exposes, with ``servers``
+        set so that each path resolves to its public URL."""
+        upstream = self.upstream(service)
+        reply = await self.documents[service].get("/openapi.json")
+        if reply.status != 200 or not isinstance(reply.body, dict):
+            raise DocumentUnavailable(service)
+        document = reply.body
+        prefix = upstream.resource_prefix
+        document["paths"] = {
+            path: item for path, item in document.get("paths", {}).items()
+            if not prefix or path == prefix or path.startswith(prefix + "/")
+        }
+        document["servers"] = [{"url": upstream.forwarded_prefix}]
+        return document
