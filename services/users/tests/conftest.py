@@ -1,6 +1,7 @@
 import pytest
+from microshop_chassis.http_client import HttpSession
 from microshop_chassis.testing import RunningApp
-from microshop_users.bootstrap import create_app
+from microshop_users.bootstrap import build
 from microshop_users.settings import UsersSettings
 
 
@@ -14,5 +15,13 @@ def settings(database_url, nats_server, tmp_path) -> UsersSettings:
 
 @pytest.fixture
 async def users(settings):
-    async with RunningApp(create_app(settings)) as running:
+    async with RunningApp(build(settings).app) as running:
         yield running
+
+
+@pytest.fixture
+async def http_session():
+    """The pooled session another service's token and JWKS clients use, closed after the test."""
+    session = HttpSession()
+    yield session
+    await session.close()

@@ -68,17 +68,17 @@ async def test_admin_is_seeded_and_lists_users(users):
     assert (await api.get("/users", token=customer["access_token"])).status == 403
 
 
-async def test_other_services_verify_tokens_with_the_jwks(users):
+async def test_other_services_verify_tokens_with_the_jwks(users, http_session):
     api = ApiClient(users.url)
     created = await register(api)
     token = (await api.post("/login", json={"email": "ada@example.com", "password": "lovelace-1815"})).body
-    principal = await JwtVerifier(http_jwks_loader(users.url)).verify(token["access_token"])
+    principal = await JwtVerifier(http_jwks_loader(users.url, http_session)).verify(token["access_token"])
     assert principal.id == created.body["id"] and principal.role == "customer"
 
 
-async def test_service_tokens_need_the_secret(users):
-    good = await ServiceTokenProvider(users.url, "orders", "s3cret")()
-    principal = await JwtVerifier(http_jwks_loader(users.url)).verify(good)
+async def test_service_tokens_need_the_secret(users, http_session):
+    good = await ServiceTokenProvider(users.url, "orders", "s3cret", http_session)()
+    principal = await JwtVerifier(http_jwks_loader(users.url, http_session)).verify(good)
     assert principal.is_service and principal.id == "service:orders"
     bad = await ApiClient(users.url).post("/service-tokens", json={"service": "orders", "secret": "guess"})
     assert bad.status == 401

@@ -1,70 +1,108 @@
-"""users' use cases: plain async functions over the database; the HTTP layer only translates."""
+"""users' use cases: accounts, logins and tokens. Hands out ``Account`` and ``IssuedToken``
+(domain.py); refusals are the domain errors of domain.py."""
 
 from __future__ import annotations
 
+import hmac
 import uuid
-from datetime import UTC, datetime
+from typing import Any
 
-from microshop_chassis.db import Database
-from microshop_chassis.errors import Problem
-from microshop_chassis.events import Event
+from microshop_chassis.db import Database, utcnow
 from microshop_chassis.outbox import add_event
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from .domain import Role, normalize_email
+from .domain import (
+    Account,
+    AccountNotFound,
+    EmailTaken,
+    InvalidCredentials,
+    IssuedToken,
+    Role,
+    UnknownServiceCredentials,
+    normalize_email,
+)
+from .events import UserRegistered
 from .models import User
-from .security import hash_password, verify_password
+from .security import Passwords, SigningKeys
 
 
-async def register(db: Database, *, email: str, password: str, name: str, role: Role = Role.CUSTOMER) -> User:
-    email = normalize_email(email)
-    user = User(
-        id=str(uuid.uuid4()), email=email, name=name.strip(), password_hash=await hash_password(password),
-        role=role.value, created_at=datetime.now(UTC),
-    )
-    try:
-        async with db.transaction() as session:
-            session.add(user)
-            await session.flush()  # the unique e-mail constraint decides, also between replicas
-            await add_event(
-                session,
-                Event(type="UserRegistered", source="users",
-                      data={"user_id": user.id, "email": user.email, "name": user.name, "role": user.role}),
-            )
-    except IntegrityError as exc:
-        raise Problem(409, f"An account with e-mail {email} already exists.", type="email-taken") from exc
-    return user
+class Users:
+    def __init__(self, db: Database, passwords: Passwords, keys: SigningKeys, *, token_ttl: int,
+                 service_token_ttl: int, service_secret: str) -> None:
+        self.db = db
+        self.passwords = passwords
+        self.keys = keys
+        self.token_ttl = token_ttl
+        self.service_token_ttl = service_token_ttl
+        self._service_secret = service_secret.encode()
+
+    async def register(self, *, email: str, password: str, name: str, role: Role = Role.CUSTOMER) -> Account:
+        email = normalize_email(email)
+        user = User(
+            id=str(uuid.uuid4()), email=email, name=name.strip(), password_hash=await self.passwords.hash(password),
+            role=role.value, created_at=utcnow(),
+        )
+        try:
+            async with self.db.transaction() as session:
+                session.add(user)
+                await session.flush()  # the unique e-mail constraint decides, also between replicas
+                event = UserRegistered(user_id=user.id, email=user.email, name=user.name, role=role)
+                await add_event(session, event.to_event())
+        except IntegrityError as exc:
+            raise EmailTaken(email) from exc
+        return _account(user)
+
+    async def authenticate(self, *, email: str, password: str) -> Account:
+        async with self.db.session() as session:
+            found = await session.execute(select(User).where(User.email == normalize_email(email)))
+            user = found.scalar_one_or_none()
+        if not await self.passwords.verify(user.password_hash if user else None, password):
+            raise InvalidCredentials()
+        return _account(user)
+
+    async def login(self, *, email: str, password: str) -> IssuedToken:
+        account = await self.authenticate(email=email, password=password)
+        token = self.keys.issuer.issue(subject=account.id, role=account.role, ttl=self.token_ttl,
+                                       email=account.email, name=account.name)
+        return IssuedToken(token, self.token_ttl)
+
+    async def get(self, user_id: str) -> Account:
+        async with self.db.session() as session:
+            user = await session.get(User, user_id)
+        if user is None:
+            raise AccountNotFound()
+        return _account(user)
+
+    async def list(self, *, limit: int, offset: int) -> tuple[list[Account], int]:
+        """Oldest first."""
+        async with self.db.session() as session:
+            total = (await session.execute(select(func.count()).select_from(User))).scalar_one()
+            rows = (await session.execute(select(User).order_by(User.created_at).limit(limit).offset(offset))).scalars()
+            return [_account(user) for user in rows], total
+
+    async def ensure_admin(self, *, email: str, password: str) -> None:
+        """Create the configured admin at first start; later starts leave it as it is."""
+        async with self.db.session() as session:
+            exists = (await session.execute(select(User.id).where(User.email == normalize_email(email)))).first()
+        if exists:
+            return
+        try:
+            await self.register(email=email, password=password, name="Administrator", role=Role.ADMIN)
+        except EmailTaken:  # another replica created it at the same moment
+            pass
+
+    def issue_service_token(self, *, service: str, secret: str) -> IssuedToken:
+        """A token with role ``service`` for another microshop service holding the shared secret."""
+        if not hmac.compare_digest(secret.encode(), self._service_secret):
+            raise UnknownServiceCredentials()
+        token = self.keys.issuer.issue(subject=f"service:{service}", role="service", ttl=self.service_token_ttl)
+        return IssuedToken(token, self.service_token_ttl)
+
+    async def jwks(self) -> dict[str, Any]:
+        """The public keys that verify every token users issued."""
+        return await self.keys.jwks()
 
 
-async def authenticate(db: Database, *, email: str, password: str) -> User:
-    async with db.session() as session:
-        user = (await session.execute(select(User).where(User.email == normalize_email(email)))).scalar_one_or_none()
-    if not await verify_password(user.password_hash if user else None, password):
-        raise Problem(401, "E-mail or password is wrong.", type="invalid-credentials",
-                      headers={"WWW-Authenticate": "Bearer"})
-    return user
-
-
-async def get_user(db: Database, user_id: str) -> User | None:
-    async with db.session() as session:
-        return await session.get(User, user_id)
-
-
-async def list_users(db: Database, *, limit: int, offset: int) -> tuple[list[User], int]:
-    async with db.session() as session:
-        total = (await session.execute(select(func.count()).select_from(User))).scalar_one()
-        rows = (await session.execute(select(User).order_by(User.created_at).limit(limit).offset(offset))).scalars()
-        return list(rows), total
-
-
-async def ensure_admin(db: Database, *, email: str, password: str) -> None:
-    """Create the configured admin at first start; later starts leave it as it is."""
-    async with db.session() as session:
-        exists = (await session.execute(select(User.id).where(User.email == normalize_email(email)))).first()
-    if exists:
-        return
-    try:
-        await register(db, email=email, password=password, name="Administrator", role=Role.ADMIN)
-    except Problem:  # another replica created it at the same moment
-        pass
+def _account(user: User) -> Account:
+    return Account(id=user.id, email=user.email, name=user.name, role=Role(user.role))
