@@ -6,7 +6,7 @@ from microshop_chassis.broker import ensure_stream
 from microshop_chassis.events import STREAM, Event
 from microshop_chassis.testing import ApiClient, NatsServer, RunningApp, TokenMint, wait_until
 from microshop_mail_catcher.app import start as start_mail_catcher
-from microshop_notifications.bootstrap import create_app
+from microshop_notifications.bootstrap import build
 from microshop_notifications.consumer import CONSUMER
 from microshop_notifications.settings import NotificationsSettings
 from nats.js.errors import NotFoundError
@@ -48,9 +48,7 @@ def serve(mint):
 
     @asynccontextmanager
     async def serving(settings: NotificationsSettings):
-        app = create_app(settings)
-        app.state.jwt_verifier = mint.verifier()
-        async with RunningApp(app) as running:
+        async with RunningApp(build(settings, verifier=mint.verifier()).app) as running:
             yield running
 
     return serving

@@ -1,59 +1,60 @@
-"""notifications' HTTP API: read-only; notifications are made from events, not by requests."""
+"""notifications' HTTP API: read-only; notifications are made from events, not by requests.
+Routes translate HTTP to the use cases of service.py and back; the domain's errors become
+problem+json here, once (``ERRORS``)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from microshop_chassis.auth import CurrentUser
-from microshop_chassis.errors import Problem
+from microshop_chassis.errors import UNAUTHORIZED, ProblemMap, ProblemType, problem_responses
 from microshop_chassis.pagination import Page, Paging
+from microshop_chassis.provide import Provide
 
-from . import service
-from .domain import NotificationType
+from .domain import NotificationNotFound, NotificationType
 from .schemas import NotificationDetail, NotificationSummary
+from .service import Notifications
+
+NOTIFICATION_NOT_FOUND = ProblemType("not-found", 404, "No such notification")
+
+ERRORS: ProblemMap = {NotificationNotFound: NOTIFICATION_NOT_FOUND}
 
 router = APIRouter(tags=["notifications"])
+NotificationsDep = Annotated[Notifications, Provide(Notifications)]
 
-_AUTH_ERRORS = {401: {"description": "No valid bearer token"}}
+_NO_TOKEN = (UNAUTHORIZED, "no valid bearer token")
 
 
 @router.get(
     "/notifications",
     response_model=Page[NotificationSummary],
     summary="Notifications, newest first: your own, or everyone's for an admin",
-    responses=_AUTH_ERRORS,
+    responses=problem_responses(_NO_TOKEN),
 )
 async def list_notifications(
-    principal: CurrentUser,
+    viewer: CurrentUser,
     paging: Paging,
-    request: Request,
+    notifications: NotificationsDep,
     type: Annotated[NotificationType | None, Query(description="Only this kind of notification.")] = None,  # noqa: A002
     order_id: Annotated[str | None, Query(max_length=100, description="Only notifications about this order.")] = None,
 ) -> Page[NotificationSummary]:
-    rows, total = await service.list_notifications(
-        request.app.state.db,
-        user_id=None if principal.is_admin else principal.id,
-        type=type,
-        order_id=order_id,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
-    return Page(items=[NotificationSummary.model_validate(row, from_attributes=True) for row in rows], total=total)
+    found, total = await notifications.list(viewer, type=type, order_id=order_id, limit=paging.limit,
+                                            offset=paging.offset)
+    return Page(items=[NotificationSummary.model_validate(n, from_attributes=True) for n in found], total=total)
 
 
 @router.get(
     "/notifications/{notification_id}",
     response_model=NotificationDetail,
     summary="One notification with its recipient and body",
-    responses={**_AUTH_ERRORS, 404: {"description": "No such notification, or not yours"}},
+    responses=problem_responses(_NO_TOKEN, (NOTIFICATION_NOT_FOUND, "no such notification, or not yours")),
 )
-async def get_notification(notification_id: str, principal: CurrentUser, request: Request) -> NotificationDetail:
-    row = await service.get_notification(request.app.state.db, notification_id)
-    # Someone else's notification is answered exactly like a missing one: ids are not disclosed.
-    if row is None or not (principal.is_admin or row.user_id == principal.id):
-        raise Problem(404, f"No notification {notification_id}.", type="not-found")
-    detail = NotificationDetail.model_validate(row, from_attributes=True)
-    if not principal.is_admin:
+async def get_notification(
+    notification_id: str, viewer: CurrentUser, notifications: NotificationsDep
+) -> NotificationDetail:
+    notification = await notifications.get(viewer, notification_id)
+    detail = NotificationDetail.model_validate(notification, from_attributes=True)
+    if not viewer.is_admin:
         detail.last_error = None  # SMTP errors name internal hosts: operators' business only
     return detail

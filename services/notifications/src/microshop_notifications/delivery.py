@@ -1,6 +1,6 @@
-"""The delivery worker: sends PENDING notifications over SMTP, oldest first, and marks them SENT.
+"""The delivery worker: sends PENDING notifications, oldest first, and marks them SENT.
 
-It runs beside the event consumer and never inside it, so a slow or absent SMTP server delays
+It runs beside the event consumer and never inside it, so a slow or absent mail server delays
 mail but never event consumption. Each message carries a Message-ID derived from the
 notification id; if we crash after the server accepted a message and before SENT is committed,
 the one resend carries the same Message-ID and receivers drop it as a duplicate.
@@ -8,39 +8,24 @@ the one resend carries the same Message-ID and receivers drop it as a duplicate.
 
 from __future__ import annotations
 
-import asyncio
-import socket
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import Any
 
-import aiosmtplib
 import structlog
 from microshop_chassis.background import BackgroundWorker
-from microshop_chassis.db import Database
-from prometheus_client import Counter
+from microshop_chassis.db import utcnow
+from microshop_chassis.downstream import DownstreamError
+from microshop_chassis.metrics import ServiceMetrics
 
-from . import service
-from .domain import EVENT_FOR_TYPE, NotificationType
+from .domain import EVENT_FOR_TYPE, MessageRefused, NotificationType
+from .mail import MailConnection, MailSender, describe
 from .models import Notification
+from .service import Notifications
 
 log = structlog.get_logger("microshop.notifications.delivery")
 
-DELIVERIES = Counter(
-    "notifications_delivery_attempts_total", "Attempts to hand a notification to SMTP.", ["type", "outcome"]
-)
-
 MESSAGE_ID_DOMAIN = "microshop.local"
-
-# Failures that concern one message, not the connection. ValueError/TypeError come from building
-# the message (a header the email package refuses to encode).
-_THIS_MESSAGE_ONLY = (
-    aiosmtplib.SMTPResponseException,
-    aiosmtplib.SMTPRecipientsRefused,
-    aiosmtplib.SMTPNotSupported,
-    ValueError,
-    TypeError,
-)
 
 
 def message_id(notification_id: str) -> str:
@@ -52,10 +37,10 @@ def build_message(notification: Notification, mail_from: str) -> EmailMessage:
     message["From"] = mail_from
     message["To"] = notification.recipient
     message["Subject"] = notification.subject
-    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Date"] = format_datetime(utcnow())
     message["Message-ID"] = message_id(notification.id)
     message["X-Microshop-Notification-Id"] = notification.id
-    message["X-Microshop-Event-Type"] = EVENT_FOR_TYPE[NotificationType(notification.type)]
+    message["X-Microshop-Event-Type"] = EVENT_FOR_TYPE[NotificationType(notification.type)].value
     if notification.order_id:
         message["X-Order-Id"] = notification.order_id
     message.set_content(notification.body)
@@ -63,103 +48,80 @@ def build_message(notification: Notification, mail_from: str) -> EmailMessage:
 
 
 class DeliveryWorker(BackgroundWorker):
-    task_name = "notification-delivery"
+    name = "notification-delivery"
+    failure_event = "delivery_round_failed"  # the database away: the rows wait for the next round
 
     def __init__(
         self,
-        db: Database,
+        notifications: Notifications,
+        mail: MailSender,
         *,
-        smtp_host: str,
-        smtp_port: int,
-        smtp_timeout: float,
         mail_from: str,
         batch_size: int,
         interval: float,
-        backoff: float,
-        backoff_max: float,
+        lease_seconds: float,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
-        self.db = db
-        self.smtp_host = smtp_host
-        self.smtp_port = smtp_port
-        self.smtp_timeout = smtp_timeout
+        """``lease_seconds`` must outlast the worst case for one batch, so a live worker never
+        loses its lease mid-batch."""
+        self.notifications = notifications
+        self.mail = mail
         self.mail_from = mail_from
         self.batch_size = batch_size
         self.interval = interval
-        self.backoff = backoff
-        self.backoff_max = backoff_max
-        # Longer than the worst case for one batch (connect plus every send timing out), so a
-        # live worker never loses its lease mid-batch.
-        self.lease_seconds = smtp_timeout * (batch_size + 2)
-        self._local_hostname: str | None = None
-        self._wake = asyncio.Event()
+        # Retried soon after a failed round, and never less often than a quiet one.
+        self.backoff_initial = min(self.backoff_initial, interval)
+        self.backoff_max = interval
+        self.lease_seconds = lease_seconds
+        self.deliveries = (metrics or ServiceMetrics()).counter(
+            "notifications_delivery_attempts_total", "Attempts to hand a notification to SMTP.", ["type", "outcome"])
 
-    def wake(self) -> None:
-        """Deliver now rather than at the next interval (called after an event is recorded)."""
-        self._wake.set()
-
-
-
-    async def run(self) -> None:
-        # getfqdn() may do a DNS lookup: once, off the event loop, not per SMTP connection.
-        self._local_hostname = await asyncio.to_thread(socket.getfqdn)
-        while True:
-            try:
-                while await self.deliver_due() == self.batch_size:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # database away: the rows wait for the next round
-                log.warning("delivery_round_failed", error=f"{type(exc).__name__}: {exc}")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+    async def round(self) -> bool:
+        return await self.deliver_due() == self.batch_size  # a full batch: more may be due
 
     async def deliver_due(self) -> int:
-        """Send one batch of due notifications over one SMTP connection; return the batch size."""
-        batch = await service.claim_due(self.db, limit=self.batch_size, lease_seconds=self.lease_seconds)
+        """Send one batch of due notifications over one connection; return the batch size."""
+        batch = await self.notifications.claim_due(limit=self.batch_size, lease_seconds=self.lease_seconds)
         if not batch:
             return 0
-        smtp = aiosmtplib.SMTP(
-            hostname=self.smtp_host, port=self.smtp_port, timeout=self.smtp_timeout,
-            local_hostname=self._local_hostname,
-        )
+        handled = 0
         try:
-            await smtp.connect()
-        except Exception as exc:  # refused, unreachable, timed out, bad greeting: all wait and retry
-            await self._failed(batch, exc)
-            return len(batch)
-        try:
-            for index, notification in enumerate(batch):
-                try:
-                    message = build_message(notification, self.mail_from)
-                    async with asyncio.timeout(self.smtp_timeout):
-                        await smtp.send_message(message)
-                except _THIS_MESSAGE_ONLY as exc:
-                    # This message cannot be built or was refused; the connection is still good
-                    # for the next one (aiosmtplib resets the envelope after a refusal).
-                    await self._failed([notification], exc)
-                    continue
-                except Exception as exc:  # connection lost or timed out: the rest wait too
-                    await self._failed(batch[index:], exc)
-                    break
-                await service.mark_sent(self.db, notification.id)
-                DELIVERIES.labels(notification.type, "sent").inc()
-                log.info("notification_sent", notification_id=notification.id, type=notification.type)
-        finally:
-            try:
-                await smtp.quit()
-            except Exception:  # already disconnected: just drop the socket
-                smtp.close()
+            async with self.mail.connect() as connection:
+                for notification in batch:
+                    await self._deliver(connection, notification)
+                    handled += 1
+        except DownstreamError as exc:  # unreachable, or the connection was lost: the rest waits
+            await self._failed(batch[handled:], exc)
         return len(batch)
 
-    async def _failed(self, notifications: list[Notification], exc: BaseException) -> None:
-        error = f"{type(exc).__name__}: {exc}"
-        await service.mark_failed(
-            self.db, notifications, error, backoff=self.backoff, backoff_max=self.backoff_max
-        )
+    async def _deliver(self, connection: MailConnection, notification: Notification) -> None:
+        try:
+            await connection.send(self._message(notification))
+        except MessageRefused as exc:
+            await self._failed([notification], exc)
+            return
+        await self.notifications.mark_sent(notification.id)
+        self.deliveries.labels(notification.type, "sent").inc()
+        log.info("notification_sent", notification_id=notification.id, type=notification.type)
+
+    def _message(self, notification: Notification) -> EmailMessage:
+        try:
+            return build_message(notification, self.mail_from)
+        except (ValueError, TypeError) as exc:  # a header the email package refuses to encode
+            raise MessageRefused(describe(exc)) from exc
+
+    async def _failed(self, notifications: list[Notification], exc: Exception) -> None:
+        error = str(exc)
+        await self.notifications.mark_failed(notifications, error)
         for notification in notifications:
-            DELIVERIES.labels(notification.type, "failed").inc()
-        log.warning("notification_delivery_failed", count=len(notifications), smtp_port=self.smtp_port,
-                    error=error)
+            self.deliveries.labels(notification.type, "failed").inc()
+        log.warning("notification_delivery_failed", count=len(notifications), error=error)
+
+    async def backlog(self) -> dict[str, Any]:
+        """``/health``'s view of the backlog. Liveness must not fail because the database is away
+        (readiness reports that), so then it says nothing."""
+        try:
+            return {"pending_deliveries": await self.notifications.pending_count()}
+        except Exception as exc:
+            log.warning("pending_count_failed", error=str(exc))
+            return {}

@@ -1,4 +1,5 @@
-"""What we tell people and how: mail kinds, their wording, money formatting, retry timing.
+"""What we tell people and how: mail kinds, their wording, money formatting, retry timing, and
+what can go wrong, in the domain's terms.
 
 Free of frameworks, storage and SMTP.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+from microshop_chassis.contracts import EventType
 
 
 class NotificationType(StrEnum):
@@ -22,18 +25,14 @@ class DeliveryStatus(StrEnum):
     SENT = "SENT"
 
 
-# The events we turn into mail, and the kind of mail each becomes.
-TYPE_FOR_EVENT: dict[str, NotificationType] = {
-    "UserRegistered": NotificationType.WELCOME,
-    "OrderConfirmed": NotificationType.ORDER_CONFIRMED,
-    "OrderRejected": NotificationType.ORDER_REJECTED,
-    "OrderCancelled": NotificationType.ORDER_CANCELLED,
+# The events we turn into mail (and subscribe to), and the kind of mail each becomes.
+TYPE_FOR_EVENT: dict[EventType, NotificationType] = {
+    EventType.USER_REGISTERED: NotificationType.WELCOME,
+    EventType.ORDER_CONFIRMED: NotificationType.ORDER_CONFIRMED,
+    EventType.ORDER_REJECTED: NotificationType.ORDER_REJECTED,
+    EventType.ORDER_CANCELLED: NotificationType.ORDER_CANCELLED,
 }
-EVENT_FOR_TYPE: dict[NotificationType, str] = {kind: event for event, kind in TYPE_FOR_EVENT.items()}
-
-
-class InvalidEvent(ValueError):
-    """The event breaks its contract: retrying cannot help, so it goes to the dead-letter stream."""
+EVENT_FOR_TYPE: dict[NotificationType, EventType] = {kind: event for event, kind in TYPE_FOR_EVENT.items()}
 
 
 @dataclass(frozen=True)
@@ -136,3 +135,23 @@ def retry_delay(attempts: int, *, base: float, cap: float) -> float:
     """Capped exponential backoff after the ``attempts``-th failed delivery (1, 2, 3...)."""
     # The exponent is bounded: a message retried for days must not overflow a float.
     return min(cap, base * 2 ** min(max(0, attempts - 1), 32))
+
+
+# --- what can go wrong, in the domain's terms ----------------------------------------------------
+
+
+class InvalidEvent(ValueError):
+    """The event breaks its contract: retrying cannot help, so it goes to the dead-letter stream."""
+
+
+class NotificationNotFound(LookupError):
+    """No such notification, or not the viewer's: the two are answered alike, so ids are not
+    disclosed (api.py answers it with its problem type)."""
+
+    def __init__(self, notification_id: str) -> None:
+        super().__init__(f"No notification {notification_id}.")
+
+
+class MessageRefused(Exception):
+    """The mail server refused this one message (a recipient, its size...) or it could not be
+    sent as built; the connection is still good for the next one. It is retried later."""

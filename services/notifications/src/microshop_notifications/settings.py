@@ -21,3 +21,9 @@ class NotificationsSettings(ServiceSettings):
     # After a failed attempt a message waits base * 2^(attempts-1) seconds, at most the cap.
     retry_backoff_seconds: float = 1.0
     retry_backoff_max_seconds: float = 300.0
+
+    @property
+    def delivery_lease_seconds(self) -> float:
+        """How long the delivery worker holds the rows of one batch: longer than the worst case
+        (connecting, then every send timing out), so a live worker never loses its lease mid-batch."""
+        return self.smtp_timeout_seconds * (self.delivery_batch_size + 2)

@@ -7,8 +7,8 @@ import pytest
 from microshop_chassis.events import Event
 from microshop_notifications.delivery import build_message
 from microshop_notifications.domain import InvalidEvent, NotificationType
+from microshop_notifications.events import draft_for
 from microshop_notifications.models import Notification
-from microshop_notifications.service import draft_for
 
 ORDER = {
     "order_id": "1a2b3c4d-0000-4000-8000-000000000000", "customer_id": "c-1", "customer_email": "c@example.com",

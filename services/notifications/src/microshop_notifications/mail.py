@@ -1,0 +1,93 @@
+"""Handing mail to the outside world: the ``MailSender`` port the delivery worker uses, and its
+SMTP implementation (aiosmtplib). The fast tests put an in-memory sender in its place.
+
+A sender opens one connection per batch. Sending a message either succeeds, fails for that
+message only (``MessageRefused``: the connection is still good), or fails for the connection
+(the chassis' ``ServiceUnavailable``: the server cannot be reached, timed out, or hung up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from email.message import EmailMessage
+from typing import Protocol
+
+import aiosmtplib
+from microshop_chassis.downstream import ServiceUnavailable
+
+from .domain import MessageRefused
+
+TARGET = "smtp"
+
+# Failures that concern one message, not the connection. ValueError/TypeError come from encoding
+# the message (a header the email package refuses to encode).
+_THIS_MESSAGE_ONLY = (
+    aiosmtplib.SMTPResponseException,
+    aiosmtplib.SMTPRecipientsRefused,
+    aiosmtplib.SMTPNotSupported,
+    ValueError,
+    TypeError,
+)
+
+
+class MailConnection(Protocol):
+    async def send(self, message: EmailMessage) -> None:
+        """Hand one message to the server: MessageRefused or ServiceUnavailable when it did not
+        take it."""
+
+
+class MailSender(Protocol):
+    def connect(self) -> AbstractAsyncContextManager[MailConnection]:
+        """A connection for a batch of messages, closed on exit; ServiceUnavailable when the
+        server cannot be reached."""
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class SmtpSender:
+    def __init__(self, host: str, port: int, *, timeout: float) -> None:
+        """``timeout`` bounds connecting, and sending one message, in seconds."""
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._local_hostname: str | None = None
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[MailConnection]:
+        if self._local_hostname is None:
+            # getfqdn() may do a DNS lookup: once, off the event loop, not per connection.
+            self._local_hostname = await asyncio.to_thread(socket.getfqdn)
+        smtp = aiosmtplib.SMTP(hostname=self.host, port=self.port, timeout=self.timeout,
+                               local_hostname=self._local_hostname)
+        try:
+            await smtp.connect()
+        except Exception as exc:  # refused, unreachable, timed out, bad greeting: all wait and retry
+            raise ServiceUnavailable(TARGET, describe(exc)) from exc
+        try:
+            yield _SmtpConnection(smtp, self.timeout)
+        finally:
+            try:
+                await smtp.quit()
+            except Exception:  # already disconnected: just drop the socket
+                smtp.close()
+
+
+class _SmtpConnection:
+    def __init__(self, smtp: aiosmtplib.SMTP, timeout: float) -> None:
+        self._smtp = smtp
+        self._timeout = timeout
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._smtp.send_message(message)
+        except _THIS_MESSAGE_ONLY as exc:
+            # aiosmtplib resets the envelope after a refusal: the connection serves the next one.
+            raise MessageRefused(describe(exc)) from exc
+        except Exception as exc:  # connection lost or timed out: the rest of the batch waits too
+            raise ServiceUnavailable(TARGET, describe(exc)) from exc
