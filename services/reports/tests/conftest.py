@@ -3,7 +3,7 @@ import pytest
 
 from microshop_chassis.broker import ensure_stream
 from microshop_chassis.testing import ApiClient, NatsServer, RunningApp, TokenMint
-from microshop_reports.bootstrap import create_app
+from microshop_reports.bootstrap import build
 from microshop_reports.settings import ReportsSettings
 
 
@@ -33,9 +33,7 @@ def serve(settings, mint):
     again after the first exits to restart the service."""
 
     def start() -> RunningApp:
-        app = create_app(settings)
-        app.state.jwt_verifier = mint.verifier()
-        return RunningApp(app)
+        return RunningApp(build(settings, verifier=mint.verifier()).app)
 
     return start
 

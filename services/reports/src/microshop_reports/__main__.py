@@ -1,7 +1,5 @@
 from microshop_chassis.runner import serve
 
-from .bootstrap import create_app
-from .settings import ReportsSettings
+from .bootstrap import build
 
-settings = ReportsSettings()
-serve(create_app(settings), settings)
+serve(build())

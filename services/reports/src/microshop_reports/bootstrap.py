@@ -1,50 +1,35 @@
-"""The composition root: builds reports' app and wires the DuckDB store, broker and consumer."""
+"""reports' composition root: its parts, declared in start order and handed to the chassis host."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-
-from fastapi import FastAPI
-
-from microshop_chassis.app import create_app as create_service_app
-from microshop_chassis.auth import JwtVerifier, http_jwks_loader
-from microshop_chassis.broker import Broker
+from microshop_chassis.auth import JwtVerifier
+from microshop_chassis.host import ServiceHost
 
 from . import __version__
-from .api import router
-from .service import Reports
+from .api import ERRORS, router
+from .replay import StreamReader
+from .service import CONSUMED_SUBJECTS, Projection, Reports, StartupReplay
 from .settings import ReportsSettings
 from .store import ReportStore
 
+DESCRIPTION = ("Sales figures from order and payment events, in DuckDB. Consumes Order* and "
+               "Payment{Captured,Refunded}; publishes nothing.")
 
-def create_app(settings: ReportsSettings | None = None) -> FastAPI:
+
+def build(settings: ReportsSettings | None = None, *, verifier: JwtVerifier | None = None) -> ServiceHost:
     settings = settings or ReportsSettings()
+    host = ServiceHost(settings, version=__version__, description=DESCRIPTION, verifier=verifier)
     store = ReportStore(settings.resolved_duckdb_path(), memory_limit=settings.duckdb_memory_limit)
-    broker = Broker(settings.nats_url, client_name="reports")
-    reports = Reports(store, broker, replay_batch_size=settings.replay_batch_size)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        needs_replay = await store.open()
-        broker.start()
-        reports.start(replay_first=needs_replay)
-        yield
-        await reports.stop()
-        await broker.close()
-        await store.close()
-
-    app = create_service_app(
-        settings=settings,
-        version=__version__,
-        description="Sales figures from order and payment events, in DuckDB. Consumes Order* and "
-        "Payment{Captured,Refunded}; publishes nothing.",
-        routers=[router],
-        lifespan=lifespan,
-        readiness={"duckdb": store.ping, "broker": broker.ping},
-    )
-    app.state.settings = settings
-    app.state.store = store
-    app.state.broker = broker
-    app.state.reports = reports
-    app.state.jwt_verifier = JwtVerifier(http_jwks_loader(settings.users_url))
-    return app
+    host.on_stop(store.close, "duckdb")  # declared first: closed once everything below has stopped
+    host.readiness("duckdb", store.ping)
+    broker = host.broker()
+    projection = Projection(store)
+    consumer = host.consumer(broker, durable="reports", subjects=CONSUMED_SUBJECTS, handler=projection.apply,
+                             batch_handler=projection.apply_batch, batch_linger=0.1)
+    reports = host.provide(Reports, Reports(store, StreamReader(broker), consumer,
+                                            replay_batch_size=settings.replay_batch_size))
+    # Opens the model, holding the consumer (started just above) until then, or until the replay.
+    host.on_start(reports.open, "duckdb")
+    host.worker(StartupReplay(reports))
+    host.routes(router, errors=ERRORS)
+    return host

@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from microshop_chassis.contracts import EventType
+
 # The version of the read model's table layout and of the way events are projected into it.
 # Raise it whenever either changes: at start, a file with another version is dropped and rebuilt
 # by replaying the event stream (the model is a projection, so there is nothing to migrate).
@@ -24,18 +26,18 @@ class PaymentStatus(StrEnum):
     REFUNDED = "REFUNDED"
 
 
-# The events this service consumes (type -> producing service) and the status each one sets.
-ORDER_EVENTS = {
-    "OrderPlaced": OrderStatus.PLACED,
-    "OrderConfirmed": OrderStatus.CONFIRMED,
-    "OrderRejected": OrderStatus.REJECTED,
-    "OrderCancelled": OrderStatus.CANCELLED,
+# The events this service consumes and the status each one sets.
+ORDER_EVENTS: dict[EventType, OrderStatus] = {
+    EventType.ORDER_PLACED: OrderStatus.PLACED,
+    EventType.ORDER_CONFIRMED: OrderStatus.CONFIRMED,
+    EventType.ORDER_REJECTED: OrderStatus.REJECTED,
+    EventType.ORDER_CANCELLED: OrderStatus.CANCELLED,
 }
-PAYMENT_EVENTS = {
-    "PaymentCaptured": PaymentStatus.CAPTURED,
-    "PaymentRefunded": PaymentStatus.REFUNDED,
+PAYMENT_EVENTS: dict[EventType, PaymentStatus] = {
+    EventType.PAYMENT_CAPTURED: PaymentStatus.CAPTURED,
+    EventType.PAYMENT_REFUNDED: PaymentStatus.REFUNDED,
 }
-CONSUMED_EVENTS = {**{name: "orders" for name in ORDER_EVENTS}, **{name: "payments" for name in PAYMENT_EVENTS}}
+CONSUMED_EVENTS: dict[EventType, OrderStatus | PaymentStatus] = {**ORDER_EVENTS, **PAYMENT_EVENTS}
 
 # How far along its life an order is. CONFIRMED and REJECTED are the two ends of a checkout and
 # share a rank: whichever arrived first stands. Only a CONFIRMED order can be CANCELLED.
@@ -107,3 +109,71 @@ def apply_payment_event(
 # Sales are net of cancellations: only an order CONFIRMED now counts (a cancelled one was refunded
 # and restocked, a rejected one never charged).
 SALE_STATUS = OrderStatus.CONFIRMED
+
+
+# --- what the model answers -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SkuSales:
+    sku: str
+    units: int
+    revenue_cents: int
+
+
+@dataclass(frozen=True)
+class Sales:
+    """Figures over orders CONFIRMED now, plus counts of the other states and payment totals."""
+
+    orders_confirmed: int
+    revenue_cents: int
+    units_sold: int
+    by_product: list[SkuSales]  # by revenue descending, then sku
+    orders_placed: int
+    orders_rejected: int
+    orders_cancelled: int
+    payments_captured_cents: int  # every payment captured, including those refunded later
+    payments_refunded_cents: int
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """How current the model is."""
+
+    events_applied: int
+    last_event_at: datetime | None
+    schema_version: int | None  # None until a replay has filled the model
+    code_schema_version: int
+    replaying: bool  # the durable consumer is held meanwhile
+    consumer_pending: int | None  # None when the broker cannot say
+
+
+@dataclass(frozen=True)
+class RebuildSummary:
+    events_replayed: int  # read from the stream
+    events_applied: int  # of those, the ones that changed the model (not duplicates or malformed)
+    duration_ms: int
+
+
+# --- what can go wrong, in the domain's terms (api.py answers each with its problem type) ------
+
+
+class ReportsError(Exception):
+    """A request reports refuses; the model was left as it was."""
+
+
+class RebuildInProgress(ReportsError):
+    def __init__(self) -> None:
+        super().__init__("A rebuild is already running.")
+
+
+class BrokerUnavailable(ReportsError):
+    def __init__(self) -> None:
+        super().__init__("Not connected to the broker; cannot replay.")
+
+
+class ReplayFailed(ReportsError):
+    """Reading the stream or filling the fresh tables failed; they were dropped."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(f"The replay failed: {type(cause).__name__}: {cause}")

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from microshop_chassis.contracts import EventType
 from microshop_chassis.events import Event
 
 from .domain import ORDER_EVENTS, PAYMENT_EVENTS
@@ -43,9 +44,13 @@ def parse_event_data(event: Event) -> OrderEventData | PaymentEventData | None:
 
     Raises pydantic.ValidationError when the data breaks its contract.
     """
-    if event.type in ORDER_EVENTS:
+    try:
+        event_type = EventType(event.type)
+    except ValueError:  # a type the contracts do not know
+        return None
+    if event_type in ORDER_EVENTS:
         return OrderEventData.model_validate(event.data)
-    if event.type in PAYMENT_EVENTS:
+    if event_type in PAYMENT_EVENTS:
         return PaymentEventData.model_validate(event.data)
     return None
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import astuple
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 import duckdb
 import structlog
 
+from microshop_chassis.contracts import EventType
+from microshop_chassis.db import utcnow
 from microshop_chassis.events import Event
 
 from .domain import (
@@ -35,6 +37,8 @@ from .domain import (
     OrderStatus,
     PaymentRecord,
     PaymentStatus,
+    Sales,
+    SkuSales,
     apply_order_event,
     apply_payment_event,
 )
@@ -101,7 +105,7 @@ def _apply_batch(conn: duckdb.DuckDBPyConnection, prefix: str, batch: list[Parse
             unique.append((event, data))
     new_ids = {row[0] for row in _insert(
         conn, prefix, "processed_events",
-        [(event.id, event.type, event.occurred_at, datetime.now(UTC)) for event, _ in unique],
+        [(event.id, event.type, event.occurred_at, utcnow()) for event, _ in unique],
         tail="ON CONFLICT DO NOTHING RETURNING event_id",
     )}
     new = [(event, data) for event, data in unique if event.id in new_ids]
@@ -115,8 +119,9 @@ def _apply_batch(conn: duckdb.DuckDBPyConnection, prefix: str, batch: list[Parse
     for event, data in new:
         if isinstance(data, OrderEventData):
             orders[data.order_id] = apply_order_event(
-                orders.get(data.order_id), ORDER_EVENTS[event.type], event.occurred_at, order_id=data.order_id,
-                customer_id=data.customer_id, total_cents=data.total_cents, currency=data.currency,
+                orders.get(data.order_id), ORDER_EVENTS[EventType(event.type)], event.occurred_at,
+                order_id=data.order_id, customer_id=data.customer_id, total_cents=data.total_cents,
+                currency=data.currency,
             )
             # Every order event carries the order's lines; the first one seen writes them.
             if data.order_id not in with_lines:
@@ -124,7 +129,7 @@ def _apply_batch(conn: duckdb.DuckDBPyConnection, prefix: str, batch: list[Parse
                 new_lines += [(data.order_id, i.sku, i.quantity, i.unit_price_cents) for i in data.items]
         elif isinstance(data, PaymentEventData):
             payments[data.payment_id] = apply_payment_event(
-                payments.get(data.payment_id), PAYMENT_EVENTS[event.type], payment_id=data.payment_id,
+                payments.get(data.payment_id), PAYMENT_EVENTS[EventType(event.type)], payment_id=data.payment_id,
                 order_id=data.order_id, amount_cents=data.amount_cents, currency=data.currency,
             )
     touched_orders = [astuple(orders[order_id]) for order_id in order_ids]
@@ -153,7 +158,8 @@ def _load_ids_with_lines(conn, prefix: str, ids: list[str]) -> set[str]:
 
 
 class ReportStore:
-    def __init__(self, path: Path, *, memory_limit: str = "64MB") -> None:
+    def __init__(self, path: Path | str, *, memory_limit: str = "64MB") -> None:
+        """``path`` is the DuckDB file, or ":memory:" for a model that lives as long as the store."""
         self.path = path
         self.memory_limit = memory_limit
         # One thread, so DuckDB calls never run concurrently and queue in order (FIFO).
@@ -287,10 +293,10 @@ class ReportStore:
 
     # --- reads --------------------------------------------------------------------------------
 
-    async def sales(self) -> dict[str, Any]:
+    async def sales(self) -> Sales:
         return await self._run(self._sales)
 
-    def _sales(self) -> dict[str, Any]:
+    def _sales(self) -> Sales:
         conn = self._conn
         sale = SALE_STATUS.value
         confirmed, revenue, placed, rejected, cancelled = conn.execute(
@@ -315,26 +321,24 @@ class ReportStore:
             "FROM payments",
             [PaymentStatus.REFUNDED.value],
         ).fetchone()
-        return {
-            "orders_confirmed": confirmed,
-            "revenue_cents": int(revenue),
-            "units_sold": sum(int(units) for _, units, _ in products),
-            "by_product": [
-                {"sku": sku, "units": int(units), "revenue_cents": int(sku_revenue)}
-                for sku, units, sku_revenue in products
-            ],
-            "orders_placed": placed,
-            "orders_rejected": rejected,
-            "orders_cancelled": cancelled,
-            "payments_captured_cents": int(captured),
-            "payments_refunded_cents": int(refunded),
-        }
+        return Sales(
+            orders_confirmed=confirmed,
+            revenue_cents=int(revenue),
+            units_sold=sum(int(units) for _, units, _ in products),
+            by_product=[SkuSales(sku, int(units), int(sku_revenue)) for sku, units, sku_revenue in products],
+            orders_placed=placed,
+            orders_rejected=rejected,
+            orders_cancelled=cancelled,
+            payments_captured_cents=int(captured),
+            payments_refunded_cents=int(refunded),
+        )
 
-    async def status(self) -> dict[str, Any]:
-        return await self._run(self._status)
+    async def progress(self) -> tuple[int, datetime | None, int | None]:
+        """Events applied, when the newest of them occurred, and the model's schema version."""
+        return await self._run(self._progress)
 
-    def _status(self) -> dict[str, Any]:
+    def _progress(self) -> tuple[int, datetime | None, int | None]:
         applied, last_event_at = self._conn.execute(
             "SELECT count(*), max(occurred_at) FROM processed_events"
         ).fetchone()
-        return {"events_applied": applied, "last_event_at": last_event_at, "schema_version": self._schema_version()}
+        return applied, last_event_at, self._schema_version()
