@@ -6,9 +6,11 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
-from fastapi import FastAPI
+from microshop_chassis.host import ServiceHost
+from microshop_chassis.provide import ServiceApp
 from microshop_chassis.testing import ApiClient, RunningApp, TokenMint
-from microshop_inventory.bootstrap import create_app
+from microshop_inventory.bootstrap import build
+from microshop_inventory.service import Reservations
 from microshop_inventory.settings import InventorySettings
 
 
@@ -16,12 +18,25 @@ from microshop_inventory.settings import InventorySettings
 class Inventory:
     """The running service and a client for each kind of caller."""
 
-    app: FastAPI
+    host: ServiceHost
     url: str
     anonymous: ApiClient
     customer: ApiClient
     admin: ApiClient
     service: ApiClient
+
+    @property
+    def app(self) -> ServiceApp:
+        return self.host.app
+
+    @property
+    def settings(self) -> InventorySettings:
+        return self.host.settings
+
+    @property
+    def reservations(self) -> Reservations:
+        """The reservations use case the routes are given (the expiry tests sweep through it)."""
+        return self.host.app.provided[Reservations]
 
     async def add_product(self, sku: str, *, on_hand: int = 0, price_cents: int = 1250) -> dict:
         """Create a product through the admin API and put ``on_hand`` units in stock."""
@@ -74,11 +89,10 @@ def mint() -> TokenMint:
 def serve(mint) -> Callable[[InventorySettings], AbstractAsyncContextManager[Inventory]]:
     @asynccontextmanager
     async def run(settings: InventorySettings) -> AsyncIterator[Inventory]:
-        app = create_app(settings)
-        app.state.jwt_verifier = mint.verifier()
-        async with RunningApp(app) as running:
+        host = build(settings, verifier=mint.verifier())
+        async with RunningApp(host.app) as running:
             yield Inventory(
-                app=app,
+                host=host,
                 url=running.url,
                 anonymous=ApiClient(running.url),
                 customer=ApiClient(running.url, mint.token(role="customer")),

@@ -7,8 +7,6 @@ import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 
-from microshop_inventory.service import expire_overdue
-
 STATUSES = ("HELD", "COMMITTED", "RELEASED", "EXPIRED", "RESTOCKED")
 
 
@@ -95,7 +93,7 @@ async def test_release_and_expiry_sell_nothing(inventory):
     assert await inventory.stock_item("MUG") == {"sku": "MUG", "on_hand": 5, "reserved": 1, "available": 4,
                                                  "received_units": 5, "sold_units": 0}
 
-    assert await expire_overdue(inventory.app.state.db, now=datetime.fromisoformat(old.body["expires_at"])) == 1
+    assert await inventory.reservations.expire_overdue(now=datetime.fromisoformat(old.body["expires_at"])) == 1
     assert await inventory.stock_item("MUG") == {"sku": "MUG", "on_hand": 5, "reserved": 0, "available": 5,
                                                  "received_units": 5, "sold_units": 0}
     # Refused steps on closed reservations change nothing either.
@@ -147,7 +145,7 @@ async def test_a_random_mix_of_operations_conserves_stock(inventory):
         elif action == "expire" and orders:
             held = [o for o in orders if status[o] == "HELD"]
             later = datetime.now(UTC) + timedelta(days=1)
-            assert await expire_overdue(inventory.app.state.db, now=later) == len(held)
+            assert await inventory.reservations.expire_overdue(now=later) == len(held)
             for order_id in held:
                 status[order_id] = "EXPIRED"
                 move(order_id, 0, -1, 0)

@@ -3,11 +3,10 @@
 from datetime import UTC, datetime, timedelta
 
 from microshop_chassis.testing import wait_until
-from microshop_inventory.service import expire_overdue
 
 
 async def test_the_sweep_expires_only_overdue_reservations_and_returns_their_units(inventory):
-    db = inventory.app.state.db
+    expire_overdue = inventory.reservations.expire_overdue
     await inventory.add_product("MUG", on_hand=5)
     await inventory.add_product("TEA", on_hand=5)
     old = await inventory.reserve("old", {"MUG": 2, "TEA": 1})
@@ -16,11 +15,11 @@ async def test_the_sweep_expires_only_overdue_reservations_and_returns_their_uni
     await inventory.service.post("/reservations/committed/commit")
 
     # Just before its expiry nothing happens.
-    assert await expire_overdue(db, now=expires_at - timedelta(milliseconds=1)) == 0
+    assert await expire_overdue(now=expires_at - timedelta(milliseconds=1)) == 0
     assert await inventory.stock("MUG") == {"sku": "MUG", "on_hand": 4, "reserved": 2}
 
     await inventory.reserve("young", {"TEA": 3})  # made later: expires later
-    assert await expire_overdue(db, now=expires_at) == 1
+    assert await expire_overdue(now=expires_at) == 1
     assert (await inventory.service.get("/reservations/old")).body["status"] == "EXPIRED"
     assert (await inventory.service.get("/reservations/young")).body["status"] == "HELD"
     assert (await inventory.service.get("/reservations/committed")).body["status"] == "COMMITTED"
@@ -33,7 +32,7 @@ async def test_the_sweep_expires_only_overdue_reservations_and_returns_their_uni
     assert commit.body["reservation_status"] == "EXPIRED" and commit.body["status"] == 409
     release = await inventory.service.post("/reservations/old/release")
     assert release.status == 200 and release.body["status"] == "EXPIRED"
-    assert await expire_overdue(db, now=expires_at) == 0  # a second sweep finds nothing to do
+    assert await expire_overdue(now=expires_at) == 0  # a second sweep finds nothing to do
     assert await inventory.stock("MUG") == {"sku": "MUG", "on_hand": 4, "reserved": 0}
 
 
@@ -42,7 +41,7 @@ async def test_the_sweep_works_through_many_in_batches(inventory):
     for i in range(7):
         await inventory.reserve(f"o-{i}", {"MUG": 1})
     later = datetime.now(UTC) + timedelta(days=1)
-    assert await expire_overdue(inventory.app.state.db, now=later, batch_size=3) == 7
+    assert await inventory.reservations.expire_overdue(now=later, batch_size=3) == 7
     assert await inventory.stock("MUG") == {"sku": "MUG", "on_hand": 10, "reserved": 0}
     assert (await inventory.admin.get("/reservations", params={"status": "EXPIRED"})).body["total"] == 7
 

@@ -21,7 +21,7 @@ async def test_reserve_holds_every_line_and_repeating_it_holds_nothing_more(inve
     assert held.body["order_id"] == "order-1" and held.body["status"] == "HELD"
     assert held.body["items"] == [{"sku": "MUG", "quantity": 2}, {"sku": "TEA", "quantity": 4}]
     expires_at = datetime.fromisoformat(held.body["expires_at"])
-    ttl = timedelta(seconds=inventory.app.state.settings.reservation_ttl_seconds)
+    ttl = timedelta(seconds=inventory.settings.reservation_ttl_seconds)
     assert before + ttl <= expires_at <= datetime.now(UTC) + ttl
 
     assert await inventory.stock("MUG") == {"sku": "MUG", "on_hand": 5, "reserved": 2}

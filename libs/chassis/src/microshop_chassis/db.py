@@ -118,15 +118,22 @@ class UtcDateTime(TypeDecorator):
 
     SQLite has no timezone type: it stores UTC wall time (so text comparison orders correctly) and
     hands back naive values, which get their zone back here; PostgreSQL keeps the zone. So both
-    behave the same in the code and in JSON. A naive datetime going in is taken to be UTC.
+    behave the same in the code and in JSON. A naive datetime going in is taken to be UTC, or
+    refused with ``refuse_naive=True`` (where a naive local time would silently shift comparisons).
     """
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
+    def __init__(self, *, refuse_naive: bool = False) -> None:
+        super().__init__()
+        self.refuse_naive = refuse_naive
+
     def process_bind_param(self, value: datetime | None, dialect):
         if value is None:
             return None
+        if value.tzinfo is None and self.refuse_naive:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 

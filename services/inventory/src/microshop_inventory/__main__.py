@@ -1,7 +1,5 @@
 from microshop_chassis.runner import serve
 
-from .bootstrap import create_app
-from .settings import InventorySettings
+from .bootstrap import build
 
-settings = InventorySettings()
-serve(create_app(settings), settings)
+serve(build())

@@ -1,113 +1,182 @@
-"""inventory's HTTP API: public catalog reads, admin catalog and stock, reservations for orders."""
+"""inventory's HTTP API: public catalog reads, admin catalog and stock, reservations for orders.
+
+Routes translate HTTP to the use cases of service.py and their answers to the schemas; the
+domain's errors become problem+json here, once (``ERRORS``).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import asdict
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from microshop_chassis.auth import AdminUser, ServiceCaller
-from microshop_chassis.db import Database
+from microshop_chassis.contracts import OUT_OF_STOCK, RESERVATION_CLOSED, RESERVATION_MISMATCH, UNKNOWN_SKU
+from microshop_chassis.errors import (
+    FORBIDDEN,
+    UNAUTHORIZED,
+    VALIDATION_ERROR,
+    ProblemMap,
+    ProblemType,
+    problem_responses,
+)
 from microshop_chassis.pagination import Page, Paging
+from microshop_chassis.provide import Provide
 
-from . import service
-from .domain import ORDER_ID_PATTERN, SKU_PATTERN, ReservationStatus
+from .domain import (
+    ORDER_ID_PATTERN,
+    SKU_PATTERN,
+    OutOfStock,
+    Product,
+    ProductInfo,
+    ProductNotFound,
+    Reservation,
+    ReservationBusy,
+    ReservationClosed,
+    ReservationCommitted,
+    ReservationMismatch,
+    ReservationNotCommitted,
+    ReservationNotFound,
+    ReservationStatus,
+    StockBelowReserved,
+    StockLevel,
+    UnknownSkus,
+)
 from .schemas import (
-    ProblemDetails,
     ProductIn,
     ProductOut,
     ReservationIn,
+    ReservationLineSchema,
     ReservationOut,
     StockIn,
     StockOut,
     StockSummaryOut,
 )
+from .service import Catalog, Reservations
+
+PRODUCT_NOT_FOUND = ProblemType("product-not-found", 404, "No such product")
+STOCK_BELOW_RESERVED = ProblemType("stock-below-reserved", 409, "Stock below reserved")
+RESERVATION_NOT_FOUND = ProblemType("reservation-not-found", 404, "No such reservation")
+RESERVATION_COMMITTED = ProblemType("reservation-committed", 409, "Reservation committed")
+RESERVATION_NOT_COMMITTED = ProblemType("reservation-not-committed", 409, "Reservation not committed")
+RESERVATION_BUSY = ProblemType("reservation-busy", 503, "Reservation busy")
+
+ERRORS: ProblemMap = {
+    ProductNotFound: PRODUCT_NOT_FOUND,
+    StockBelowReserved: STOCK_BELOW_RESERVED,
+    OutOfStock: OUT_OF_STOCK,
+    UnknownSkus: UNKNOWN_SKU,
+    ReservationNotFound: RESERVATION_NOT_FOUND,
+    ReservationClosed: RESERVATION_CLOSED,
+    ReservationMismatch: RESERVATION_MISMATCH,
+    ReservationCommitted: RESERVATION_COMMITTED,
+    ReservationNotCommitted: RESERVATION_NOT_COMMITTED,
+    ReservationBusy: RESERVATION_BUSY,
+}
 
 router = APIRouter()
+CatalogDep = Annotated[Catalog, Provide(Catalog)]
+ReservationsDep = Annotated[Reservations, Provide(Reservations)]
 
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, max_length=64, description="Stock keeping unit.")]
 OrderIdPath = Annotated[str, Path(pattern=ORDER_ID_PATTERN, max_length=64, description="The order's id.")]
 
-
-def _problem(description: str) -> dict[str, Any]:
-    return {"model": ProblemDetails, "description": description}
-
-
-AUTH = {401: _problem("Bearer token missing or not valid"), 403: _problem("The token's role may not do this")}
-VALIDATION = {422: _problem("Invalid parameters or body (type validation-error)")}
+AUTH = ((UNAUTHORIZED, "bearer token missing or not valid"), (FORBIDDEN, "the token's role may not do this"))
+INVALID = (VALIDATION_ERROR, "invalid parameters or body")
+BUSY = (RESERVATION_BUSY, "the reservation kept changing under the request: try again")
 
 
-def _db(request: Request) -> Database:
-    return request.app.state.db
+def product_out(product: Product) -> ProductOut:
+    return ProductOut(**asdict(product))
 
 
-# --- public catalog ---------------------------------------------------------------------------
+def stock_out(level: StockLevel) -> StockOut:
+    return StockOut(**asdict(level), available=level.available)
 
 
-@router.get("/products", tags=["catalog"], summary="The catalog, by sku", responses=VALIDATION)
+def reservation_out(reservation: Reservation) -> ReservationOut:
+    return ReservationOut(
+        order_id=reservation.order_id,
+        status=reservation.status,
+        items=[ReservationLineSchema(sku=sku, quantity=q) for sku, q in reservation.lines],
+        expires_at=reservation.expires_at,
+    )
+
+
+# --- public catalog -------------------------------------------------------------------------------
+
+
+@router.get("/products", tags=["catalog"], summary="The catalog, by sku", responses=problem_responses(INVALID))
 async def list_products(
-    request: Request,
+    catalog: CatalogDep,
     paging: Paging,
     sku: Annotated[list[str] | None, Query(description="Only these skus (repeat the parameter).")] = None,
 ) -> Page[ProductOut]:
-    return await service.list_products(_db(request), skus=sku, limit=paging.limit, offset=paging.offset)
+    found, total = await catalog.list_products(skus=sku, limit=paging.limit, offset=paging.offset)
+    return Page(items=[product_out(product) for product in found], total=total)
 
 
 @router.get("/products/{sku}", tags=["catalog"], summary="One product",
-            responses={404: _problem("No such product (type product-not-found)"), **VALIDATION})
-async def get_product(sku: SkuPath, request: Request) -> ProductOut:
-    return await service.get_product(_db(request), sku)
+            responses=problem_responses((PRODUCT_NOT_FOUND, "no such product (with sku)"), INVALID))
+async def get_product(sku: SkuPath, catalog: CatalogDep) -> ProductOut:
+    return product_out(await catalog.get_product(sku))
 
 
-# --- admin: catalog and stock -----------------------------------------------------------------
+# --- admin: catalog and stock ---------------------------------------------------------------------
 
 
 @router.put("/products/{sku}", tags=["catalog"], summary="Create (201) or update (200) a product (admin)",
             description="Creating starts with nothing on hand; updating leaves stock as it is.",
-            responses={201: {"model": ProductOut, "description": "Created"}, **AUTH, **VALIDATION})
-async def put_product(sku: SkuPath, body: ProductIn, _: AdminUser, request: Request, response: Response) -> ProductOut:
-    product, created = await service.put_product(_db(request), sku, body)
+            responses={201: {"model": ProductOut, "description": "Created"}, **problem_responses(*AUTH, INVALID)})
+async def put_product(sku: SkuPath, body: ProductIn, _: AdminUser, catalog: CatalogDep,
+                      response: Response) -> ProductOut:
+    product, created = await catalog.put_product(sku, ProductInfo(**body.model_dump()))
     if created:
         response.status_code = 201
-    return product
+    return product_out(product)
 
 
 @router.get("/stock", tags=["stock"],
             summary="Units on hand, reserved, available, received and sold, by sku (admin)",
             description="on_hand = received_units - sold_units for every sku, always.",
-            responses={**AUTH, **VALIDATION})
-async def list_stock(_: AdminUser, paging: Paging, request: Request) -> Page[StockOut]:
-    return await service.list_stock(_db(request), limit=paging.limit, offset=paging.offset)
+            responses=problem_responses(*AUTH, INVALID))
+async def list_stock(_: AdminUser, paging: Paging, catalog: CatalogDep) -> Page[StockOut]:
+    levels, total = await catalog.list_stock(limit=paging.limit, offset=paging.offset)
+    return Page(items=[stock_out(level) for level in levels], total=total)
 
 
 # Declared before /stock/{sku}, so "summary" is never taken for a sku.
 @router.get("/stock/summary", tags=["stock"], summary="Stock totals and reservations by state (admin)",
             description="One consistent read for operators: once the system is quiet, reserved is 0, no "
                         "reservation is HELD, and min_available is not negative.",
-            responses={**AUTH})
-async def stock_summary(_: AdminUser, request: Request) -> StockSummaryOut:
-    return await service.stock_summary(_db(request))
+            responses=problem_responses(*AUTH))
+async def stock_summary(_: AdminUser, catalog: CatalogDep) -> StockSummaryOut:
+    return StockSummaryOut(**asdict(await catalog.stock_summary()))
 
 
 @router.put("/stock/{sku}", tags=["stock"], summary="Set the units on hand (admin)",
-            responses={404: _problem("No such product (type product-not-found)"),
-                       409: _problem("Fewer than the units reserved (type stock-below-reserved)"),
-                       **AUTH, **VALIDATION})
-async def set_stock(sku: SkuPath, body: StockIn, _: AdminUser, request: Request) -> StockOut:
-    return await service.set_stock(_db(request), sku, body.on_hand)
+            responses=problem_responses(
+                (PRODUCT_NOT_FOUND, "no such product (with sku)"),
+                (STOCK_BELOW_RESERVED, "fewer than the units reserved (with sku and reserved)"),
+                *AUTH, INVALID,
+            ))
+async def set_stock(sku: SkuPath, body: StockIn, _: AdminUser, catalog: CatalogDep) -> StockOut:
+    return stock_out(await catalog.set_stock(sku, body.on_hand))
 
 
-# --- reservations (for orders) ----------------------------------------------------------------
+# --- reservations (for orders) --------------------------------------------------------------------
 
 
 @router.get("/reservations", tags=["reservations"], summary="Reservations, oldest first (admin)",
-            responses={**AUTH, **VALIDATION})
+            responses=problem_responses(*AUTH, INVALID))
 async def list_reservations(
     _: AdminUser,
     paging: Paging,
-    request: Request,
+    reservations: ReservationsDep,
     status: Annotated[ReservationStatus | None, Query(description="Only reservations in this state.")] = None,
 ) -> Page[ReservationOut]:
-    return await service.list_reservations(_db(request), status=status, limit=paging.limit, offset=paging.offset)
+    found, total = await reservations.list(status=status, limit=paging.limit, offset=paging.offset)
+    return Page(items=[reservation_out(reservation) for reservation in found], total=total)
 
 
 @router.put(
@@ -117,52 +186,63 @@ async def list_reservations(
                 "as it is now, whatever its state.",
     responses={
         201: {"model": ReservationOut, "description": "Held now"},
-        409: _problem("out-of-stock (with skus), reservation-mismatch, or reservation-closed "
-                      "(the order was released first)"),
-        422: _problem("unknown-sku (with skus) or validation-error"),
-        **AUTH,
+        **problem_responses(
+            (OUT_OF_STOCK, "not enough available for some lines (with skus), so nothing was held"),
+            (RESERVATION_MISMATCH, "the order is already reserved with other items (with reservation_status)"),
+            (RESERVATION_CLOSED, "the order was released before it was reserved, so nothing is held "
+                                 "(with reservation_status)"),
+            (UNKNOWN_SKU, "no such products (with skus), so nothing was held"),
+            INVALID,
+            *AUTH,
+        ),
     },
 )
 async def reserve(
-    order_id: OrderIdPath, body: ReservationIn, _: ServiceCaller, request: Request, response: Response
+    order_id: OrderIdPath, body: ReservationIn, _: ServiceCaller, reservations: ReservationsDep, response: Response
 ) -> ReservationOut:
     quantities = {line.sku: line.quantity for line in body.items}
-    ttl = request.app.state.settings.reservation_ttl_seconds
-    reservation, created = await service.reserve(_db(request), order_id, quantities, ttl_seconds=ttl)
+    reservation, created = await reservations.reserve(order_id, quantities)
     if created:
         response.status_code = 201
-    return reservation
+    return reservation_out(reservation)
 
 
 @router.get("/reservations/{order_id}", tags=["reservations"], summary="One order's reservation",
-            responses={404: _problem("type reservation-not-found"), **AUTH, **VALIDATION})
-async def get_reservation(order_id: OrderIdPath, _: ServiceCaller, request: Request) -> ReservationOut:
-    return await service.get_reservation(_db(request), order_id)
+            responses=problem_responses((RESERVATION_NOT_FOUND, "no reservation for the order (with order_id)"),
+                                        *AUTH, INVALID))
+async def get_reservation(order_id: OrderIdPath, _: ServiceCaller, reservations: ReservationsDep) -> ReservationOut:
+    return reservation_out(await reservations.get(order_id))
 
 
 @router.post("/reservations/{order_id}/commit", tags=["reservations"],
              summary="HELD -> COMMITTED: the units are sold (repeat: 200 unchanged)",
-             responses={404: _problem("type reservation-not-found"),
-                        409: _problem("RELEASED or EXPIRED (type reservation-closed, with status)"),
-                        **AUTH, **VALIDATION})
-async def commit(order_id: OrderIdPath, _: ServiceCaller, request: Request) -> ReservationOut:
-    return await service.commit(_db(request), order_id)
+             responses=problem_responses(
+                 (RESERVATION_NOT_FOUND, "no reservation for the order (with order_id)"),
+                 (RESERVATION_CLOSED, "RELEASED or EXPIRED (with reservation_status)"),
+                 *AUTH, INVALID, BUSY,
+             ))
+async def commit(order_id: OrderIdPath, _: ServiceCaller, reservations: ReservationsDep) -> ReservationOut:
+    return reservation_out(await reservations.commit(order_id))
 
 
 @router.post("/reservations/{order_id}/release", tags=["reservations"],
              summary="HELD -> RELEASED: the units are available again (repeat or EXPIRED: 200 unchanged)",
              description="Releasing an unknown order records a RELEASED tombstone with no items, so a "
                          "reserve arriving later answers 409 reservation-closed.",
-             responses={409: _problem("COMMITTED or RESTOCKED (type reservation-committed, with status)"),
-                        **AUTH, **VALIDATION})
-async def release(order_id: OrderIdPath, _: ServiceCaller, request: Request) -> ReservationOut:
-    return await service.release(_db(request), order_id)
+             responses=problem_responses(
+                 (RESERVATION_COMMITTED, "COMMITTED or RESTOCKED (with reservation_status)"),
+                 *AUTH, INVALID, BUSY,
+             ))
+async def release(order_id: OrderIdPath, _: ServiceCaller, reservations: ReservationsDep) -> ReservationOut:
+    return reservation_out(await reservations.release(order_id))
 
 
 @router.post("/reservations/{order_id}/restock", tags=["reservations"],
              summary="COMMITTED -> RESTOCKED: a cancelled order's units go back on hand (repeat: 200)",
-             responses={404: _problem("type reservation-not-found"),
-                        409: _problem("Not committed (type reservation-not-committed, with status)"),
-                        **AUTH, **VALIDATION})
-async def restock(order_id: OrderIdPath, _: ServiceCaller, request: Request) -> ReservationOut:
-    return await service.restock(_db(request), order_id)
+             responses=problem_responses(
+                 (RESERVATION_NOT_FOUND, "no reservation for the order (with order_id)"),
+                 (RESERVATION_NOT_COMMITTED, "not COMMITTED (with reservation_status)"),
+                 *AUTH, INVALID, BUSY,
+             ))
+async def restock(order_id: OrderIdPath, _: ServiceCaller, reservations: ReservationsDep) -> ReservationOut:
+    return reservation_out(await reservations.restock(order_id))

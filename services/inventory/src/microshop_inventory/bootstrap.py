@@ -1,4 +1,4 @@
-"""The composition root: builds inventory's app and wires its database and expiry sweeper.
+"""inventory's composition root: its parts, declared in start order and handed to the chassis host.
 
 inventory publishes and consumes no events, so it has no broker, relay or consumers, and its
 readiness is its database alone.
@@ -6,43 +6,26 @@ readiness is its database alone.
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-
-from fastapi import FastAPI
-from microshop_chassis.app import create_app as create_service_app
-from microshop_chassis.auth import JwtVerifier, http_jwks_loader
-from microshop_chassis.db import Database
+from microshop_chassis.auth import JwtVerifier
+from microshop_chassis.host import ServiceHost
 
 from . import __version__
-from .api import router
+from .api import ERRORS, router
 from .expiry import ExpirySweeper
+from .service import Catalog, Reservations
 from .settings import InventorySettings
 
+DESCRIPTION = "The catalog, stock on hand and expiring stock reservations. Publishes and consumes no events."
 
-def create_app(settings: InventorySettings | None = None) -> FastAPI:
+
+def build(settings: InventorySettings | None = None, *, verifier: JwtVerifier | None = None) -> ServiceHost:
     settings = settings or InventorySettings()
-    db = Database(settings.resolved_database_url())
-    sweeper = ExpirySweeper(db, interval=settings.sweep_interval_seconds, batch_size=settings.sweep_batch_size)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        await db.migrate("microshop_inventory:migrations")
-        sweeper.start()
-        yield
-        await sweeper.stop()
-        await db.dispose()
-
-    app = create_service_app(
-        settings=settings,
-        version=__version__,
-        description="The catalog, stock on hand and expiring stock reservations. Publishes and consumes no events.",
-        routers=[router],
-        lifespan=lifespan,
-        readiness={"database": db.ping},
-    )
-    app.state.settings = settings
-    app.state.db = db
-    app.state.sweeper = sweeper
-    # Tokens are verified against the public keys users publishes (fetched on first use).
-    app.state.jwt_verifier = JwtVerifier(http_jwks_loader(settings.users_url, timeout=settings.http_timeout))
-    return app
+    host = ServiceHost(settings, version=__version__, description=DESCRIPTION, verifier=verifier)
+    db = host.database("microshop_inventory:migrations")
+    reservations = Reservations(db, ttl_seconds=settings.reservation_ttl_seconds)
+    host.worker(ExpirySweeper(reservations, interval=settings.sweep_interval_seconds,
+                              batch_size=settings.sweep_batch_size))
+    host.provide(Catalog, Catalog(db))
+    host.provide(Reservations, reservations)
+    host.routes(router, errors=ERRORS)
+    return host

@@ -1,36 +1,27 @@
-"""The background task that expires overdue reservations (see ``service.expire_overdue``)."""
+"""The background worker that expires overdue reservations (see ``Reservations.expire_overdue``)."""
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 from microshop_chassis.background import BackgroundWorker
-from microshop_chassis.db import Database
 
-from . import service
+from .service import Reservations
 
 log = structlog.get_logger("microshop.inventory.expiry")
 
 
 class ExpirySweeper(BackgroundWorker):
-    task_name = "reservation-expiry"
+    name = "reservation-expiry"
+    failure_event = "expiry_sweep_failed"
 
-    def __init__(self, db: Database, *, interval: float, batch_size: int = 500) -> None:
-        self.db = db
+    def __init__(self, reservations: Reservations, *, interval: float, batch_size: int = 500) -> None:
+        self.reservations = reservations
         self.interval = interval
         self.batch_size = batch_size
 
-
-
-    async def run(self) -> None:
-        while True:
-            try:
-                expired = await service.expire_overdue(self.db, batch_size=self.batch_size)
-                if expired:
-                    log.info("reservations_expired", count=expired)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # database away: keep the task alive, try at the next tick
-                log.warning("expiry_sweep_failed", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self.interval)
+    async def round(self) -> bool:
+        # expire_overdue works through every batch itself, so there is never more to do at once.
+        expired = await self.reservations.expire_overdue(batch_size=self.batch_size)
+        if expired:
+            log.info("reservations_expired", count=expired)
+        return False

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text
+from microshop_chassis import db
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
 
-class UtcDateTime(TypeDecorator):
-    """Aware UTC datetimes in and out. SQLite stores no offset and hands back naive values; this
-    stores UTC wall time there, so text comparison orders correctly, and reads it back as UTC."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime: pass an aware UTC datetime")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect):
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+def UtcDateTime() -> db.UtcDateTime:  # noqa: N802 - used like the column type it returns
+    """The chassis timestamp, refusing naive datetimes instead of taking them as UTC: expiries are
+    compared with the stored times, and a naive local time would move them by the host's offset."""
+    return db.UtcDateTime(refuse_naive=True)
 
 
 class Base(DeclarativeBase):
@@ -56,7 +41,7 @@ class Product(Base):
     # units of committed reservations (net of restocks).
     received_units: Mapped[int] = mapped_column(Integer, server_default="0")
     sold_units: Mapped[int] = mapped_column(Integer, server_default="0")
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Reservation(Base):
@@ -67,9 +52,9 @@ class Reservation(Base):
     order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[str] = mapped_column(String(16))
     # None for a tombstone (a release that arrived first): it never held anything.
-    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class ReservationLine(Base):

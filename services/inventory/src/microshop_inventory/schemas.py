@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from .domain import MAX_LINES, SKU_PATTERN, ReservationStatus
 
@@ -88,14 +88,3 @@ class ReservationOut(BaseModel):
     expires_at: datetime | None = Field(description="When a HELD reservation gives its units back; "
                                                     "null for a release recorded before any reserve.")
 
-
-class ProblemDetails(BaseModel):
-    """RFC 9457 problem details (served as application/problem+json)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
