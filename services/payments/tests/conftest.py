@@ -7,7 +7,7 @@ from aiohttp.test_utils import TestServer
 from microshop_card_processor.app import Config
 from microshop_card_processor.app import create_app as create_processor_app
 from microshop_chassis.testing import ApiClient, RunningApp, TokenMint
-from microshop_payments.bootstrap import create_app
+from microshop_payments.bootstrap import build
 from microshop_payments.settings import PaymentsSettings
 
 
@@ -86,9 +86,7 @@ def mint() -> TokenMint:
 
 @pytest.fixture
 async def payments(settings, mint):
-    app = create_app(settings)
-    app.state.jwt_verifier = mint.verifier()
-    async with RunningApp(app) as running:
+    async with RunningApp(build(settings, verifier=mint.verifier()).app) as running:
         yield running
 
 

@@ -13,7 +13,7 @@ from microshop_chassis.testing import (
     stream_events,
     wait_until,
 )
-from microshop_payments.bootstrap import create_app
+from microshop_payments.bootstrap import build
 
 APPROVED = "4242424242424242"
 DECLINED = "4000000000000002"
@@ -259,8 +259,7 @@ async def test_a_processor_outage_is_503_with_the_intent_left_pending_then_recov
 
 
 async def test_a_lost_answer_is_settled_by_retrying_with_the_same_key(settings, mint, processor, lossy_link):
-    app = create_app(settings.model_copy(update={"card_processor_url": lossy_link.url}))
-    app.state.jwt_verifier = mint.verifier()
+    app = build(settings.model_copy(update={"card_processor_url": lossy_link.url}), verifier=mint.verifier()).app
     async with RunningApp(app) as running:
         api = ApiClient(running.url, mint.token("service:orders", role="service"))
         admin = ApiClient(running.url, mint.token(role="admin"))
@@ -285,9 +284,8 @@ async def test_a_lost_answer_is_settled_by_retrying_with_the_same_key(settings, 
 
 async def test_an_unreachable_processor_is_503(settings, mint):
     closed_port = free_port()
-    app = create_app(settings.model_copy(update={"card_processor_url": f"http://127.0.0.1:{closed_port}",
-                                                 "card_processor_timeout": 1.0}))
-    app.state.jwt_verifier = mint.verifier()
+    app = build(settings.model_copy(update={"card_processor_url": f"http://127.0.0.1:{closed_port}",
+                                            "card_processor_timeout": 1.0}), verifier=mint.verifier()).app
     async with RunningApp(app) as running:
         api = ApiClient(running.url, mint.token("service:orders", role="service"))
         assert_problem(await api.post("/payment-methods", json=card()), 503, "processor-unavailable")
@@ -442,8 +440,7 @@ async def test_a_charge_completing_after_a_refund_is_given_back_at_once(as_servi
 
 
 async def test_a_void_whose_answer_is_lost_is_finished_by_the_next_call(settings, mint, processor, lossy_link):
-    app = create_app(settings.model_copy(update={"card_processor_url": lossy_link.url}))
-    app.state.jwt_verifier = mint.verifier()
+    app = build(settings.model_copy(update={"card_processor_url": lossy_link.url}), verifier=mint.verifier()).app
     async with RunningApp(app) as running:
         api = ApiClient(running.url, mint.token("service:orders", role="service"))
         admin = ApiClient(running.url, mint.token(role="admin"))
@@ -481,8 +478,7 @@ async def test_a_refund_voids_a_pending_payment_the_processor_never_charged(as_s
 
 async def test_a_refund_captures_then_refunds_a_pending_payment_the_processor_did_charge(settings, mint, processor,
                                                                                           lossy_link):
-    app = create_app(settings.model_copy(update={"card_processor_url": lossy_link.url}))
-    app.state.jwt_verifier = mint.verifier()
+    app = build(settings.model_copy(update={"card_processor_url": lossy_link.url}), verifier=mint.verifier()).app
     async with RunningApp(app) as running:
         api = ApiClient(running.url, mint.token("service:orders", role="service"))
         admin = ApiClient(running.url, mint.token(role="admin"))
@@ -513,8 +509,7 @@ async def test_a_refund_captures_then_refunds_a_pending_payment_the_processor_di
 
 
 async def test_a_refund_records_a_decline_it_finds_for_a_pending_payment(settings, mint, processor, lossy_link):
-    app = create_app(settings.model_copy(update={"card_processor_url": lossy_link.url}))
-    app.state.jwt_verifier = mint.verifier()
+    app = build(settings.model_copy(update={"card_processor_url": lossy_link.url}), verifier=mint.verifier()).app
     async with RunningApp(app) as running:
         api = ApiClient(running.url, mint.token("service:orders", role="service"))
         admin = ApiClient(running.url, mint.token(role="admin"))

@@ -12,12 +12,14 @@ from __future__ import annotations
 class DownstreamError(Exception):
     """A call to another service gave no usable answer: its outcome is unknown."""
 
+    verb = "failed"
+    # Answered as a problem (errors.ProblemMap), it tells the caller nothing of the callee.
+    problem_members: tuple[str, ...] = ()
+
     def __init__(self, target: str, reason: str) -> None:
         super().__init__(f"{target} {self.verb}: {reason}")
         self.target = target
         self.reason = reason
-
-    verb = "failed"
 
 
 class ServiceUnavailable(DownstreamError):

@@ -90,8 +90,10 @@ class ProblemType:
 
 
 # Domain exception class -> the problem it is answered with. The exception's message is the
-# detail and its public attributes are the problem's extension members.
+# detail and its public attributes are the problem's extension members, or only those it names in
+# ``problem_members`` (the RFC's own members are never overwritten).
 ProblemMap = Mapping[type[Exception], ProblemType]
+_RFC_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 
 
 class ProblemDetails(BaseModel):
@@ -129,7 +131,9 @@ def problem_responses(*documented: ProblemType | tuple[ProblemType, str]) -> dic
 
 
 def problem_for(problem_type: ProblemType, exc: Exception) -> Problem:
-    extra = {name: value for name, value in vars(exc).items() if not name.startswith("_")}
+    named = getattr(exc, "problem_members", None)
+    members = vars(exc) if named is None else {name: getattr(exc, name) for name in named}
+    extra = {name: value for name, value in members.items() if not name.startswith("_") and name not in _RFC_MEMBERS}
     return problem_type(str(exc), **extra)
 
 

@@ -1,7 +1,5 @@
 from microshop_chassis.runner import serve
 
-from .bootstrap import create_app
-from .settings import PaymentsSettings
+from .bootstrap import build
 
-settings = PaymentsSettings()
-serve(create_app(settings), settings)
+serve(build())

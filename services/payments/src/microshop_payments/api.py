@@ -1,49 +1,77 @@
-"""payments' HTTP API: translates HTTP to use cases and back, nothing more."""
+"""payments' HTTP API: routes translate HTTP to the use cases of service.py and back; the domain's
+errors and the processor's failures become problem+json here, once (``ERRORS``)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from microshop_chassis.auth import AdminUser, CurrentUser, ServiceCaller
-from microshop_chassis.errors import Problem
-from microshop_chassis.pagination import Page, Paging
-
-from . import service
-from .domain import PaymentStatus, may_view
-from .models import Payment
-from .schemas import (
-    ChargeIn,
-    ChargeOut,
-    LedgerSummary,
-    PaymentMethodIn,
-    PaymentMethodOut,
-    PaymentOut,
-    ProblemDetails,
+from microshop_chassis.contracts import (
+    INVALID_CARD,
+    PAYMENT_DECLINED,
+    PAYMENT_NOT_CAPTURED,
+    PAYMENT_NOT_FOUND,
+    PAYMENT_VOIDED,
 )
+from microshop_chassis.errors import VALIDATION_ERROR, ProblemMap, ProblemType, problem_responses
+from microshop_chassis.pagination import Page, Paging
+from microshop_chassis.provide import Provide
+
+from .domain import (
+    CardDeclined,
+    IdempotencyKeyReused,
+    InvalidCard,
+    PaymentMismatch,
+    PaymentNotCaptured,
+    PaymentNotFound,
+    PaymentStatus,
+    PaymentVoided,
+    UnknownCardToken,
+)
+from .processor import ProcessorError, ProcessorUnavailable
+from .schemas import ChargeIn, ChargeOut, LedgerSummary, PaymentMethodIn, PaymentMethodOut, PaymentOut
+from .service import Payments
+
+IDEMPOTENCY_KEY_REQUIRED = ProblemType("idempotency-key-required", 400, "Idempotency-Key required")
+IDEMPOTENCY_KEY_REUSED = ProblemType("idempotency-key-reused", 409, "Idempotency-Key reused")
+PAYMENT_MISMATCH = ProblemType("payment-mismatch", 409, "Payment mismatch")
+UNKNOWN_CARD_TOKEN = ProblemType("unknown-card-token", 422, "Unknown card token")
+PROCESSOR_ERROR = ProblemType("processor-error", 502, "Card processor error")
+PROCESSOR_UNAVAILABLE = ProblemType("processor-unavailable", 503, "Card processor unavailable",
+                                    headers={"Retry-After": "1"})
+
+ERRORS: ProblemMap = {
+    InvalidCard: INVALID_CARD,
+    CardDeclined: PAYMENT_DECLINED,
+    PaymentVoided: PAYMENT_VOIDED,
+    PaymentNotCaptured: PAYMENT_NOT_CAPTURED,
+    PaymentNotFound: PAYMENT_NOT_FOUND,
+    PaymentMismatch: PAYMENT_MISMATCH,
+    IdempotencyKeyReused: IDEMPOTENCY_KEY_REUSED,
+    UnknownCardToken: UNKNOWN_CARD_TOKEN,
+    ProcessorUnavailable: PROCESSOR_UNAVAILABLE,
+    ProcessorError: PROCESSOR_ERROR,
+}
 
 router = APIRouter(tags=["payments"])
+PaymentsDep = Annotated[Payments, Provide(Payments)]
 
-
-def _problems(**described: str) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for problem+json answers, keyed by status code."""
-    return {int(code[1:]): {"model": ProblemDetails, "description": text} for code, text in described.items()}
-
-
-_UNAVAILABLE = "processor-unavailable: the card processor did not answer, even after retries"
-_VOIDED = "payment-voided (the order's payment was refunded before any charge was recorded: never charged)"
+_UNAVAILABLE = "the card processor did not answer, even after retries"
 
 
 @router.post(
     "/payment-methods", status_code=status.HTTP_201_CREATED, response_model=PaymentMethodOut,
     summary="Tokenize a card at the processor (for orders); stores nothing",
-    responses=_problems(_422="invalid-card (with the processor's `code`) or validation-error",
-                        _503=_UNAVAILABLE),
+    responses=problem_responses(
+        (INVALID_CARD, "the processor refused the card (with its `code`)"),
+        (VALIDATION_ERROR, "the body is not valid"),
+        (PROCESSOR_UNAVAILABLE, _UNAVAILABLE),
+    ),
 )
-async def create_payment_method(body: PaymentMethodIn, _: ServiceCaller, request: Request) -> PaymentMethodOut:
-    card = await request.app.state.processor.tokenize(
-        number=body.card_number, exp_month=body.expiry_month, exp_year=body.expiry_year, cvc=body.cvc
-    )
+async def create_payment_method(body: PaymentMethodIn, _: ServiceCaller, payments: PaymentsDep) -> PaymentMethodOut:
+    card = await payments.tokenize(number=body.card_number, exp_month=body.expiry_month,
+                                   exp_year=body.expiry_year, cvc=body.cvc)
     return PaymentMethodOut(token=card.token, brand=card.brand, last4=card.last4)
 
 
@@ -55,31 +83,30 @@ async def create_payment_method(body: PaymentMethodIn, _: ServiceCaller, request
                 "outcome unknown) is completed by repeating the request.",
     responses={
         200: {"model": ChargeOut, "description": "The order's payment was already refunded"},
-        **_problems(
-            _400="idempotency-key-required", _402="payment-declined (with `decline_code`, `payment_id`)",
-            _409="payment-mismatch (another amount or currency is recorded for the order), "
-                 f"idempotency-key-reused, or {_VOIDED}",
-            _422="validation-error or unknown-card-token",
-            _502="processor-error (the payment stays PENDING; repeat the request)",
-            _503=_UNAVAILABLE + " (the payment stays PENDING; repeat the request with the same body)",
+        **problem_responses(
+            (IDEMPOTENCY_KEY_REQUIRED, "the Idempotency-Key header is missing or blank"),
+            (PAYMENT_DECLINED, "the card was declined (with `decline_code`, `payment_id`, `order_id`)"),
+            (PAYMENT_MISMATCH, "another amount or currency is recorded for the order (with `payment_id`)"),
+            (IDEMPOTENCY_KEY_REUSED, "the processor holds another charge under the payment's key"),
+            (PAYMENT_VOIDED, "the order's payment was refunded before any charge was recorded: never charged"),
+            (VALIDATION_ERROR, "the body is not valid"),
+            (UNKNOWN_CARD_TOKEN, "the processor does not know the card token"),
+            (PROCESSOR_ERROR, "the processor answered unexpectedly (the payment stays PENDING; repeat the request)"),
+            (PROCESSOR_UNAVAILABLE, _UNAVAILABLE + " (the payment stays PENDING; repeat the request with the "
+                                                   "same body)"),
         ),
     },
 )
 async def create_charge(
-    body: ChargeIn, _: ServiceCaller, request: Request, response: Response,
+    body: ChargeIn, _: ServiceCaller, payments: PaymentsDep, response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> ChargeOut:
     if not idempotency_key or not idempotency_key.strip():
-        raise Problem(400, "The Idempotency-Key header is required; reuse it when retrying.",
-                      type="idempotency-key-required")
-    payment = await service.charge(
-        request.app.state.db, request.app.state.processor, idempotency_key=idempotency_key.strip(),
-        order_id=body.order_id, customer_id=body.customer_id, amount_cents=body.amount_cents,
-        currency=body.currency, card_token=body.card_token,
+        raise IDEMPOTENCY_KEY_REQUIRED("The Idempotency-Key header is required; reuse it when retrying.")
+    payment = await payments.charge(
+        idempotency_key=idempotency_key.strip(), order_id=body.order_id, customer_id=body.customer_id,
+        amount_cents=body.amount_cents, currency=body.currency, card_token=body.card_token,
     )
-    if payment.status == PaymentStatus.DECLINED:
-        raise Problem(402, f"The card was declined ({payment.decline_code}).", type="payment-declined",
-                      decline_code=payment.decline_code, payment_id=payment.id, order_id=payment.order_id)
     if payment.status == PaymentStatus.REFUNDED:
         response.status_code = status.HTTP_200_OK
     return ChargeOut.model_validate(payment)
@@ -93,40 +120,36 @@ async def create_charge(
                 "payment is first settled by asking the processor what it did. Repeats answer the same.",
     responses={
         200: {"model": PaymentOut, "description": "The payment, REFUNDED or VOIDED"},
-        **_problems(_409="payment-not-captured (the payment was declined)", _502="processor-error",
-                    _503=_UNAVAILABLE + " (nothing settled; repeat the request)"),
+        **problem_responses(
+            (PAYMENT_NOT_CAPTURED, "the payment was declined: nothing to refund"),
+            (PROCESSOR_ERROR, "the processor answered unexpectedly"),
+            (PROCESSOR_UNAVAILABLE, _UNAVAILABLE + " (nothing settled; repeat the request)"),
+        ),
     },
 )
-async def refund_payment(order_id: str, _: ServiceCaller, request: Request) -> PaymentOut:
-    payment = await service.refund(request.app.state.db, request.app.state.processor, order_id)
-    return PaymentOut.model_validate(payment)
+async def refund_payment(order_id: str, _: ServiceCaller, payments: PaymentsDep) -> PaymentOut:
+    return PaymentOut.model_validate(await payments.refund(order_id))
 
 
 @router.get(
     "/payments/{order_id}", response_model=PaymentOut,
     summary="An order's payment (its customer, an admin or a service)",
-    responses=_problems(_404="payment-not-found (also when the caller may not see it)"),
+    responses=problem_responses((PAYMENT_NOT_FOUND, "no payment for the order, or the caller may not see it")),
 )
-async def get_payment(order_id: str, principal: CurrentUser, request: Request) -> PaymentOut:
-    payment: Payment | None = await service.find_payment(request.app.state.db, order_id)
-    # Someone else's payment answers like a missing one: its existence is not revealed.
-    if payment is None or not may_view(payment.customer_id, principal.id, principal.role):
-        raise Problem(404, f"No payment for order {order_id}.", type="payment-not-found")
-    return PaymentOut.model_validate(payment)
+async def get_payment(order_id: str, viewer: CurrentUser, payments: PaymentsDep) -> PaymentOut:
+    return PaymentOut.model_validate(await payments.get(viewer, order_id))
 
 
 @router.get("/payments", response_model=Page[PaymentOut], summary="All payments, oldest first (admin)")
 async def list_payments(
-    _: AdminUser, paging: Paging, request: Request,
+    _: AdminUser, paging: Paging, payments: PaymentsDep,
     status_filter: Annotated[PaymentStatus | None, Query(alias="status", description="Only this status")] = None,
 ) -> Page[PaymentOut]:
-    payments, total = await service.list_payments(
-        request.app.state.db, status=status_filter, limit=paging.limit, offset=paging.offset
-    )
-    return Page(items=[PaymentOut.model_validate(p) for p in payments], total=total)
+    found, total = await payments.list(status=status_filter, limit=paging.limit, offset=paging.offset)
+    return Page(items=[PaymentOut.model_validate(p) for p in found], total=total)
 
 
 @router.get("/ledger/summary", response_model=LedgerSummary,
             summary="Money captured and refunded, and payments by status (admin)")
-async def ledger_summary(_: AdminUser, request: Request) -> LedgerSummary:
-    return LedgerSummary(**await service.ledger_summary(request.app.state.db))
+async def ledger_summary(_: AdminUser, payments: PaymentsDep) -> LedgerSummary:
+    return LedgerSummary.model_validate(await payments.ledger())

@@ -1,59 +1,30 @@
-"""The composition root: builds payments' app and wires database, broker, relay and card processor."""
+"""payments' composition root: its parts, declared in start order and handed to the chassis host."""
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-
-from fastapi import FastAPI
-from microshop_chassis.app import create_app as create_service_app
-from microshop_chassis.auth import JwtVerifier, http_jwks_loader
-from microshop_chassis.broker import Broker
-from microshop_chassis.db import Database
-from microshop_chassis.http_client import ServiceClient
-from microshop_chassis.outbox import OutboxRelay
+from microshop_chassis.auth import JwtVerifier
+from microshop_chassis.host import ServiceHost
 
 from . import __version__
-from .api import router
-from .processor import CardProcessor
+from .api import ERRORS, router
+from .processor import PROCESSOR, CardProcessor
+from .service import Payments
 from .settings import PaymentsSettings
 
+DESCRIPTION = ("Payments and their ledger; the only service that talks to the card processor. "
+               "Publishes PaymentCaptured, PaymentDeclined, PaymentRefunded.")
 
-def create_app(settings: PaymentsSettings | None = None) -> FastAPI:
+
+def build(settings: PaymentsSettings | None = None, *, verifier: JwtVerifier | None = None) -> ServiceHost:
     settings = settings or PaymentsSettings()
-    db = Database(settings.resolved_database_url())
-    broker = Broker(settings.nats_url, client_name="payments")
-    relay = OutboxRelay(db, broker)
-    processor = CardProcessor(
-        # An outside system: no microshop token is sent to it.
-        ServiceClient("card-processor", settings.card_processor_url,
-                      timeout=settings.card_processor_timeout, retries=settings.card_processor_retries)
-    )
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        await db.migrate("microshop_payments:migrations")
-        broker.start()
-        relay.start()
-        yield
-        await relay.stop()
-        await broker.close()
-        await db.dispose()
-
-    app = create_service_app(
-        settings=settings,
-        version=__version__,
-        description="Payments and their ledger; the only service that talks to the card processor. "
-                    "Publishes PaymentCaptured, PaymentDeclined, PaymentRefunded.",
-        routers=[router],
-        lifespan=lifespan,
-        # The card processor is an outside system: its outages answer 503 per request instead of
-        # taking this service (and its reads) out of rotation.
-        readiness={"database": db.ping, "broker": broker.ping},
-    )
-    app.state.settings = settings
-    app.state.db = db
-    app.state.broker = broker
-    app.state.relay = relay
-    app.state.processor = processor
-    app.state.jwt_verifier = JwtVerifier(http_jwks_loader(settings.users_url))
-    return app
+    host = ServiceHost(settings, version=__version__, description=DESCRIPTION, verifier=verifier)
+    db = host.database("microshop_payments:migrations")
+    host.outbox_relay(db, host.broker())
+    # An outside system: no microshop token is sent to it, and it is no part of readiness (its
+    # outages answer 503 per request instead of taking this service and its reads out of rotation).
+    processor = CardProcessor(host.client(PROCESSOR, settings.card_processor_url, authenticated=False,
+                                          timeout=settings.card_processor_timeout,
+                                          retries=settings.card_processor_retries))
+    host.provide(Payments, Payments(db, processor))
+    host.routes(router, errors=ERRORS)
+    return host

@@ -1,8 +1,23 @@
-"""Rules about payments and the ledger, free of frameworks and storage."""
+"""Rules about payments and the ledger, free of frameworks and storage.
+
+A payment's life, as the table of transitions below::
+
+    (none) --intent--> PENDING --capture--> CAPTURED --refund--> REFUNDED
+      |                   |----decline--> DECLINED
+      |                   '----void-----> VOIDED     (the processor made no charge)
+      '------tombstone------------------> VOIDED     (a refund before any charge)
+
+A row never goes back and is never deleted. Each move is written guarded by its source status
+(an insert, decided by the unique order id, when there is no payment yet), so of two racing moves
+exactly one lands and the other acts on what it wrote.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+
+from microshop_chassis.contracts import EventType
 
 
 class PaymentStatus(StrEnum):
@@ -18,6 +33,43 @@ class PaymentStatus(StrEnum):
 class LedgerKind(StrEnum):
     CAPTURE = "CAPTURE"
     REFUND = "REFUND"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One move of a payment: from ``source`` (None: the order has no payment yet) to ``target``,
+    with the ledger entry it writes and the event it publishes, if any."""
+
+    name: str
+    source: PaymentStatus | None
+    target: PaymentStatus
+    ledger: LedgerKind | None = None
+    event: EventType | None = None
+
+
+S = PaymentStatus
+
+INTENT = Transition("intent", None, S.PENDING)
+CAPTURE = Transition("capture", S.PENDING, S.CAPTURED, LedgerKind.CAPTURE, EventType.PAYMENT_CAPTURED)
+DECLINE = Transition("decline", S.PENDING, S.DECLINED, event=EventType.PAYMENT_DECLINED)
+# Asked about a PENDING payment, the processor had made no charge: nothing moved, nothing to tell.
+VOID = Transition("void", S.PENDING, S.VOIDED)
+REFUND = Transition("refund", S.CAPTURED, S.REFUNDED, LedgerKind.REFUND, EventType.PAYMENT_REFUNDED)
+TOMBSTONE = Transition("tombstone", None, S.VOIDED)
+
+TRANSITIONS: tuple[Transition, ...] = (INTENT, CAPTURE, DECLINE, VOID, REFUND, TOMBSTONE)
+
+# The charge's outcome is known: every status but PENDING. Of these only CAPTURED moves on (refunded).
+FINAL_STATUSES = frozenset(PaymentStatus) - {PaymentStatus.PENDING}
+
+
+def charge_outcome(approved: bool) -> Transition:
+    """The move that records what the processor did with a PENDING payment's charge."""
+    return CAPTURE if approved else DECLINE
+
+
+def can_move(source: PaymentStatus | None, target: PaymentStatus) -> bool:
+    return any(t.source == source and t.target == target for t in TRANSITIONS)
 
 
 CURRENCY = "USD"  # one currency system-wide, so ledger sums are meaningful
@@ -52,3 +104,78 @@ def void_key(charge_id: str) -> str:
 def may_view(customer_id: str, principal_id: str, role: str) -> bool:
     """The paying customer, an admin and other microshop services may see a payment."""
     return role in ("admin", "service") or principal_id == customer_id
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    """Money that moved (``refunded_cents`` positive), and how many payments are in each status."""
+
+    captured_cents: int
+    refunded_cents: int
+    captures: int
+    refunds: int
+    payments_by_status: dict[str, int]
+
+    @property
+    def net_cents(self) -> int:
+        return self.captured_cents - self.refunded_cents
+
+
+# --- what payments refuses, in the domain's terms (api.py answers each with its problem type) ----
+# Public attributes are the problem's extension members: set only what belongs in the answer.
+
+
+class PaymentError(Exception):
+    """A request payments refuses."""
+
+
+class InvalidCard(PaymentError):
+    """The processor refused to tokenize the card; ``code`` is its reason."""
+
+    def __init__(self, detail: str, code: str | None) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+class UnknownCardToken(PaymentError):
+    def __init__(self) -> None:
+        super().__init__("The card token is unknown to the card processor.")
+
+
+class IdempotencyKeyReused(PaymentError):
+    """The processor already made a different charge under the payment's key."""
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was already used for a different charge.")
+
+
+class CardDeclined(PaymentError):
+    def __init__(self, *, decline_code: str | None, payment_id: str, order_id: str) -> None:
+        super().__init__(f"The card was declined ({decline_code}).")
+        self.decline_code = decline_code
+        self.payment_id = payment_id
+        self.order_id = order_id
+
+
+class PaymentMismatch(PaymentError):
+    """Another amount or currency is recorded for the order."""
+
+    def __init__(self, *, order_id: str, amount_cents: int, currency: str, payment_id: str) -> None:
+        super().__init__(f"Order {order_id} already has a payment of {amount_cents} {currency}.")
+        self.payment_id = payment_id
+
+
+class PaymentVoided(PaymentError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"The payment for order {order_id} was voided (refunded before it was charged); "
+                         "the order cannot be charged.")
+
+
+class PaymentNotCaptured(PaymentError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"The payment for order {order_id} was declined; nothing to refund.")
+
+
+class PaymentNotFound(PaymentError):
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"No payment for order {order_id}.")

@@ -1,19 +1,11 @@
 """Request and response bodies of payments' HTTP API."""
 
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+from datetime import datetime
+from typing import Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .domain import CURRENCY, MAX_AMOUNT_CENTS, PaymentStatus
-
-
-def _as_utc(value: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; they were written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class PaymentMethodIn(BaseModel):
@@ -49,15 +41,17 @@ class ChargeOut(BaseModel):
                                               "REFUNDED or VOIDED (refunded before any charge; never charged)")
     card_brand: str | None
     card_last4: str | None
-    created_at: UtcDatetime
+    created_at: datetime
 
 
 class PaymentOut(ChargeOut):
     decline_code: str | None
-    updated_at: UtcDatetime
+    updated_at: datetime
 
 
 class LedgerSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     captured_cents: int = Field(description="Sum of all captures.")
     refunded_cents: int = Field(description="Sum of all refunds, as a positive number.")
     net_cents: int = Field(description="captured_cents - refunded_cents: money the shop holds.")
@@ -67,14 +61,3 @@ class LedgerSummary(BaseModel):
         description="Number of payments in each status (every status listed, 0 included). Once no charge "
                     "is in flight, PENDING should be 0: a PENDING payment is an outcome not yet settled.")
 
-
-class ProblemDetails(BaseModel):
-    """RFC 9457 problem details (served as application/problem+json); extra members vary by type."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None

@@ -1,331 +1,242 @@
-"""payments' use cases: plain async functions over the database and the card processor.
+"""payments' use cases: tokenize a card, charge an order once, refund it, read payments and the ledger.
 
-No transaction is open while the processor is called: write the intent, call, then write everything
-the call caused (payment status, ledger entry, outbox event) in one short transaction guarded by the
-status it expects, so a refund racing a charge is decided by whichever write lands first.
+No transaction is open while the processor is called: write the intent, call, then write what
+the call caused as one move of domain.py's table (status, ledger entry, event together), guarded
+by the status it expects, so a refund racing a charge is decided by whichever write lands first.
+
+Returns payments as stored (``models.Payment``); refusals are the domain errors of domain.py, and
+a processor giving no usable answer raises ``ProcessorUnavailable`` / ``ProcessorError``.
 """
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-from typing import Any
-
 import structlog
+from microshop_chassis.auth import Principal
 from microshop_chassis.db import Database
-from microshop_chassis.errors import Problem
-from microshop_chassis.events import Event
-from microshop_chassis.outbox import add_event
-from sqlalchemy import case, func, select, update
-from sqlalchemy.exc import IntegrityError
+from microshop_chassis.downstream import DownstreamError
 
 from .domain import (
     CURRENCY,
-    LedgerKind,
+    INTENT,
+    REFUND,
+    TOMBSTONE,
+    VOID,
+    CardDeclined,
+    LedgerTotals,
+    PaymentMismatch,
+    PaymentNotCaptured,
+    PaymentNotFound,
     PaymentStatus,
+    PaymentVoided,
     charge_description,
-    ledger_amount,
+    charge_outcome,
+    may_view,
     refund_key,
     same_charge,
     void_key,
 )
-from .models import LedgerEntry, Payment
-from .processor import CardProcessor, ChargeResult
+from .models import Payment
+from .processor import CardProcessor, CardToken, ChargeResult
+from .store import PaymentStore
 
 log = structlog.get_logger("microshop.payments")
 
 
-async def find_payment(db: Database, order_id: str) -> Payment | None:
-    async with db.session() as session:
-        return (await session.execute(select(Payment).where(Payment.order_id == order_id))).scalar_one_or_none()
+class Payments:
+    def __init__(self, db: Database, processor: CardProcessor) -> None:
+        self.store = PaymentStore(db)
+        self.processor = processor
 
+    async def tokenize(self, *, number: str, exp_month: int, exp_year: int, cvc: str) -> CardToken:
+        """The processor's token for a card (for orders); nothing is stored."""
+        return await self.processor.tokenize(number=number, exp_month=exp_month, exp_year=exp_year, cvc=cvc)
 
-async def charge(
-    db: Database, processor: CardProcessor, *, idempotency_key: str, order_id: str, customer_id: str,
-    amount_cents: int, currency: str, card_token: str,
-) -> Payment:
-    """Charge an order once. A repeat (any key) answers from the recorded payment.
+    # --- charging -------------------------------------------------------------------------------
 
-    The intent (PENDING, with the key) is written before the processor is called, so a refund
-    arriving meanwhile finds it, and every call for the order uses the key stored on it: a second
-    key can never make a second charge.
-    """
-    payment = await _intent(db, idempotency_key=idempotency_key, order_id=order_id, customer_id=customer_id,
-                            amount_cents=amount_cents, currency=currency)
-    if payment.status == PaymentStatus.VOIDED:
-        await _finish_void(db, processor, payment)
-        raise _voided(order_id)
-    _checked_replay(payment, amount_cents, currency)
-    if payment.status != PaymentStatus.PENDING:
+    async def charge(
+        self, *, idempotency_key: str, order_id: str, customer_id: str, amount_cents: int, currency: str,
+        card_token: str,
+    ) -> Payment:
+        """Charge an order once: the payment CAPTURED (or REFUNDED, when it was refunded since),
+        ``CardDeclined`` when the processor declined it. A repeat (any key) answers from the
+        recorded payment.
+
+        The intent (PENDING, with the key) is written before the processor is called, so a refund
+        arriving meanwhile finds it, and every call for the order uses the key stored on it: a
+        second key can never make a second charge.
+        """
+        payment = await self._charge(idempotency_key=idempotency_key, order_id=order_id, customer_id=customer_id,
+                                     amount_cents=amount_cents, currency=currency, card_token=card_token)
+        if payment.status == PaymentStatus.DECLINED:
+            raise CardDeclined(decline_code=payment.decline_code, payment_id=payment.id, order_id=payment.order_id)
         return payment
-    # The key on the row, not the caller's: a repeat after an unknown outcome finds that charge.
-    # A failure raises and leaves the payment PENDING (never deleted): its outcome is settled by the
-    # next charge request or by a refund asking the processor.
-    result = await processor.charge(
-        idempotency_key=payment.idempotency_key, token=card_token, amount_cents=payment.amount_cents,
-        currency=payment.currency, description=charge_description(order_id),
-    )
-    if await _record_outcome(db, payment, result):
-        log.info("payment_recorded", order_id=order_id, payment_id=payment.id, status=payment.status,
-                 amount_cents=payment.amount_cents)
+
+    async def _charge(
+        self, *, idempotency_key: str, order_id: str, customer_id: str, amount_cents: int, currency: str,
+        card_token: str,
+    ) -> Payment:
+        payment = await self._intent(idempotency_key=idempotency_key, order_id=order_id, customer_id=customer_id,
+                                     amount_cents=amount_cents, currency=currency)
+        if payment.status == PaymentStatus.VOIDED:
+            await self._finish_void(payment)
+            raise PaymentVoided(order_id)
+        _checked_replay(payment, amount_cents, currency)
+        if payment.status != PaymentStatus.PENDING:
+            return payment
+        # The key on the row, not the caller's: a repeat after an unknown outcome finds that charge.
+        # A failure raises and leaves the payment PENDING (never deleted): its outcome is settled by
+        # the next charge request or by a refund asking the processor.
+        result = await self.processor.charge(
+            idempotency_key=payment.idempotency_key, token=card_token, amount_cents=payment.amount_cents,
+            currency=payment.currency, description=charge_description(order_id),
+        )
+        if await self._record(payment, result):
+            log.info("payment_recorded", order_id=order_id, payment_id=payment.id, status=payment.status,
+                     amount_cents=payment.amount_cents)
+            return payment
+        return await self._outcome_not_recorded(payment, result, amount_cents, currency)
+
+    async def _intent(
+        self, *, idempotency_key: str, order_id: str, customer_id: str, amount_cents: int, currency: str
+    ) -> Payment:
+        """The order's payment, inserted PENDING (in its own short transaction) when there is none."""
+        existing = await self.store.find(order_id)
+        if existing is not None:
+            return existing
+        payment = await self.store.create(INTENT, order_id=order_id, customer_id=customer_id,
+                                          amount_cents=amount_cents, currency=currency,
+                                          idempotency_key=idempotency_key)
+        if payment is None:
+            winner = await self.store.find(order_id)
+            if winner is None:  # the conflict was not on order_id: a genuine error
+                raise RuntimeError(f"payment insert for order {order_id} conflicted, yet no payment exists")
+            log.info("charge_race_lost", order_id=order_id, payment_id=winner.id, status=winner.status)
+            return winner
+        log.info("payment_intent_recorded", order_id=order_id, payment_id=payment.id)
         return payment
-    return await _outcome_not_recorded(db, processor, payment, result, amount_cents, currency)
 
-
-async def _intent(
-    db: Database, *, idempotency_key: str, order_id: str, customer_id: str, amount_cents: int, currency: str
-) -> Payment:
-    """The order's payment, inserted PENDING (in its own short transaction) when there is none."""
-    existing = await find_payment(db, order_id)
-    if existing is not None:
-        return existing
-    now = datetime.now(UTC)
-    payment = Payment(
-        id=str(uuid.uuid4()), order_id=order_id, customer_id=customer_id, amount_cents=amount_cents,
-        currency=currency, status=PaymentStatus.PENDING, card_brand=None, card_last4=None, decline_code=None,
-        processor_charge_id=None, processor_refund_id=None, idempotency_key=idempotency_key,
-        created_at=now, updated_at=now,
-    )
-    try:
-        async with db.transaction() as session:
-            session.add(payment)  # the unique order_id decides a race, also between replicas
-    except IntegrityError:
-        winner = await find_payment(db, order_id)
-        if winner is None:  # the conflict was not on order_id: a genuine error
-            raise RuntimeError(f"payment insert for order {order_id} conflicted, yet no payment exists") from None
-        log.info("charge_race_lost", order_id=order_id, payment_id=winner.id, status=winner.status)
-        return winner
-    log.info("payment_intent_recorded", order_id=order_id, payment_id=payment.id)
-    return payment
-
-
-async def _record_outcome(db: Database, payment: Payment, result: ChargeResult) -> bool:
-    """Move a PENDING payment to what the processor did, with its ledger entry and event, in one
-    transaction. False when it is no longer PENDING (a refund voided it, or a racer recorded it)."""
-    now = datetime.now(UTC)
-    values = {
-        "status": PaymentStatus.CAPTURED if result.approved else PaymentStatus.DECLINED,
-        "card_brand": result.brand, "card_last4": result.last4, "decline_code": result.decline_code,
-        "processor_charge_id": result.charge_id, "updated_at": now,
-    }
-    async with db.transaction() as session:
-        changed = await session.execute(
-            update(Payment).where(Payment.id == payment.id, Payment.status == PaymentStatus.PENDING).values(**values)
+    async def _record(self, payment: Payment, result: ChargeResult) -> bool:
+        """Move a PENDING payment to what the processor did; False when it is no longer PENDING
+        (a refund voided it, or a racer recorded it)."""
+        return await self.store.move(
+            payment, charge_outcome(result.approved), card_brand=result.brand, card_last4=result.last4,
+            decline_code=result.decline_code, processor_charge_id=result.charge_id,
         )
-        if changed.rowcount != 1:
-            return False
-        for name, value in values.items():
-            setattr(payment, name, value)
-        if result.approved:
-            session.add(_ledger_entry(payment.id, LedgerKind.CAPTURE, payment.amount_cents, now))
-        await add_event(session, _payment_event(payment))
-    return True
 
+    async def _outcome_not_recorded(
+        self, payment: Payment, result: ChargeResult, amount_cents: int, currency: str
+    ) -> Payment:
+        """The payment left PENDING while the processor was charging: answer from what it is now."""
+        current = await self.store.find(payment.order_id)
+        if current.status == PaymentStatus.VOIDED:
+            # Refunded before the charge completed: give the money back at once; the order gets none.
+            log.warning("charge_completed_after_void", order_id=payment.order_id, charge_id=result.charge_id,
+                        approved=result.approved)
+            if result.approved:
+                await self._finish_void(current, result.charge_id)
+            raise PaymentVoided(payment.order_id)
+        # A racing request (or a refund settling the payment) recorded it; with one key per payment
+        # that is this very charge. Anything else would be a second charge: give it back.
+        if result.approved and current.processor_charge_id != result.charge_id:
+            await self._void_stray_charge(payment.order_id, result.charge_id)
+        return _checked_replay(current, amount_cents, currency)
 
-async def _outcome_not_recorded(
-    db: Database, processor: CardProcessor, payment: Payment, result: ChargeResult, amount_cents: int,
-    currency: str,
-) -> Payment:
-    """The payment left PENDING while the processor was charging: answer from what it is now."""
-    current = await find_payment(db, payment.order_id)
-    if current.status == PaymentStatus.VOIDED:
-        # Refunded before the charge completed: give the money back at once; the order gets none.
-        log.warning("charge_completed_after_void", order_id=payment.order_id, charge_id=result.charge_id,
-                    approved=result.approved)
-        if result.approved:
-            await _finish_void(db, processor, current, result.charge_id)
-        raise _voided(payment.order_id)
-    # A racing request (or a refund settling the payment) recorded it; with one key per payment
-    # that is this very charge. Anything else would be a second charge: give it back.
-    if result.approved and current.processor_charge_id != result.charge_id:
-        await _void_stray_charge(processor, payment.order_id, result.charge_id)
-    return _checked_replay(current, amount_cents, currency)
+    async def _finish_void(self, payment: Payment, charge_id: str | None = None) -> Payment:
+        """Give back a charge made for a VOIDED payment. The charge id is written on the row first,
+        so if the processor is down now, the next charge or refund call for the order retries the void."""
+        if charge_id is not None and payment.processor_charge_id is None:
+            await self.store.note_voided_charge(payment.id, charge_id)
+            payment = await self.store.find(payment.order_id)
+            if payment.processor_charge_id != charge_id:  # another charge is owed back already
+                await self._void_stray_charge(payment.order_id, charge_id)
+        if payment.processor_charge_id is None or payment.processor_refund_id is not None:
+            return payment  # nothing was charged, or it was given back already
+        refund_id = await self.processor.refund(idempotency_key=void_key(payment.processor_charge_id),
+                                                charge_id=payment.processor_charge_id)
+        await self.store.note_refund(payment, refund_id)
+        log.warning("voided_payment_charge_refunded", order_id=payment.order_id, charge_id=payment.processor_charge_id)
+        return payment
 
+    async def _void_stray_charge(self, order_id: str, charge_id: str) -> None:
+        """Refund a charge that is not the one recorded for its order (should not happen); logged loudly."""
+        try:
+            await self.processor.refund(idempotency_key=void_key(charge_id), charge_id=charge_id)
+            log.warning("duplicate_charge_voided", order_id=order_id, charge_id=charge_id)
+        except DownstreamError:
+            log.error("duplicate_charge_not_voided", order_id=order_id, charge_id=charge_id)
 
-async def _finish_void(db: Database, processor: CardProcessor, payment: Payment,
-                       charge_id: str | None = None) -> Payment:
-    """Give back a charge made for a VOIDED payment. The charge id is written on the row first,
-    so if the processor is down now, the next charge or refund call for the order retries the void."""
-    if charge_id is not None and payment.processor_charge_id is None:
-        async with db.transaction() as session:
-            await session.execute(
-                update(Payment)
-                .where(Payment.id == payment.id, Payment.status == PaymentStatus.VOIDED,
-                       Payment.processor_charge_id.is_(None))
-                .values(processor_charge_id=charge_id, updated_at=datetime.now(UTC))
-            )
-        payment = await find_payment(db, payment.order_id)
-        if payment.processor_charge_id != charge_id:  # another charge is owed back already
-            await _void_stray_charge(processor, payment.order_id, charge_id)
-    if payment.processor_charge_id is None or payment.processor_refund_id is not None:
-        return payment  # nothing was charged, or it was given back already
-    refund_id = await processor.refund(idempotency_key=void_key(payment.processor_charge_id),
-                                       charge_id=payment.processor_charge_id)
-    now = datetime.now(UTC)
-    async with db.transaction() as session:
-        await session.execute(
-            update(Payment).where(Payment.id == payment.id).values(processor_refund_id=refund_id, updated_at=now)
-        )
-    payment.processor_refund_id, payment.updated_at = refund_id, now
-    log.warning("voided_payment_charge_refunded", order_id=payment.order_id, charge_id=payment.processor_charge_id)
-    return payment
+    # --- refunding ------------------------------------------------------------------------------
 
+    async def refund(self, order_id: str) -> Payment:
+        """Refund an order's payment in full; refunding again changes nothing.
 
-async def _void_stray_charge(processor: CardProcessor, order_id: str, charge_id: str) -> None:
-    """Refund a charge that is not the one recorded for its order (should not happen); logged loudly."""
-    try:
-        await processor.refund(idempotency_key=void_key(charge_id), charge_id=charge_id)
-        log.warning("duplicate_charge_voided", order_id=order_id, charge_id=charge_id)
-    except Problem:
-        log.error("duplicate_charge_not_voided", order_id=order_id, charge_id=charge_id)
+        No payment yet: a VOIDED tombstone is written, so a charge still on its way is refused (or,
+        if the processor already charged it, given back). A PENDING one is settled by asking the
+        processor what it did under the payment's key, never by guessing.
+        """
+        while True:  # each turn, the payment moved on (PENDING -> settled), so this ends
+            payment = await self.store.find(order_id)
+            if payment is None:
+                # It moves no money: amount 0, no customer (only services and admins see it).
+                tombstone = await self.store.create(TOMBSTONE, order_id=order_id, customer_id="", amount_cents=0,
+                                                    currency=CURRENCY, idempotency_key=None)
+                if tombstone is not None:
+                    log.info("payment_voided", order_id=order_id, payment_id=tombstone.id, had_intent=False)
+                    return tombstone
+                # A charge's intent got there first: go on as for PENDING.
+            elif payment.status == PaymentStatus.PENDING:
+                await self._settle_pending(payment)
+            else:
+                break
+        if payment.status == PaymentStatus.VOIDED:
+            return await self._finish_void(payment)
+        if payment.status == PaymentStatus.REFUNDED:
+            return payment
+        if payment.status == PaymentStatus.DECLINED:
+            raise PaymentNotCaptured(order_id)
+        refund_id = await self.processor.refund(idempotency_key=refund_key(order_id),
+                                                charge_id=payment.processor_charge_id)
+        # Of two racing refunds only one writes the ledger entry and the event.
+        if not await self.store.move(payment, REFUND, processor_refund_id=refund_id):
+            return await self.store.find(order_id)
+        log.info("payment_refunded", order_id=order_id, payment_id=payment.id, amount_cents=payment.amount_cents)
+        return payment
 
+    async def _settle_pending(self, payment: Payment) -> None:
+        """Ask the processor what became of a PENDING payment's charge and record it; if it made none,
+        void the payment (a charge completing later then finds it VOIDED and gives the money back).
+        Every move is guarded by status = PENDING: when it misses, the caller looks again."""
+        found = await self.processor.find_charge(payment.idempotency_key)
+        if found is not None and found.description != charge_description(payment.order_id):
+            # The key was first used for something else (a caller reusing keys): not this order's charge.
+            log.warning("pending_key_belongs_elsewhere", order_id=payment.order_id, charge_id=found.charge_id)
+            found = None
+        if found is not None:
+            if await self._record(payment, found):
+                log.info("pending_payment_settled", order_id=payment.order_id, status=payment.status)
+            return
+        if await self.store.move(payment, VOID):
+            log.info("payment_voided", order_id=payment.order_id, payment_id=payment.id, had_intent=True)
 
-def _voided(order_id: str) -> Problem:
-    return Problem(409, f"The payment for order {order_id} was voided (refunded before it was charged); "
-                        "the order cannot be charged.", type="payment-voided")
+    # --- reading --------------------------------------------------------------------------------
+
+    async def get(self, viewer: Principal, order_id: str) -> Payment:
+        payment = await self.store.find(order_id)
+        # Someone else's payment answers like a missing one: its existence is not revealed.
+        if payment is None or not may_view(payment.customer_id, viewer.id, viewer.role):
+            raise PaymentNotFound(order_id)
+        return payment
+
+    async def list(self, *, status: PaymentStatus | None, limit: int, offset: int) -> tuple[list[Payment], int]:
+        """Oldest first."""
+        return await self.store.page(status=status, limit=limit, offset=offset)
+
+    async def ledger(self) -> LedgerTotals:
+        return await self.store.ledger_totals()
 
 
 def _checked_replay(payment: Payment, amount_cents: int, currency: str) -> Payment:
     if not same_charge(payment.amount_cents, payment.currency, amount_cents, currency):
-        raise Problem(
-            409,
-            f"Order {payment.order_id} already has a payment of {payment.amount_cents} {payment.currency}.",
-            type="payment-mismatch", payment_id=payment.id,
-        )
+        raise PaymentMismatch(order_id=payment.order_id, amount_cents=payment.amount_cents,
+                              currency=payment.currency, payment_id=payment.id)
     return payment
-
-
-def _ledger_entry(payment_id: str, kind: LedgerKind, amount_cents: int, at: datetime) -> LedgerEntry:
-    return LedgerEntry(id=str(uuid.uuid4()), payment_id=payment_id, kind=kind,
-                       amount_cents=ledger_amount(kind, amount_cents), created_at=at)
-
-
-def _payment_event(payment: Payment) -> Event:
-    data = {"payment_id": payment.id, "order_id": payment.order_id, "customer_id": payment.customer_id,
-            "amount_cents": payment.amount_cents, "currency": payment.currency}
-    if payment.status == PaymentStatus.CAPTURED:
-        return Event(type="PaymentCaptured", source="payments",
-                     data={**data, "card_brand": payment.card_brand, "card_last4": payment.card_last4})
-    if payment.status == PaymentStatus.DECLINED:
-        return Event(type="PaymentDeclined", source="payments", data={**data, "decline_code": payment.decline_code})
-    return Event(type="PaymentRefunded", source="payments", data=data)
-
-
-async def refund(db: Database, processor: CardProcessor, order_id: str) -> Payment:
-    """Refund an order's payment in full; refunding again changes nothing.
-
-    No payment yet: a VOIDED tombstone is written, so a charge still on its way is refused (or, if
-    the processor already charged it, given back). A PENDING one is settled by asking the
-    processor what it did under the payment's key, never by guessing.
-    """
-    while True:  # each turn, the payment moved on (PENDING -> final), so this ends
-        payment = await find_payment(db, order_id)
-        if payment is None:
-            tombstone = await _tombstone(db, order_id)
-            if tombstone is not None:
-                return tombstone
-        elif payment.status == PaymentStatus.PENDING:
-            await _settle_pending(db, processor, payment)
-        else:
-            break
-    if payment.status == PaymentStatus.VOIDED:
-        return await _finish_void(db, processor, payment)
-    if payment.status == PaymentStatus.REFUNDED:
-        return payment
-    if payment.status == PaymentStatus.DECLINED:
-        raise Problem(409, f"The payment for order {order_id} was declined; nothing to refund.",
-                      type="payment-not-captured")
-    refund_id = await processor.refund(idempotency_key=refund_key(order_id), charge_id=payment.processor_charge_id)
-    now = datetime.now(UTC)
-    async with db.transaction() as session:
-        # Guarded by status: of two racing refunds only one writes the ledger entry and the event.
-        changed = await session.execute(
-            update(Payment)
-            .where(Payment.id == payment.id, Payment.status == PaymentStatus.CAPTURED)
-            .values(status=PaymentStatus.REFUNDED, processor_refund_id=refund_id, updated_at=now)
-        )
-        if changed.rowcount == 1:
-            payment.status, payment.processor_refund_id, payment.updated_at = PaymentStatus.REFUNDED, refund_id, now
-            session.add(_ledger_entry(payment.id, LedgerKind.REFUND, payment.amount_cents, now))
-            await add_event(session, _payment_event(payment))
-    if changed.rowcount != 1:
-        return await find_payment(db, order_id)
-    log.info("payment_refunded", order_id=order_id, payment_id=payment.id, amount_cents=payment.amount_cents)
-    return payment
-
-
-async def _tombstone(db: Database, order_id: str) -> Payment | None:
-    """Insert a VOIDED payment for an order that has none; None when a charge's intent got there first.
-
-    It moves no money: amount 0, no customer (only services and admins see it).
-    """
-    now = datetime.now(UTC)
-    payment = Payment(
-        id=str(uuid.uuid4()), order_id=order_id, customer_id="", amount_cents=0, currency=CURRENCY,
-        status=PaymentStatus.VOIDED, card_brand=None, card_last4=None, decline_code=None,
-        processor_charge_id=None, processor_refund_id=None, idempotency_key=None, created_at=now, updated_at=now,
-    )
-    try:
-        async with db.transaction() as session:
-            session.add(payment)
-    except IntegrityError:
-        return None
-    log.info("payment_voided", order_id=order_id, payment_id=payment.id, had_intent=False)
-    return payment
-
-
-async def _settle_pending(db: Database, processor: CardProcessor, payment: Payment) -> None:
-    """Ask the processor what became of a PENDING payment's charge and record it; if it made none,
-    void the payment (a charge completing later then finds it VOIDED and gives the money back).
-    Every write is guarded by status = PENDING: when it misses, the caller looks again."""
-    found = await processor.find_charge(payment.idempotency_key)
-    if found is not None and found.description != charge_description(payment.order_id):
-        # The key was first used for something else (a caller reusing keys): not this order's charge.
-        log.warning("pending_key_belongs_elsewhere", order_id=payment.order_id, charge_id=found.charge_id)
-        found = None
-    if found is not None:
-        if await _record_outcome(db, payment, found):
-            log.info("pending_payment_settled", order_id=payment.order_id, status=payment.status)
-        return
-    async with db.transaction() as session:
-        changed = await session.execute(
-            update(Payment)
-            .where(Payment.id == payment.id, Payment.status == PaymentStatus.PENDING)
-            .values(status=PaymentStatus.VOIDED, updated_at=datetime.now(UTC))
-        )
-    if changed.rowcount == 1:
-        log.info("payment_voided", order_id=payment.order_id, payment_id=payment.id, had_intent=True)
-
-
-async def list_payments(
-    db: Database, *, status: PaymentStatus | None, limit: int, offset: int
-) -> tuple[list[Payment], int]:
-    where = [Payment.status == status] if status else []
-    async with db.session() as session:
-        total = (await session.execute(select(func.count()).select_from(Payment).where(*where))).scalar_one()
-        rows = await session.execute(
-            select(Payment).where(*where).order_by(Payment.created_at, Payment.id).limit(limit).offset(offset)
-        )
-        return list(rows.scalars()), total
-
-
-async def ledger_summary(db: Database) -> dict[str, Any]:
-    is_capture = LedgerEntry.kind == LedgerKind.CAPTURE
-    is_refund = LedgerEntry.kind == LedgerKind.REFUND
-    async with db.session() as session:
-        row = (
-            await session.execute(
-                select(
-                    func.coalesce(func.sum(case((is_capture, LedgerEntry.amount_cents), else_=0)), 0),
-                    func.coalesce(func.sum(case((is_refund, -LedgerEntry.amount_cents), else_=0)), 0),
-                    func.coalesce(func.sum(case((is_capture, 1), else_=0)), 0),
-                    func.coalesce(func.sum(case((is_refund, 1), else_=0)), 0),
-                )
-            )
-        ).one()
-        counted = await session.execute(select(Payment.status, func.count()).group_by(Payment.status))
-        by_status = {status.value: 0 for status in PaymentStatus} | {status: n for status, n in counted.all()}
-    # PostgreSQL sums BIGINT into NUMERIC (Decimal): bring every figure back to int.
-    captured, refunded, captures, refunds = (int(value) for value in row)
-    return {"captured_cents": captured, "refunded_cents": refunded, "net_cents": captured - refunded,
-            "captures": captures, "refunds": refunds, "payments_by_status": by_status}

@@ -1,0 +1,124 @@
+"""payments' database: the one place that reads and writes its tables (and its outbox).
+
+A move of domain.py's table is written in one short transaction guarded by its source status,
+together with the ledger entry and the event it brings, so a move and its money and event land
+together or not at all, and of two racing moves only one lands. No transaction is ever open while
+the card processor is called.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from microshop_chassis.db import Database, utcnow
+from microshop_chassis.outbox import add_event
+from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .domain import LedgerKind, LedgerTotals, PaymentStatus, Transition, ledger_amount
+from .events import payment_event
+from .models import LedgerEntry, Payment
+
+
+class PaymentStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def find(self, order_id: str) -> Payment | None:
+        async with self.db.session() as session:
+            return (await session.execute(select(Payment).where(Payment.order_id == order_id))).scalar_one_or_none()
+
+    async def create(self, transition: Transition, *, order_id: str, customer_id: str, amount_cents: int,
+                     currency: str, idempotency_key: str | None) -> Payment | None:
+        """Insert an order's payment in ``transition``'s target status (a move from no payment);
+        None when the order has one already: the unique order id decides a race, also between
+        replicas."""
+        if transition.source is not None:
+            raise ValueError(f"{transition.name} moves an existing payment")
+        now = utcnow()
+        payment = Payment(
+            id=str(uuid.uuid4()), order_id=order_id, customer_id=customer_id, amount_cents=amount_cents,
+            currency=currency, status=transition.target, card_brand=None, card_last4=None, decline_code=None,
+            processor_charge_id=None, processor_refund_id=None, idempotency_key=idempotency_key,
+            created_at=now, updated_at=now,
+        )
+        try:
+            async with self.db.transaction() as session:
+                session.add(payment)
+        except IntegrityError:
+            return None
+        return payment
+
+    async def move(self, payment: Payment, transition: Transition, **changes: Any) -> bool:
+        """Move ``payment`` by ``transition`` if it is still in the transition's source status,
+        writing ``changes``, the ledger entry and the event in the same transaction; ``payment`` is
+        updated to match. False when it is no longer in that status (another move landed first)."""
+        now = utcnow()
+        values = {"status": transition.target, "updated_at": now, **changes}
+        async with self.db.transaction() as session:
+            moved = await session.execute(
+                update(Payment).where(Payment.id == payment.id, Payment.status == transition.source).values(**values)
+            )
+            if moved.rowcount != 1:
+                return False
+            for name, value in values.items():
+                setattr(payment, name, value)
+            if transition.ledger is not None:
+                session.add(LedgerEntry(id=str(uuid.uuid4()), payment_id=payment.id, kind=transition.ledger,
+                                        amount_cents=ledger_amount(transition.ledger, payment.amount_cents),
+                                        created_at=now))
+            if transition.event is not None:
+                await add_event(session, payment_event(payment, transition.event))
+        return True
+
+    async def note_voided_charge(self, payment_id: str, charge_id: str) -> None:
+        """Write on a VOIDED payment the charge to give back, unless one is written already."""
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(Payment)
+                .where(Payment.id == payment_id, Payment.status == PaymentStatus.VOIDED,
+                       Payment.processor_charge_id.is_(None))
+                .values(processor_charge_id=charge_id, updated_at=utcnow())
+            )
+
+    async def note_refund(self, payment: Payment, refund_id: str) -> None:
+        """Record that the processor gave back the charge of a VOIDED payment."""
+        now = utcnow()
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(Payment).where(Payment.id == payment.id).values(processor_refund_id=refund_id, updated_at=now)
+            )
+        payment.processor_refund_id, payment.updated_at = refund_id, now
+
+    async def page(self, *, status: PaymentStatus | None, limit: int, offset: int) -> tuple[list[Payment], int]:
+        """Oldest first."""
+        where = [Payment.status == status] if status else []
+        async with self.db.session() as session:
+            total = (await session.execute(select(func.count()).select_from(Payment).where(*where))).scalar_one()
+            rows = await session.execute(
+                select(Payment).where(*where).order_by(Payment.created_at, Payment.id).limit(limit).offset(offset)
+            )
+            return list(rows.scalars()), total
+
+    async def ledger_totals(self) -> LedgerTotals:
+        is_capture = LedgerEntry.kind == LedgerKind.CAPTURE
+        is_refund = LedgerEntry.kind == LedgerKind.REFUND
+        async with self.db.session() as session:
+            row = (
+                await session.execute(
+                    select(
+                        func.coalesce(func.sum(case((is_capture, LedgerEntry.amount_cents), else_=0)), 0),
+                        func.coalesce(func.sum(case((is_refund, -LedgerEntry.amount_cents), else_=0)), 0),
+                        func.coalesce(func.sum(case((is_capture, 1), else_=0)), 0),
+                        func.coalesce(func.sum(case((is_refund, 1), else_=0)), 0),
+                    )
+                )
+            ).one()
+            counted = await session.execute(select(Payment.status, func.count()).group_by(Payment.status))
+            by_status = {status.value: 0 for status in PaymentStatus} | {status: n for status, n in counted.all()}
+        # PostgreSQL sums BIGINT into NUMERIC (Decimal): bring every figure back to int.
+        captured, refunded, captures, refunds = (int(value) for value in row)
+        return LedgerTotals(captured_cents=captured, refunded_cents=refunded, captures=captures, refunds=refunds,
+                            payments_by_status=by_status)
+
