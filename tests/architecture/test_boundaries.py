@@ -1,5 +1,6 @@
 """The architecture's rules, checked on the source tree: each service is a self-contained package,
-imports no other service, and touches no other service's database."""
+imports no other service, touches no other service's database, and is listed once in the one list
+of services (microshop_chassis.services)."""
 
 import re
 import shutil
@@ -8,16 +9,33 @@ import sys
 from pathlib import Path
 
 import pytest
+from microshop_chassis.services import SERVICES as SERVICE_LIST
+from microshop_chassis.services import importlinter_config, names
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ["users", "inventory", "orders", "payments", "notifications", "reports", "gateway"]
-RELATIONAL = ["users", "inventory", "orders", "payments", "notifications"]
+SERVICES = list(names())
+RELATIONAL = list(names(storage="sql"))
+
+
+def test_every_service_folder_is_in_the_list_and_every_entry_has_its_folder():
+    folders = {path.parent.name for path in (ROOT / "services").glob("*/pyproject.toml")}
+    assert folders == set(SERVICES)
+    for spec in SERVICE_LIST:
+        assert (ROOT / spec.folder / "src" / spec.package).is_dir(), spec
+
+
+def test_the_list_gives_each_service_its_own_port_and_gateway_prefix():
+    ports = [spec.port for spec in SERVICE_LIST]
+    assert len(set(ports)) == len(ports)
+    prefixes = [spec.gateway_prefix for spec in SERVICE_LIST if spec.gateway_prefix]
+    assert len(set(prefixes)) == len(prefixes)
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_service_is_a_self_contained_package(service):
     folder = ROOT / "services" / service
-    for part in ("pyproject.toml", "Dockerfile", "README.md", "tests", f"src/microshop_{service}/__main__.py"):
+    for part in ("pyproject.toml", "Dockerfile", "README.md", "tests", f"src/microshop_{service}/__main__.py",
+                 f"src/microshop_{service}/bootstrap.py"):
         assert (folder / part).exists(), f"services/{service} lacks {part}"
     if service in RELATIONAL:
         versions = folder / "src" / f"microshop_{service}" / "migrations" / "versions"
@@ -38,13 +56,30 @@ def test_no_service_names_another_services_database(service):
     assert offending == []
 
 
-def test_import_boundaries_hold():
-    """import-linter's contracts (.importlinter): services independent, chassis below them."""
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_service_reaches_into_app_state(service):
+    """Routes receive what they need as typed dependencies (provide.py), not from a locator."""
+    offending = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "services" / service / "src").rglob("*.py")
+        if "app.state" in path.read_text()
+    ]
+    assert offending == []
+
+
+def test_import_boundaries_hold(tmp_path):
+    """import-linter's contracts, written from the list of services: services independent,
+    chassis, launcher and simulators below them."""
     lint_imports = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert lint_imports, "import-linter is not installed (make install)"
-    result = subprocess.run([lint_imports], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    config = tmp_path / "importlinter.ini"
+    config.write_text(importlinter_config())
+    result = subprocess.run([lint_imports, str(config), "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "broken" not in result.stdout.lower().replace("0 broken", "")
+    for spec in SERVICE_LIST:
+        assert spec.package in config.read_text()
 
 
 @pytest.mark.parametrize("service", RELATIONAL)

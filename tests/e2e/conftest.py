@@ -8,10 +8,11 @@ import asyncio
 import uuid
 
 import pytest_asyncio
+from microshop_chassis.services import names
 from microshop_chassis.testing import ApiClient, create_postgres_database, require_postgres
 from microshop_cli.system import System, SystemConfig
 
-RELATIONAL_SERVICES = ("users", "inventory", "orders", "payments", "notifications")
+RELATIONAL_SERVICES = names(storage="sql")
 
 # Short intervals so background work (saga recovery) is observed quickly in tests.
 TEST_ENV = {

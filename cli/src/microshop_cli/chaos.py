@@ -26,14 +26,14 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from .components import CHAOS_PROXY, PROXIED, SERVICES
+from .components import ALL_SERVICES, CHAOS_PROXY, PROXIED, SERVICES
 from .errors import MicroshopError
 from .state import DataDir, hold
 
 NETWORK_FAULTS = ("latency", "error-rate", "reset", "partition")
 PROCESS_FAULTS = ("kill", "pause", "broker-restart")
 FAULTS = (*PROCESS_FAULTS, *NETWORK_FAULTS)
-KILLABLE = (*SERVICES, "gateway")
+KILLABLE = ALL_SERVICES
 
 
 @dataclass

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from microshop_chassis import services as registry
+
 from .errors import MicroshopError, PortInUseError
 
 if TYPE_CHECKING:
@@ -23,22 +25,19 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"
 
 # Port names, not only component names: the mail catcher has two ports ("mail-catcher" is its HTTP one).
+# The services' own come from the one list of services (microshop_chassis.services).
 DEFAULT_PORTS: dict[str, int] = {
     "nats": 14222,  # not 4222: a developer's own NATS may already be there
     "smtp": 1025,
     "mail-catcher": 8025,
     "card-processor": 8090,
-    "users": 8101,
-    "inventory": 8102,
-    "orders": 8103,
-    "payments": 8104,
-    "notifications": 8105,
-    "reports": 8106,
-    "gateway": 8080,
+    **{spec.name: spec.port for spec in registry.SERVICES},
 }
 
-# The services every process gets a MICROSHOP_<SVC>_URL for; the gateway only gets HOST and PORT.
-SERVICES = ("users", "inventory", "orders", "payments", "notifications", "reports")
+# The services behind the gateway: every process gets a MICROSHOP_<SVC>_URL for each.
+SERVICES = tuple(spec.name for spec in registry.routed())
+# Every service process, the gateway included, in the order of the list.
+ALL_SERVICES = registry.names()
 
 # With `up --chaos-proxies`: what sits behind a fault-injection proxy (every service a peer calls,
 # and the card processor), and the ports the proxies listen on. Callers are given the proxy's
@@ -62,9 +61,7 @@ CHAOS_PORTS: dict[str, int] = {
 # (or a simulator) to become ready - each waits only for its own database and the broker, and calls
 # to others are made per request with retries - so starting them together makes `up` as fast as the
 # slowest single import, not the sum of four.
-SERVICE_STEPS: tuple[tuple[str, ...], ...] = (
-    ("users", "inventory", "payments", "orders", "notifications", "reports", "gateway"),
-)
+SERVICE_STEPS: tuple[tuple[str, ...], ...] = (ALL_SERVICES,)
 
 DEFAULT_ADMIN_EMAIL = "admin@microshop.local"
 DEFAULT_ADMIN_PASSWORD = "microshop-admin"
@@ -142,7 +139,8 @@ def default_components(config: SystemConfig) -> list[Component]:
     ]
     for offset, names in enumerate(SERVICE_STEPS, start=1):
         for name in names:
-            components.append(Component(name, [python, "-m", f"microshop_{name}"], ports[name], step=offset, host=host))
+            package = registry.service(name).package
+            components.append(Component(name, [python, "-m", package], ports[name], step=offset, host=host))
     if config.chaos_proxies:
         components.append(chaos_proxy_component(config))
     return components
@@ -193,12 +191,12 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
         MICROSHOP_ADMIN_PASSWORD=admin_password,
         PYTHONUNBUFFERED="1",
     )
-    for name in (*SERVICES, "gateway"):
-        prefix = f"MICROSHOP_{name.upper()}"
-        env[f"{prefix}_HOST"] = host
-        env[f"{prefix}_PORT"] = str(ports[name])
+    for name in ALL_SERVICES:
+        prefix = registry.service(name).env_prefix
+        env[f"{prefix}HOST"] = host
+        env[f"{prefix}PORT"] = str(ports[name])
         if name in SERVICES:
-            env[f"{prefix}_URL"] = peer_url(config, name)
+            env[f"{prefix}URL"] = peer_url(config, name)
     env.update(config.extra_env)
     return env
 

@@ -21,6 +21,7 @@ from rich.text import Text
 
 from .chaos_cli import chaos_app, verify_command
 from .components import (
+    ALL_SERVICES,
     DEFAULT_PORTS,
     SERVICES,
     admin_credentials,
@@ -263,7 +264,7 @@ def _log_sources(paths: DataDir) -> dict[str, Path]:
 
 
 def _default_order() -> list[str]:
-    return ["nats", "mail-catcher", "card-processor", *SERVICES, "gateway"]
+    return ["nats", "mail-catcher", "card-processor", *ALL_SERVICES]
 
 
 def _parse_ports(values: list[str]) -> dict[str, int]:
@@ -298,7 +299,7 @@ def _print_panel(state: dict) -> None:
         row("NATS", processes["nats"]["url"])
     if "chaos-proxy" in processes:
         row("Chaos proxies", f"{processes['chaos-proxy']['url']}/proxies   (microshop chaos --help)")
-    known = {"nats", "mail-catcher", "card-processor", "gateway", "chaos-proxy", *SERVICES}
+    known = {"nats", "mail-catcher", "card-processor", "chaos-proxy", *ALL_SERVICES}
     for name, info in processes.items():
         if name not in known:
             row(name, info["url"])

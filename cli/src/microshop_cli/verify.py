@@ -22,15 +22,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
+from microshop_chassis.contracts import EventType
+from microshop_chassis.services import SERVICES as SERVICE_LIST
 
 from .components import SERVICES
 from .shop_client import login
 
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 # Which e-mails each final order must have received, by the event that caused them.
-EXPECTED_MAIL = {"CONFIRMED": {"OrderConfirmed"}, "REJECTED": {"OrderRejected"},
-                 "CANCELLED": {"OrderConfirmed", "OrderCancelled"}}
-MESSAGING_SERVICES = ("users", "orders", "payments", "notifications", "reports")
+EXPECTED_MAIL = {"CONFIRMED": {EventType.ORDER_CONFIRMED}, "REJECTED": {EventType.ORDER_REJECTED},
+                 "CANCELLED": {EventType.ORDER_CONFIRMED, EventType.ORDER_CANCELLED}}
+# The services whose /admin/messaging has something to report (a relay or consumers).
+MESSAGING_SERVICES = tuple(spec.name for spec in SERVICE_LIST if spec.messaging)
 
 
 @dataclass
