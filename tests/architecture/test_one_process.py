@@ -16,7 +16,7 @@ from microshop_card_processor.app import Config
 from microshop_card_processor.app import create_app as create_card_processor
 from microshop_chassis.host import ServiceHost
 from microshop_chassis.services import SERVICES, routed
-from microshop_chassis.testing import ApiClient, RunningApp, free_port, wait_until
+from microshop_chassis.testing import ApiClient, NatsServer, RunningApp, free_port, wait_until
 from microshop_mail_catcher.app import start as start_mail_catcher
 
 ADMIN = ("admin@example.com", "admin-password-1")
@@ -33,6 +33,14 @@ def build(name: str, **settings):
 
 
 @pytest.fixture
+def broker(tmp_path):
+    """A broker of this test's own: the sales report counts every order event on the stream."""
+    server = NatsServer(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 async def outside(tmp_path):
     """The outside systems a real deployment has: a card processor and an SMTP server."""
     runner = web.AppRunner(create_card_processor(Config()))
@@ -45,11 +53,11 @@ async def outside(tmp_path):
     await runner.cleanup()
 
 
-async def test_every_service_side_by_side_in_one_process(nats_server, tmp_path, outside):
+async def test_every_service_side_by_side_in_one_process(broker, tmp_path, outside):
     card_processor_url, mail = outside
     ports = {spec.name: free_port() for spec in SERVICES}
     urls = {f"{spec.name}_url": f"http://127.0.0.1:{ports[spec.name]}" for spec in routed()}
-    common = {**urls, "nats_url": nats_server.url, "service_secret": "one-process-secret",
+    common = {**urls, "nats_url": broker.url, "service_secret": "one-process-secret",
               "card_processor_url": card_processor_url, "smtp_host": "127.0.0.1", "smtp_port": mail.smtp_port,
               "admin_email": ADMIN[0], "admin_password": ADMIN[1]}
     hosts: dict[str, ServiceHost] = {

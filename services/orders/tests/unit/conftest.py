@@ -19,8 +19,28 @@ from microshop_orders.service import Orders
 from microshop_orders.store import OrderStore
 
 
+class Switchable:
+    """A fake callee with a ``down`` switch."""
+
+    down: bool
+
+    def up_for(self, method: str):
+        """``method`` as a stand-in that answers even while the callee is down: a callee that is
+        down for one kind of call only (payments tokenizes, but cannot charge)."""
+        real = getattr(type(self), method)
+
+        async def call(*args, **kwargs):
+            down, self.down = self.down, False
+            try:
+                return await real(self, *args, **kwargs)
+            finally:
+                self.down = down
+
+        return call
+
+
 @dataclass
-class FakeInventory:
+class FakeInventory(Switchable):
     """inventory as orders' InventoryClient sees it: prices, and reservations keyed by order."""
 
     stock: dict[str, int] = field(default_factory=lambda: {"mug": 10, "tee": 5})
@@ -83,7 +103,7 @@ class FakeInventory:
 
 
 @dataclass
-class FakePayments:
+class FakePayments(Switchable):
     """payments as orders' PaymentsClient sees it: one payment per order, refunds keep a tombstone."""
 
     payments: dict[str, dict] = field(default_factory=dict)
@@ -167,3 +187,4 @@ def make_checkout():
 @pytest.fixture
 def cards():
     return {"approved": APPROVED, "declined": DECLINED}
+

@@ -69,7 +69,7 @@ async def test_refusals_before_the_order_exists_create_nothing(world, make_check
 async def test_payments_down_leaves_the_order_pending_and_it_completes_later(world, make_checkout):
     world.orders.checkout_wait = 0.05
     world.payments.down = True
-    world.payments.tokenize = _tokenize_anyway(world.payments)  # down only for the charge
+    world.payments.tokenize = world.payments.up_for("tokenize")  # down only for the charge
     order, _ = await world.orders.place(world.customer(), "k1", make_checkout())
     assert order.status == OrderStatus.PENDING and order.saga_attempts == 1
     world.payments.down = False
@@ -98,13 +98,3 @@ async def test_only_the_owner_an_admin_or_a_service_sees_an_order(world, make_ch
     assert (await world.orders.get(admin, order.id)).id == order.id
     assert (await world.orders.list(admin, status=OrderStatus.CONFIRMED, limit=10, offset=0))[1] == 1
 
-
-def _tokenize_anyway(payments):
-    async def tokenize(card):
-        down, payments.down = payments.down, False
-        try:
-            return await type(payments).tokenize(payments, card)
-        finally:
-            payments.down = down
-
-    return tokenize

@@ -14,7 +14,7 @@ async def _pending(world, make_checkout, *lines):
     """An order created and left at its first step (inventory down), as a crash would leave it."""
     world.orders.checkout_wait = 0.05
     world.inventory.down = True
-    world.inventory.prices = _prices_anyway(world.inventory)
+    world.inventory.prices = world.inventory.up_for("prices")
     order, _ = await world.orders.place(world.customer(), "k1", make_checkout(*lines))
     await world.saga.stop()
     world.inventory.down = False
@@ -92,17 +92,6 @@ async def test_recovery_takes_over_open_sagas_at_start_on_a_single_writer_databa
     later = SagaRecovery(world.saga, interval=0.01, take_over_at_start=False)
     await later.round()  # nothing open is left
     assert world.saga.running() == set()
-
-
-def _prices_anyway(inventory):
-    async def prices(skus):
-        down, inventory.down = inventory.down, False
-        try:
-            return await type(inventory).prices(inventory, skus)
-        finally:
-            inventory.down = down
-
-    return prices
 
 
 async def _return(value):
