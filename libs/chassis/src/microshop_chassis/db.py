@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
+from .clock import utcnow  # noqa: F401 - where the services with a database take it from
 from .sqlite_inline import inline_creator
 
 
@@ -142,6 +143,3 @@ class UtcDateTime(TypeDecorator):
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

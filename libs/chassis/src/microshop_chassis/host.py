@@ -23,7 +23,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, FastAPI
@@ -35,15 +35,19 @@ from .background import BackgroundWorker
 from .broker import Broker
 from .consumer import EventConsumer, EventHandler
 from .context import service_var
-from .db import Database
 from .errors import ProblemMap, install_domain_error
 from .http_client import HttpSession, ServiceClient
 from .messaging import MessagingReport
 from .metrics import ServiceMetrics
-from .outbox import OutboxRelay
 from .provide import ServiceApp, provide
 from .settings import ServiceSettings
 from .telemetry import tracer_provider
+
+# The database layer is imported when a service declares a database: one without (the gateway,
+# reports) does not carry SQLAlchemy's ~20 MB.
+if TYPE_CHECKING:
+    from .db import Database
+    from .outbox import OutboxRelay
 
 log = structlog.get_logger("microshop.host")
 
@@ -99,6 +103,8 @@ class ServiceHost:
 
     def database(self, migrations: str | None = None, *, url: str | None = None) -> Database:
         """The service's database; migrated to the newest revision of ``migrations`` at start."""
+        from .db import Database
+
         db = Database(url or self.settings.resolved_database_url())
         self._steps.append(_Step("database", (lambda: db.migrate(migrations)) if migrations else None,
                                  db.dispose))
@@ -112,6 +118,8 @@ class ServiceHost:
         return broker
 
     def outbox_relay(self, db: Database, broker: Broker, **options: Any) -> OutboxRelay:
+        from .outbox import OutboxRelay
+
         relay = OutboxRelay(db, broker, metrics=self.metrics, **options)
         self.messaging.add_relay(relay)
         return self.worker(relay)

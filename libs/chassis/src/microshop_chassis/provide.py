@@ -47,7 +47,8 @@ class Provided:
     def __init__(self, kind: type) -> None:
         self.kind = kind
 
-    def __call__(self, request: Request) -> Any:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request.
+    async def __call__(self, request: Request) -> Any:
         app = request.app
         try:
             return app.provided[self.kind]

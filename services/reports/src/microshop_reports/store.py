@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 import duckdb
 import structlog
 
+from microshop_chassis.clock import utcnow
 from microshop_chassis.contracts import EventType
-from microshop_chassis.db import utcnow
 from microshop_chassis.events import Event
 
 from .domain import (
