@@ -1,6 +1,7 @@
 """Test tiers across the repository: the fast tests are those in a ``tests/unit`` folder (domain
 rules, and each service's use cases against in-memory fakes); ``make test-fast`` runs only them
-(they are marked ``unit``: ``pytest -m unit`` selects them too). Everything else runs real processes, brokers and databases."""
+(they are marked ``unit``, so ``pytest -m unit`` selects them too). Everything else runs real
+processes, brokers and databases."""
 
 import pytest
 
