@@ -8,6 +8,8 @@ from microshop_chassis.background import BackgroundWorker
 
 
 class SwallowsFirstCancel(BackgroundWorker):
+    """Its own ``run()``, in place of the loop of rounds."""
+
     def __init__(self) -> None:
         self.swallowed = 0
         self.running = asyncio.Event()
@@ -22,10 +24,16 @@ class SwallowsFirstCancel(BackgroundWorker):
                     raise
                 self.swallowed += 1  # like the wait_for race: the loop carries on
 
+    async def round(self) -> bool:
+        return False
+
 
 class Crashes(BackgroundWorker):
     async def run(self) -> None:
         raise RuntimeError("broken")
+
+    async def round(self) -> bool:
+        return False
 
 
 async def test_stop_cancels_again_until_the_loop_ends():

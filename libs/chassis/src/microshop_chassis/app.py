@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
 
 from .auth import OperatorCaller
-from .errors import NOT_READY, ProblemMap, install_problem_handlers, problem_response
+from .errors import NOT_READY, install_problem_handlers, problem_response
 from .messaging import MessagingReport, MessagingStatus
 from .metrics import ServiceMetrics
 from .middleware import EdgeMiddleware, LoadShedder
@@ -40,7 +40,6 @@ def create_app(
     breakers: Callable[[], Iterable[CircuitBreaker]] = tuple,
     metrics: ServiceMetrics | None = None,
     tracer_provider: trace.TracerProvider | None = None,
-    domain_errors: ProblemMap | None = None,
 ) -> ServiceApp:
     """``messaging_admin=False`` leaves out ``GET /admin/messaging`` (for an app that verifies no
     tokens and runs no relay or consumer: the gateway). ``readiness`` and ``breakers`` are read at
@@ -56,7 +55,7 @@ def create_app(
         # own instrumentation (on once a tracer provider is set) would double each, per request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    install_problem_handlers(app, domain_errors)
+    install_problem_handlers(app)
     # Added first, so it runs inside the edge middleware: shed requests are still counted and logged.
     app.add_middleware(LoadShedder, limit=settings.max_in_flight, metrics=metrics)
     app.add_middleware(EdgeMiddleware, service=settings.service_name, metrics=metrics,

@@ -12,13 +12,14 @@ loop and waits until it has ended.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 
 import structlog
 
 log = structlog.get_logger("microshop.background")
 
 
-class BackgroundWorker:
+class BackgroundWorker(ABC):
     name = "background-worker"
     # Seconds between rounds when a round found nothing more to do; None: no wait (the round
     # itself waits, as a broker fetch does).
@@ -34,11 +35,11 @@ class BackgroundWorker:
     _finished = False
     started = False  # between start() and stop(): what /admin/messaging reports
 
+    @abstractmethod
     async def round(self) -> bool:
         """One round of work; True when there is more to do right away."""
-        raise NotImplementedError
 
-    async def on_failure(self, exc: Exception) -> None:
+    async def on_failure(self, exc: Exception) -> None:  # noqa: B027 - optional: most loops need nothing
         """Called after a round raised, before the backoff (e.g. to drop a broken subscription)."""
 
     def start(self) -> None:

@@ -65,7 +65,7 @@ class ProblemType:
     type URI, its HTTP status and title, and headers it always carries (``Retry-After``).
 
     The types another service acts on are declared in ``contracts/problems.json`` (their Python
-    names are in ``contracts.py``); a service's own in its ``problems.py``.
+    names are in ``contracts.py``); a service's own in its ``api.py``.
     """
 
     slug: str
@@ -143,12 +143,9 @@ def problem_response(problem: Problem, instance: str | None = None) -> JSONRespo
     )
 
 
-def install_problem_handlers(app: FastAPI, domain_errors: ProblemMap | None = None) -> None:
-    """Turn every error FastAPI can raise, and the service's domain errors, into problem+json, so
-    clients parse one shape."""
-
-    for error_class, problem_type in (domain_errors or {}).items():
-        install_domain_error(app, error_class, problem_type)
+def install_problem_handlers(app: FastAPI) -> None:
+    """Turn every error FastAPI can raise into problem+json, so clients parse one shape (a
+    service's domain errors are added by ``install_domain_error``)."""
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:

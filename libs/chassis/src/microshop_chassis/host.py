@@ -183,9 +183,6 @@ class ServiceHost:
         """Adds what ``extra()`` returns to the ``/health`` body."""
         self._health.append(extra)
 
-    def tracer(self, name: str) -> trace.Tracer:
-        return self.tracer_provider.get_tracer(name)
-
     # --- lifecycle ------------------------------------------------------------------------------
 
     @asynccontextmanager

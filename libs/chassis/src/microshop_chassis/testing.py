@@ -342,13 +342,6 @@ def assert_event_model_matches_contract(model) -> None:
     assert not optional, f"{model.__name__}: fields required by the contract have defaults: {optional}"
 
 
-def assert_problem(reply, problem_type) -> None:
-    """The reply is a problem+json answer of this declared type, with its status."""
-    assert reply.status == problem_type.status, (reply.status, reply.body)
-    assert reply.headers.get("Content-Type", "").startswith("application/problem+json"), reply.headers
-    assert reply.body["type"] == problem_type.uri, reply.body
-
-
 def assert_event_matches_contract(event: dict) -> None:
     """Check an event against the envelope schema and its type's data schema in contracts/."""
     import json as _json

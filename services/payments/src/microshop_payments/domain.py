@@ -59,17 +59,9 @@ TOMBSTONE = Transition("tombstone", None, S.VOIDED)
 
 TRANSITIONS: tuple[Transition, ...] = (INTENT, CAPTURE, DECLINE, VOID, REFUND, TOMBSTONE)
 
-# The charge's outcome is known: every status but PENDING. Of these only CAPTURED moves on (refunded).
-FINAL_STATUSES = frozenset(PaymentStatus) - {PaymentStatus.PENDING}
-
-
 def charge_outcome(approved: bool) -> Transition:
     """The move that records what the processor did with a PENDING payment's charge."""
     return CAPTURE if approved else DECLINE
-
-
-def can_move(source: PaymentStatus | None, target: PaymentStatus) -> bool:
-    return any(t.source == source and t.target == target for t in TRANSITIONS)
 
 
 CURRENCY = "USD"  # one currency system-wide, so ledger sums are meaningful
