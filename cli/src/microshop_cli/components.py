@@ -191,12 +191,11 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
         MICROSHOP_ADMIN_PASSWORD=admin_password,
         PYTHONUNBUFFERED="1",
     )
-    for name in ALL_SERVICES:
-        prefix = registry.service(name).env_prefix
-        env[f"{prefix}HOST"] = host
-        env[f"{prefix}PORT"] = str(ports[name])
-        if name in SERVICES:
-            env[f"{prefix}URL"] = peer_url(config, name)
+    for spec in registry.SERVICES:
+        env[f"{spec.env_prefix}HOST"] = host
+        env[f"{spec.env_prefix}PORT"] = str(ports[spec.name])
+        if spec.gateway_prefix is not None:  # behind the gateway: the others may call it
+            env[f"{spec.env_prefix}URL"] = peer_url(config, spec.name)
     env.update(config.extra_env)
     return env
 
