@@ -7,9 +7,10 @@ import time
 
 import pytest
 from aiohttp import web
-from microshop_chassis.context import deadline_var, request_id_var
-from microshop_chassis.http_client import ServiceClient, ServiceUnavailable
+from microshop_chassis.context import deadline_var, outliving_the_request, request_id_var
+from microshop_chassis.http_client import CUT_BY_CALLER, ServiceClient, ServiceUnavailable
 from microshop_chassis.metrics import ServiceMetrics
+from microshop_chassis.resilience import CircuitBreaker, DeadlineExceeded, RetryBudget
 from microshop_chassis.telemetry import tracer
 from microshop_chassis.testing import free_port
 
@@ -129,6 +130,121 @@ async def test_inherited_deadline_shortens_the_call(http_server, slow, http_sess
     finally:
         deadline_var.reset(token)
     assert 0 < float(slow.seen[0]["X-Request-Timeout"]) <= 0.3
+
+
+class CallerDeadline:
+    """``with CallerDeadline(seconds):`` what is left of the request the client's caller serves."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        self._token = deadline_var.set(time.monotonic() + self.seconds)
+
+    def __exit__(self, *exc) -> None:
+        deadline_var.reset(self._token)
+
+
+def guarded_client(target: str, url: str, session, **options) -> ServiceClient:
+    """A client whose breaker opens after two failures, so one wrong count would show."""
+    breaker = CircuitBreaker(target, window=4, min_calls=2, failure_rate=0.5, metrics=METRICS)
+    return ServiceClient(target, url, session=session, metrics=METRICS, breaker=breaker, **options)
+
+
+def outcomes(target: str, method: str = "GET") -> dict[str, float]:
+    found = {}
+    for outcome in ("timeout", CUT_BY_CALLER, "200", "503"):
+        value = METRICS.value("http_client_requests_total", {"target": target, "method": method, "outcome": outcome})
+        if value:
+            found[outcome] = value
+    return found
+
+
+async def test_a_call_cut_short_by_the_callers_deadline_is_no_failure_of_the_target(
+        http_server, slow, http_session, unique):
+    url = await http_server([web.get("/slow", slow)])
+    client = guarded_client(unique, url, http_session, timeout=5, retries=2)
+    for _ in range(3):
+        with CallerDeadline(0.1), pytest.raises(DeadlineExceeded):
+            await client.get("/slow")
+    snapshot = client.breaker.snapshot()
+    assert snapshot["state"] == "closed" and snapshot["calls_in_window"] == 0
+    assert len(slow.seen) == 3  # a GET, yet not retried: the caller's time is up
+    assert outcomes(unique) == {CUT_BY_CALLER: 3}
+
+
+async def test_a_timeout_at_the_clients_own_timeout_counts_against_the_target(
+        http_server, slow, http_session, unique):
+    url = await http_server([web.get("/slow", slow)])
+    client = guarded_client(unique, url, http_session, timeout=0.1, retries=0)
+    for _ in range(2):
+        with CallerDeadline(30), pytest.raises(ServiceUnavailable) as caught:  # the caller has time
+            await client.get("/slow")
+        assert not isinstance(caught.value, DeadlineExceeded)
+    assert client.breaker.snapshot()["state"] == "open"
+    assert outcomes(unique) == {"timeout": 2}
+
+
+async def test_a_callers_deadline_a_hair_shorter_than_the_timeout_still_counts_a_timeout(
+        http_server, slow, http_session, unique):
+    # orders gives payments 10 s and payments gives the processor 10 s: a processor that hangs
+    # must still open payments' breaker.
+    url = await http_server([web.get("/slow", slow)])
+    client = guarded_client(unique, url, http_session, timeout=0.2, retries=0)
+    for _ in range(2):
+        with CallerDeadline(0.195), pytest.raises(ServiceUnavailable) as caught:
+            await client.get("/slow")
+        assert not isinstance(caught.value, DeadlineExceeded)
+    assert client.breaker.snapshot()["state"] == "open"
+
+
+async def test_a_call_whose_callers_deadline_has_passed_is_not_sent(http_server, http_session, unique):
+    script = Script(200)
+    url = await http_server([web.get("/things", script.handle)])
+    budget = RetryBudget(unique, metrics=METRICS)
+    client = guarded_client(unique, url, http_session, retry_budget=budget)
+    with CallerDeadline(-0.01), pytest.raises(DeadlineExceeded):
+        await client.get("/things")
+    assert script.requests == []
+    assert client.breaker.snapshot()["calls_in_window"] == 0
+    assert budget.balance() == budget.min_retries  # no deposit for a call that added no load
+    assert outcomes(unique) == {CUT_BY_CALLER: 1}
+
+
+async def test_a_retry_cut_short_by_the_callers_deadline_answers_what_the_target_did(http_server, http_session):
+    release = asyncio.Event()
+    calls = []
+
+    async def busy_then_slow(request: web.Request) -> web.Response:
+        calls.append(request)
+        if len(calls) > 1:
+            await release.wait()
+        return web.json_response({}, status=503)
+
+    url = await http_server([web.get("/busy", busy_then_slow)])
+    client = ServiceClient("busy", url, timeout=5, retries=2, session=http_session, metrics=METRICS)
+    try:
+        with CallerDeadline(0.5):
+            reply = await client.get("/busy")
+    finally:
+        release.set()
+    assert reply.status == 503 and len(calls) == 2
+
+
+async def test_work_outliving_the_request_keeps_its_id_but_not_its_deadline():
+    seen = {}
+
+    async def task_body() -> None:
+        seen.update(deadline=deadline_var.get(), request_id=request_id_var.get())
+
+    request_token = request_id_var.set("req-outliving")
+    try:
+        with CallerDeadline(0.05):
+            await asyncio.create_task(task_body(), context=outliving_the_request())
+            assert deadline_var.get() is not None  # the request's own context is untouched
+    finally:
+        request_id_var.reset(request_token)
+    assert seen == {"deadline": None, "request_id": "req-outliving"}
 
 
 async def test_request_id_and_traceparent_are_sent(http_server, span_exporter, http_session):

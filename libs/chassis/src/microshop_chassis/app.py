@@ -16,9 +16,11 @@ from opentelemetry import trace
 
 from .auth import OperatorCaller
 from .errors import NOT_READY, install_problem_handlers, problem_response
+from .limits import RequestLimits
 from .messaging import MessagingReport, MessagingStatus
 from .metrics import ServiceMetrics
-from .middleware import EdgeMiddleware, LoadShedder
+from .middleware import QUIET_PATHS, EdgeMiddleware, LoadShedder
+from .openapi import document_errors
 from .provide import ServiceApp
 from .resilience import CircuitBreaker, breaker_states
 from .settings import ServiceSettings
@@ -56,10 +58,14 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_problem_handlers(app)
+    document_errors(app, unshed_paths=QUIET_PATHS)
     # Added first, so it runs inside the edge middleware: shed requests are still counted and logged.
     app.add_middleware(LoadShedder, limit=settings.max_in_flight, metrics=metrics)
+    # Inside the edge middleware too (refusals are counted and logged), outside everything that reads.
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes,
+                       max_header_bytes=settings.max_header_bytes)
     app.add_middleware(EdgeMiddleware, service=settings.service_name, metrics=metrics,
-                       tracer_provider=tracer_provider)
+                       tracer_provider=tracer_provider, min_request_timeout=settings.min_request_timeout)
     checks = readiness if readiness is not None else {}
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process serves requests")

@@ -29,12 +29,24 @@ class ServiceUnavailable(DownstreamError):
     verb = "unavailable"
 
 
+# 4xx answers that say "not now" rather than "never": the same request may succeed later.
+_TRANSIENT_CLIENT_ERRORS = frozenset({401, 408, 425, 429})
+
+
 class UnexpectedReply(DownstreamError):
     """The callee answered outside the protocol between the two (a 5xx after the retries, a
-    problem type the caller does not know)."""
+    problem type the caller does not know). ``title`` is the problem's title, when it sent one."""
 
     verb = "answered unexpectedly"
 
-    def __init__(self, target: str, status: int, detail: str) -> None:
+    def __init__(self, target: str, status: int, detail: str, *, title: str | None = None) -> None:
         super().__init__(target, f"{status} {detail}")
         self.status = status
+        self.title = title
+
+    @property
+    def permanent(self) -> bool:
+        """A 4xx (but a 401, 408, 425 or 429): the callee refuses the request itself, so repeating
+        it can only get the same answer. (A 401 may pass once the token is refreshed or the keys
+        rotated; the others say "later".) A 5xx or a timeout leaves the outcome open."""
+        return 400 <= self.status < 500 and self.status not in _TRANSIENT_CLIENT_ERRORS

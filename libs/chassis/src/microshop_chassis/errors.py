@@ -108,6 +108,20 @@ class ProblemDetails(BaseModel):
     instance: str | None = None
 
 
+class FieldError(BaseModel):
+    """One reason a request is not valid: where (``["body", "items", 0, "quantity"]``) and why."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationProblemDetails(ProblemDetails):
+    """A validation-error problem: the request's body or parameters broke the schema."""
+
+    errors: list[FieldError]
+
+
 def problem_responses(*documented: ProblemType | tuple[ProblemType, str]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for problem+json answers: for each status, the problem types it may
     carry, named in its description and each shown as an example, so a caller's developer (and
@@ -162,6 +176,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if _is_unreadable_body(exc):
+            # Same shape as a body that is JSON but breaks the schema: one shape for a bad body.
+            problem = VALIDATION_ERROR("The request body is not valid JSON.", errors=[
+                {"loc": ["body"], "msg": "not UTF-8 encoded JSON", "type": "json_invalid"}])
+            return problem_response(problem, request.url.path)
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         problem = Problem(exc.status_code, detail, headers=getattr(exc, "headers", None))
         return problem_response(problem, request.url.path)
@@ -171,6 +190,12 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.exception("unhandled_error", path=request.url.path)
         problem = INTERNAL_ERROR("An unexpected error occurred; it has been logged.")
         return problem_response(problem, request.url.path)
+
+
+def _is_unreadable_body(exc: StarletteHTTPException) -> bool:
+    """FastAPI answers 400 for a body ``json.loads`` cannot even decode (bytes that are not
+    UTF-8: a UnicodeDecodeError, where malformed JSON raises JSONDecodeError and gets a 422)."""
+    return exc.status_code == 400 and isinstance(exc.__cause__, ValueError)
 
 
 def install_domain_error(app: FastAPI, error_class: type[Exception], problem_type: ProblemType) -> None:
@@ -188,4 +213,11 @@ FORBIDDEN = ProblemType("forbidden", 403)
 AUTH_UNAVAILABLE = ProblemType("auth-unavailable", 503)
 NOT_READY = ProblemType("not-ready", 503)
 OVERLOADED = ProblemType("overloaded", 503, headers={"Retry-After": "1"})
+# Answered at the edge, before any parsing (limits.py, runner.py). Connection: close because the
+# rest of what the client sends is not read.
+PAYLOAD_TOO_LARGE = ProblemType("payload-too-large", 413, "Request body too large",
+                                headers={"Connection": "close"})
+HEADERS_TOO_LARGE = ProblemType("headers-too-large", 431, "Request header fields too large",
+                                headers={"Connection": "close"})
+MALFORMED_REQUEST = ProblemType("malformed-request", 400, "Malformed HTTP request")
 MESSAGING_UNAVAILABLE = ProblemType("messaging-unavailable", 503, "Messaging state unavailable")

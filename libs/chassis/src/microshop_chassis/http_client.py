@@ -10,6 +10,14 @@ Each client also guards its one target (see ``resilience``): a circuit breaker (
 ``BulkheadFull`` beyond it) and a retry budget (retries add at most 20 % to the load). All three
 are on by default; pass ``None`` (or ``False``) to turn one off, or an instance to tune it.
 
+A call that runs out of the *caller's* time (what is left of the request it serves, when that
+cuts the client's own timeout short) is the caller's doing, not the target's: it raises
+``DeadlineExceeded``, is not retried, counts neither way in the breaker, and shows as the outcome
+``deadline_exceeded_by_caller`` in ``http_client_requests_total``. A call whose caller's deadline
+has passed already is not sent at all. Only a timeout after (about) the client's own timeout
+counts against the target: otherwise any client sending a tiny ``X-Request-Timeout`` could open
+the circuit every customer shares.
+
 A technical failure is one of the ``downstream`` family (``ServiceUnavailable``); any answer, even
 a 5xx after the retries, comes back as a ``Reply`` for the caller's adapter to judge.
 """
@@ -32,13 +40,18 @@ from .context import deadline_var, request_id_var
 from .downstream import DownstreamError, ServiceUnavailable, UnexpectedReply  # noqa: F401 - re-exported
 from .errors import ProblemType
 from .metrics import ServiceMetrics
-from .resilience import Bulkhead, BulkheadFull, CircuitBreaker, CircuitOpen, RetryBudget
+from .resilience import Bulkhead, BulkheadFull, CircuitBreaker, CircuitOpen, DeadlineExceeded, RetryBudget
 from .telemetry import inject_headers
 
 log = structlog.get_logger("microshop.http_client")
 
 _RETRYABLE_STATUS = {502, 503, 504}
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+# The ``outcome`` of a call cut short (or not sent) because the caller's own deadline ran out.
+CUT_BY_CALLER = "deadline_exceeded_by_caller"
+# A timeout counts against the target when the caller's deadline left it at least this share of
+# the client's own timeout.
+_FAIR_SHARE = 0.9
 
 class HttpSession:
     """A service's one pooled aiohttp session: created on first use (inside the event loop),
@@ -82,7 +95,8 @@ class Reply:
         """The error to raise for an answer outside the protocol: its status and what it said."""
         body = self.body if isinstance(self.body, dict) else {}
         detail = body.get("detail") or body.get("type") or "no detail"
-        return UnexpectedReply(target, self.status, str(detail))
+        title = body.get("title")
+        return UnexpectedReply(target, self.status, str(detail), title=title if isinstance(title, str) else None)
 
 
 TokenProvider = Callable[[], Awaitable[str]]
@@ -145,32 +159,34 @@ class ServiceClient:
         safe = idempotent if idempotent is not None else method in _SAFE_METHODS
         # ``retries`` per call: fewer where someone waits and retries at an outer layer anyway.
         attempts = 1 + ((self.retries if retries is None else retries) if safe else 0)
-        deadline = _deadline(timeout or self.timeout)
+        deadline = _Deadline.of(timeout or self.timeout)
+        if deadline.remaining() <= 0:  # the caller has given up already: do not send it at all
+            self.metrics.client_requests.labels(self.target, method, CUT_BY_CALLER).inc()
+            raise deadline.exceeded(self.target)
         refreshed_token = False
         attempt = 0
         last: Reply | ServiceUnavailable | None = None  # outcome of the previous attempt
         if self.retry_budget:
-            self.retry_budget.deposit()
+            self.retry_budget.deposit()  # only for calls sent: one the caller gave up on adds no load
         while True:
             attempt += 1
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ServiceUnavailable(self.target, "deadline exceeded")
+            if deadline.remaining() <= 0:  # spent on earlier attempts and their backoff
+                if last is None:
+                    raise deadline.exceeded(self.target)
+                return _previous(last)
             try:
                 reply = await self._guarded(method, path, json_body, params, headers, deadline)
-            except (CircuitOpen, BulkheadFull):
-                # Rejected before sending. On a retry, what the caller should see is what the
-                # target last did, not "not even attempted".
-                if isinstance(last, Reply):
-                    return last
-                if last is not None:
-                    raise last from last.__cause__  # keep what made it unavailable
-                raise
+            except (CircuitOpen, BulkheadFull, DeadlineExceeded):
+                # Not sent, or cut short by the caller's deadline. On a retry, what the caller
+                # should see is what the target last did, not "not even attempted".
+                if last is None:
+                    raise
+                return _previous(last)
             except ServiceUnavailable as exc:
                 if attempt >= attempts or not self._may_retry():
                     raise
                 last = exc
-                await _backoff(attempt, deadline)
+                await _backoff(attempt, deadline.at)
                 continue
             if reply.status == 401 and self.token_refresh and not refreshed_token:
                 self.token_refresh()  # the cached service token expired or the keys rotated
@@ -179,7 +195,7 @@ class ServiceClient:
                 continue
             if reply.status in _RETRYABLE_STATUS and attempt < attempts and self._may_retry():
                 last = reply
-                await _backoff(attempt, deadline)
+                await _backoff(attempt, deadline.at)
                 continue
             return reply
 
@@ -190,21 +206,23 @@ class ServiceClient:
             return False
         return self.retry_budget.try_spend() if self.retry_budget else True
 
-    async def _guarded(self, method, path, json_body, params, extra_headers, deadline: float) -> Reply:
+    async def _guarded(self, method, path, json_body, params, extra_headers, deadline: _Deadline) -> Reply:
         """One attempt through the circuit breaker and the bulkhead. The breaker counts
         ``ServiceUnavailable`` (unreachable, timed out) and 5xx replies as failures; 4xx are
-        successes: the target is alive and answering."""
+        successes: the target is alive and answering. A call cut short by the caller's deadline
+        (``DeadlineExceeded``) or cancelled gets no verdict."""
         permit = self.breaker.acquire() if self.breaker else None  # CircuitOpen
-        failed: bool | None = None  # None: no verdict (not sent, or cancelled)
+        failed: bool | None = None  # None: no verdict (not sent, cancelled, or the caller's time ran out)
         try:
             if self.bulkhead:
-                await self.bulkhead.acquire(deadline - time.monotonic())  # BulkheadFull
+                await self.bulkhead.acquire(deadline.remaining())  # BulkheadFull
             try:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ServiceUnavailable(self.target, "deadline exceeded")
+                if deadline.remaining() <= 0:  # spent waiting for a slot: not sent, no verdict
+                    raise deadline.exceeded(self.target)
                 try:
-                    reply = await self._once(method, path, json_body, params, extra_headers, remaining)
+                    reply = await self._once(method, path, json_body, params, extra_headers, deadline)
+                except DeadlineExceeded:
+                    raise
                 except ServiceUnavailable:
                     failed = True
                     raise
@@ -220,19 +238,24 @@ class ServiceClient:
                 else:
                     self.breaker.record(permit, failed=failed)
 
-    async def _once(self, method, path, json_body, params, extra_headers, remaining: float) -> Reply:
-        headers = {"X-Request-Timeout": f"{remaining:.3f}"}
-        request_id = request_id_var.get()
-        if request_id:
-            headers["X-Request-ID"] = request_id
-        inject_headers(headers)
-        if extra_headers:
-            headers.update(extra_headers)
+    async def _once(self, method, path, json_body, params, extra_headers, deadline: _Deadline) -> Reply:
         start = time.perf_counter()
         outcome = "error"
         try:
-            if self.token_provider:  # inside the try: users being down makes the callee unreachable
-                headers["Authorization"] = f"Bearer {await self.token_provider()}"
+            # Inside the try: users being down makes the callee unreachable.
+            token = await self.token_provider() if self.token_provider else None
+            remaining = deadline.remaining()  # what fetching the token left
+            if remaining <= 0:
+                raise TimeoutError("no time left after fetching the service token")
+            headers = {"X-Request-Timeout": f"{remaining:.3f}"}
+            request_id = request_id_var.get()
+            if request_id:
+                headers["X-Request-ID"] = request_id
+            inject_headers(headers)
+            if extra_headers:
+                headers.update(extra_headers)
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
             async with self.session.get().request(
                 method,
                 self.base_url + path,
@@ -246,18 +269,56 @@ class ServiceClient:
                 content_type = response.headers.get("Content-Type", "")
                 body: Any = json.loads(raw) if raw and "json" in content_type else raw.decode(errors="replace")
                 return Reply(response.status, body, CIMultiDict(response.headers))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            outcome = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+            if deadline.by_caller:  # the caller's time ran out, not the client's own timeout
+                outcome = CUT_BY_CALLER
+                raise DeadlineExceeded(self.target, "the caller's deadline ran out during the call") from exc
+            outcome = "timeout"
             raise ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            outcome = "unreachable"
+            raise ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}") from exc
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
         finally:
             self.metrics.client_requests.labels(self.target, method, outcome).inc()
             self.metrics.client_duration.labels(self.target, method).observe(time.perf_counter() - start)
 
 
-def _deadline(timeout: float) -> float:
-    own = time.monotonic() + timeout
-    inherited = deadline_var.get()
-    return min(own, inherited) if inherited is not None else own
+@dataclass(frozen=True)
+class _Deadline:
+    """When a call must be over, and whose deadline that is: the caller's (what is left of the
+    request it serves, when that cuts the client's own timeout short) or the client's own."""
+
+    at: float  # time.monotonic()
+    by_caller: bool
+
+    @classmethod
+    def of(cls, timeout: float) -> _Deadline:
+        now = time.monotonic()
+        inherited = deadline_var.get()
+        if inherited is None or inherited >= now + timeout:
+            return cls(now + timeout, by_caller=False)
+        # A caller's deadline a hair shorter than the client's timeout still gave the target its
+        # chance: orders gives payments 10 s and payments the processor 10 s, and a processor that
+        # hangs must still open payments' breaker.
+        return cls(inherited, by_caller=inherited - now < _FAIR_SHARE * timeout)
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def exceeded(self, target: str) -> ServiceUnavailable:
+        if self.by_caller:
+            return DeadlineExceeded(target, "the caller's deadline passed")
+        return ServiceUnavailable(target, "deadline exceeded")
+
+
+def _previous(last: Reply | ServiceUnavailable) -> Reply:
+    """What the target did on the previous attempt: its answer, or the failure, raised again."""
+    if isinstance(last, Reply):
+        return last
+    raise last from last.__cause__  # keep what made it unavailable
 
 
 async def _backoff(attempt: int, deadline: float, base: float = 0.05, cap: float = 1.0) -> None:

@@ -6,29 +6,34 @@ each BaseHTTPMiddleware-style layer costs a task and a copy per request on the h
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 
 import structlog
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from .context import deadline_var, request_id_var, service_var
+from .context import MIN_REQUEST_TIMEOUT, deadline_var, request_id_var, service_var
 from .errors import OVERLOADED, problem_response
 from .metrics import ServiceMetrics
 from .telemetry import extract_context, tracer
 
 log = structlog.get_logger("microshop.http")
 
+CLIENT_CLOSED_REQUEST = 499
+
 # Paths probed often by the launcher and Prometheus: counted, not logged.
-_QUIET = {"/health", "/ready", "/metrics"}
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
 class EdgeMiddleware:
     def __init__(self, app, *, service: str, metrics: ServiceMetrics,
-                 tracer_provider: trace.TracerProvider | None = None) -> None:
+                 tracer_provider: trace.TracerProvider | None = None,
+                 min_request_timeout: float = MIN_REQUEST_TIMEOUT) -> None:
         self.app = app
+        self.min_request_timeout = min_request_timeout
         self.service = service
         self.metrics = metrics
         self.tracer = tracer("microshop.http", tracer_provider)
@@ -43,17 +48,26 @@ class EdgeMiddleware:
         path = scope["path"]
         status_holder = [500]
         started = [False]
+        disconnected = [False]
+        authorized = "authorization" in headers
+
+        async def receive_noting_disconnect():
+            message = await receive()
+            if message["type"] == "http.disconnect" and not started[0]:
+                disconnected[0] = True
+            return message
 
         async def send_with_id(message):
+            if disconnected[0] and not started[0]:
+                return  # nobody is listening; the outcome is counted as 499 below
             if message["type"] == "http.response.start":
                 started[0] = True
                 status_holder[0] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                message["headers"] = _with_edge_headers(message.get("headers", []), request_id, authorized)
             await send(message)
 
         rid_token = request_id_var.set(request_id)
-        deadline_token = deadline_var.set(_deadline_from(headers))
+        deadline_token = deadline_var.set(_deadline_from(headers, self.min_request_timeout))
         service_token = service_var.set(self.service)
         metrics = self.metrics
         metrics.http_in_flight.inc()
@@ -62,7 +76,9 @@ class EdgeMiddleware:
             f"{method} {path}", context=extract_context(headers), kind=SpanKind.SERVER
         ) as span:
             try:
-                await self.app(scope, receive, send_with_id)
+                await self.app(scope, receive_noting_disconnect, send_with_id)
+            except ClientDisconnect:  # the client went away mid-body: not a server error
+                disconnected[0] = True
             except Exception as exc:
                 # Answered here, not by Starlette's ServerErrorMiddleware (which wraps this one): so
                 # the 500 carries X-Request-ID and its unhandled_error log line the trace and request
@@ -75,7 +91,8 @@ class EdgeMiddleware:
                 await response(scope, receive, send_with_id)
             finally:
                 elapsed = time.perf_counter() - start
-                status = status_holder[0]
+                # nginx's 499: the client closed the connection before an answer was sent.
+                status = CLIENT_CLOSED_REQUEST if disconnected[0] and not started[0] else status_holder[0]
                 route = getattr(scope.get("route"), "path", None) or "unmatched"
                 span.update_name(f"{method} {route}")
                 span.set_attribute("http.request.method", method)
@@ -86,7 +103,10 @@ class EdgeMiddleware:
                 metrics.http_in_flight.dec()
                 metrics.http_requests.labels(method, route, str(status)).inc()
                 metrics.http_duration.labels(method, route).observe(elapsed)
-                if path not in _QUIET:
+                if status == CLIENT_CLOSED_REQUEST:
+                    log.info("client_disconnected", method=method, path=path,
+                             duration_ms=round(elapsed * 1000, 2))
+                elif path not in QUIET_PATHS:
                     log.info(
                         "request",
                         method=method,
@@ -99,15 +119,38 @@ class EdgeMiddleware:
                 service_var.reset(service_token)
 
 
-def _deadline_from(headers: dict[str, str]) -> float | None:
-    """A caller may send ``X-Request-Timeout`` (seconds left); we turn it into a local deadline."""
+def _with_edge_headers(headers, request_id: str, authorized: bool) -> list[tuple[bytes, bytes]]:
+    """The response headers plus the request id and the hygiene every answer carries: ``nosniff``,
+    and ``Cache-Control: no-store`` on an answer to an authenticated request (whatever the route
+    said) or on one that set no caching of its own (tokens, personal data)."""
+    names = {name.lower() for name, _ in headers}
+    added = [(b"x-request-id", request_id.encode())]
+    if b"x-content-type-options" not in names:
+        added.append((b"x-content-type-options", b"nosniff"))
+    if authorized:
+        headers = [(name, value) for name, value in headers if name.lower() != b"cache-control"]
+        added.append((b"cache-control", b"no-store"))
+    elif b"cache-control" not in names:
+        added.append((b"cache-control", b"no-store"))
+    return [*headers, *added]
+
+
+def _deadline_from(headers: dict[str, str], floor: float = MIN_REQUEST_TIMEOUT) -> float | None:
+    """A caller may send ``X-Request-Timeout`` (seconds left); we turn it into a local deadline,
+    never closer than ``floor`` seconds: a client with a 30 ms deadline must not make this service's
+    calls to others time out in bulk and open the circuit breakers every customer shares. (Nothing
+    tells an outside client from a service here, before authentication, so the floor applies to
+    every caller; it only lengthens how long a call may take, which the caller bounds anyway.)"""
     raw = headers.get("x-request-timeout")
     if not raw:
         return None
     try:
-        return time.monotonic() + max(0.0, float(raw))
+        seconds = float(raw)
     except ValueError:
         return None
+    if not math.isfinite(seconds):  # "nan", "inf": no usable deadline
+        return None
+    return time.monotonic() + max(floor, seconds)
 
 
 class LoadShedder:
@@ -123,7 +166,7 @@ class LoadShedder:
         self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] in _QUIET:
+        if scope["type"] != "http" or scope["path"] in QUIET_PATHS:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:

@@ -15,9 +15,14 @@ class PageParams(BaseModel):
     offset: int
 
 
-def _page_params(
+# Far beyond any list here, and far below what SQLite and PostgreSQL take as an integer (2^63):
+# a larger offset was a 500 from the database.
+MAX_OFFSET = 10_000_000
+
+
+async def _page_params(  # async: a plain def would run in the thread pool on every list request
     limit: Annotated[int, Query(ge=1, le=1000, description="Items per page (max 1000).")] = 100,
-    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description=f"Items to skip (max {MAX_OFFSET}).")] = 0,
 ) -> PageParams:
     return PageParams(limit=limit, offset=offset)
 

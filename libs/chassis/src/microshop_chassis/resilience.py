@@ -46,6 +46,12 @@ class BulkheadFull(ServiceUnavailable):
     """Too many calls to the target are in flight already: the call was not attempted."""
 
 
+class DeadlineExceeded(ServiceUnavailable):
+    """The caller's own deadline (what is left of the request it serves) ran out before the call
+    was sent or before the target answered, while the client's own timeout had not: it says
+    nothing about the target, so no breaker counts it and it is not retried."""
+
+
 class State(IntEnum):
     """Values of the ``circuit_breaker_state`` gauge."""
 
@@ -70,9 +76,10 @@ class CircuitBreaker:
     closes the circuit (with an empty window), the first failure opens it again.
 
     Use: ``permit = breaker.acquire()`` (raises ``CircuitOpen``), then exactly one of
-    ``breaker.record(permit, failed=...)`` or ``breaker.release(permit)`` (not attempted, or
-    cancelled: no verdict). A result of a call admitted before the last state change is ignored,
-    so, say, a slow success from before the circuit opened cannot close it again.
+    ``breaker.record(permit, failed=...)`` or ``breaker.release(permit)`` (not attempted,
+    cancelled, or cut short by the caller's own deadline: no verdict). A result of a call admitted
+    before the last state change is ignored, so, say, a slow success from before the circuit opened
+    cannot close it again.
     """
 
     def __init__(

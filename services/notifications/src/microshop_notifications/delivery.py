@@ -18,7 +18,7 @@ from microshop_chassis.db import utcnow
 from microshop_chassis.downstream import DownstreamError
 from microshop_chassis.metrics import ServiceMetrics
 
-from .domain import EVENT_FOR_TYPE, MessageRefused, NotificationType
+from .domain import EVENT_FOR_TYPE, MessageRefused, NotificationType, one_line
 from .mail import MailConnection, MailSender, describe
 from .models import Notification
 from .service import Notifications
@@ -36,13 +36,13 @@ def build_message(notification: Notification, mail_from: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = mail_from
     message["To"] = notification.recipient
-    message["Subject"] = notification.subject
+    message["Subject"] = one_line(notification.subject)  # rows stored before drafts were cleaned
     message["Date"] = format_datetime(utcnow())
     message["Message-ID"] = message_id(notification.id)
     message["X-Microshop-Notification-Id"] = notification.id
     message["X-Microshop-Event-Type"] = EVENT_FOR_TYPE[NotificationType(notification.type)].value
-    if notification.order_id:
-        message["X-Order-Id"] = notification.order_id
+    if notification.order_id:  # from an event: made header-safe like the subject
+        message["X-Order-Id"] = one_line(notification.order_id)
     message.set_content(notification.body)
     return message
 

@@ -6,6 +6,7 @@ Free of frameworks, storage and SMTP.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -66,9 +67,17 @@ def short_order_id(order_id: str) -> str:
     return order_id[:8]
 
 
+# Unicode categories never shown as text: Cc controls (NUL, ESC, DEL, C1), Cf format characters
+# (U+202E RIGHT-TO-LEFT OVERRIDE, zero-width spaces) and Cs lone surrogates (not encodable).
+_UNSAFE_IN_HEADERS = frozenset({"Cc", "Cf", "Cs"})
+
+
 def one_line(text: str) -> str:
-    """Collapse whitespace, newlines included: a header value must never span lines."""
-    return " ".join(text.split())
+    """Text fit for a mail header: control characters (NUL, ESC, DEL, C1...) and invisible
+    format characters (bidi overrides that reorder what a reader sees) become spaces, and runs of
+    whitespace, newlines included, one space: a header value must never span lines."""
+    visible = "".join(" " if unicodedata.category(ch) in _UNSAFE_IN_HEADERS else ch for ch in text)
+    return " ".join(visible.split())
 
 
 def check_address(address: str) -> str:
@@ -128,7 +137,7 @@ def order_mail(
         for item in items
     )
     body = f"Hello,\n\n{opening}\n\n{lines}\n\nTotal: {total}\n{closing}\nmicroshop\n"
-    return Draft(kind, customer_id, order_id, check_address(email), subject, body)
+    return Draft(kind, customer_id, order_id, check_address(email), one_line(subject), body)
 
 
 def retry_delay(attempts: int, *, base: float, cap: float) -> float:
