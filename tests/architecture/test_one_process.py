@@ -96,7 +96,7 @@ async def test_every_service_side_by_side_in_one_process(broker, tmp_path, outsi
         email = f"c-{uuid.uuid4().hex[:8]}@example.com"
         registered = await gateway.post("/api/users/register",
                                         json={"email": email, "password": "correct-horse-1", "name": "Ada"})
-        assert registered.status == 201, registered.body
+        assert registered.status == 202, registered.body
         customer = await _login(gateway, email, "correct-horse-1")
         order = await gateway.post(
             "/api/orders", token=customer, headers={"Idempotency-Key": "one-process-1"},

@@ -44,7 +44,7 @@ class Shop:
         email = f"c-{uuid.uuid4().hex[:10]}@example.com"
         reply = await self.gateway.post("/api/users/register",
                                         json={"email": email, "password": "correct-horse", "name": "Test Customer"})
-        assert reply.status == 201, reply.body
+        assert reply.status == 202, reply.body
         return await self.login(email, "correct-horse"), email
 
 

@@ -130,6 +130,24 @@ async def test_wrong_audience_issuer_or_signature_is_401():
     assert await _status_of(verifier, forged.sign()) == 401
 
 
+@pytest.mark.parametrize("missing", ["exp", "iat", "sub", "aud", "iss", "role"])
+async def test_a_token_missing_a_required_claim_is_401(missing):
+    key = SigningKey()
+    now = int(time.time())
+    claims = {"sub": "u-1", "role": "customer", "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 600}
+    del claims[missing]
+    token = jwt.encode(claims, key.key, algorithm=ALGORITHM, headers={"kid": key.kid})
+    assert await _status_of(JwtVerifier(CountingJwks(key)), token) == 401
+
+
+@pytest.mark.parametrize("claims", [
+    {"sub": ""}, {"sub": "   "}, {"sub": 42}, {"sub": None}, {"role": "superuser"}, {"role": ["admin"]},
+], ids=repr)
+async def test_an_empty_subject_or_an_unknown_role_is_401_not_500(claims):
+    key = SigningKey()
+    assert await _status_of(JwtVerifier(CountingJwks(key)), key.sign(**claims)) == 401
+
+
 async def test_verified_principal_carries_the_claims():
     key = SigningKey()
     principal = await JwtVerifier(CountingJwks(key)).verify(key.sign(sub="s-1", role="admin", email="a@b.c"))

@@ -24,6 +24,8 @@ from .provide import Provide
 ISSUER = "microshop-users"
 AUDIENCE = "microshop"
 ALGORITHM = "EdDSA"
+ROLES = frozenset({"customer", "admin", "service"})
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "aud", "iss")
 
 JwksLoader = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -79,14 +81,22 @@ class JwtVerifier:
         if key is None:
             raise _unauthorized("The token was signed by an unknown key.")
         try:
-            claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER)
+            # Every claim users always writes is required: a token without ``exp`` would be valid forever.
+            claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+                                options={"require": list(REQUIRED_CLAIMS)})
         except jwt.ExpiredSignatureError as exc:
             raise _unauthorized("The token has expired.") from exc
         except jwt.PyJWTError as exc:
             raise _unauthorized("The token is not valid.") from exc
+        subject, role = claims["sub"], claims.get("role")
+        if not isinstance(subject, str) or not subject.strip():
+            raise _unauthorized("The token names no subject.")
+        if not isinstance(role, str) or role not in ROLES:
+            raise _unauthorized("The token carries no known role.")
+        email, name = claims.get("email"), claims.get("name")
         return Principal(
-            id=str(claims["sub"]), role=claims.get("role", "customer"),
-            email=claims.get("email"), name=claims.get("name"),
+            id=subject, role=role,
+            email=email if isinstance(email, str) else None, name=name if isinstance(name, str) else None,
         )
 
 
@@ -178,3 +188,15 @@ class ServiceTokenProvider:
                 # Refresh a minute early so a token never expires in flight.
                 self._expires_at = time.monotonic() + max(5.0, body["expires_in"] - 60)
         return self._token
+
+
+async def _require_internal_caller(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    # Not an admin either: a refund or a restock by hand leaves the order it belongs to behind
+    # (CONFIRMED with its money and stock gone); admins act through the owning service's API.
+    if not principal.is_service:
+        raise FORBIDDEN("This endpoint is for other microshop services only.")
+    return principal
+
+
+# Endpoints only other services call (orders' saga steps): a service token, nothing else.
+InternalCaller = Annotated[Principal, Depends(_require_internal_caller)]

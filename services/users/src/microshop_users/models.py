@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from microshop_chassis.db import UtcDateTime
-from sqlalchemy import String, Text
+from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -21,12 +21,3 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
-
-class SigningKey(Base):
-    """Ed25519 keys for tokens. Kept in the database so every replica signs with the same keys."""
-
-    __tablename__ = "signing_keys"
-
-    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    private_pem: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import uuid
 from typing import Any
@@ -20,11 +21,14 @@ from .domain import (
     IssuedToken,
     Role,
     UnknownServiceCredentials,
+    WeakPassword,
     normalize_email,
+    password_weakness,
 )
 from .events import UserRegistered
+from .keys import SigningKey, SigningKeys
 from .models import User
-from .security import Passwords, SigningKeys
+from .security import Passwords
 
 
 class Users:
@@ -37,8 +41,16 @@ class Users:
         self.service_token_ttl = service_token_ttl
         self._service_secret = service_secret.encode()
 
-    async def register(self, *, email: str, password: str, name: str, role: Role = Role.CUSTOMER) -> Account:
+    async def register(self, *, email: str, password: str, name: str, role: Role = Role.CUSTOMER,
+                       check_password: bool = True) -> Account:
+        """A new account; ``EmailTaken`` if the e-mail has one already (after the same work: one
+        hash either way, so the time taken does not tell), ``WeakPassword`` before any work."""
         email = normalize_email(email)
+        if check_password:
+            # zxcvbn is pure Python and takes milliseconds: off the event loop.
+            weakness = await asyncio.to_thread(password_weakness, password, email=email, name=name)
+            if weakness:
+                raise WeakPassword(weakness)
         user = User(
             id=str(uuid.uuid4()), email=email, name=name.strip(), password_hash=await self.passwords.hash(password),
             role=role.value, created_at=utcnow(),
@@ -88,7 +100,9 @@ class Users:
         if exists:
             return
         try:
-            await self.register(email=email, password=password, name="Administrator", role=Role.ADMIN)
+            # The operator chose this password (MICROSHOP_ADMIN_PASSWORD): not judged like a customer's.
+            await self.register(email=email, password=password, name="Administrator", role=Role.ADMIN,
+                                check_password=False)
         except EmailTaken:  # another replica created it at the same moment
             pass
 
@@ -102,6 +116,10 @@ class Users:
     async def jwks(self) -> dict[str, Any]:
         """The public keys that verify every token users issued."""
         return await self.keys.jwks()
+
+    async def rotate_signing_key(self) -> SigningKey:
+        """A new signing key from now on; the old ones verify until their tokens have expired."""
+        return await asyncio.to_thread(self.keys.rotate)
 
 
 def _account(user: User) -> Account:

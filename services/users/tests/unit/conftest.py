@@ -1,13 +1,14 @@
-"""users' own database in SQLite memory through the real use cases and signing keys: accounts,
-logins and tokens in milliseconds, with no server, broker or process. (users calls no other
-service, so there is nothing over the network to fake.)"""
+"""users' own database in SQLite memory through the real use cases and signing keys (files in the
+test's directory): accounts, logins and tokens in milliseconds, with no server, broker or
+process. (users calls no other service, so there is nothing over the network to fake.)"""
 
 from __future__ import annotations
 
 import pytest
 from microshop_chassis.testing import memory_database
+from microshop_users.keys import SigningKeys
 from microshop_users.models import Base
-from microshop_users.security import Passwords, SigningKeys
+from microshop_users.security import Passwords
 from microshop_users.service import Users
 
 SERVICE_SECRET = "s3cret"
@@ -26,9 +27,9 @@ async def db():
 
 
 @pytest.fixture
-async def users(db, passwords) -> Users:
+async def users(db, passwords, tmp_path) -> Users:
     """The use cases as users' start leaves them: the signing key loaded."""
-    keys = SigningKeys(db)
+    keys = SigningKeys(tmp_path / "keys", max_token_ttl=3600)
     await keys.load()
     return Users(db, passwords, keys, token_ttl=3600, service_token_ttl=900, service_secret=SERVICE_SECRET)
 

@@ -4,7 +4,7 @@ logins, the admin list, and the admin created at start."""
 import pytest
 from microshop_chassis.contracts import EventType
 from microshop_chassis.testing import outbox_events
-from microshop_users.domain import AccountNotFound, EmailTaken, InvalidCredentials, Role
+from microshop_users.domain import AccountNotFound, EmailTaken, InvalidCredentials, Role, WeakPassword
 
 
 async def test_register_stores_the_account_and_writes_user_registered(users):
@@ -55,3 +55,27 @@ async def test_ensure_admin_creates_the_admin_once(users):
     assert (await users.authenticate(email="admin@example.com", password="admin-password")) == admin
     [event] = await outbox_events(users.db)
     assert event["data"]["role"] == "admin"
+
+
+async def test_registering_a_taken_email_costs_one_hash_and_changes_nothing(users):
+    await users.register(email="ada@example.com", password="lovelace-1815", name="Ada")
+    hashes = []
+    original_hash = users.passwords.hash
+
+    async def counting_hash(password):
+        hashes.append(password)
+        return await original_hash(password)
+
+    users.passwords.hash = counting_hash
+    with pytest.raises(EmailTaken):
+        await users.register(email="ada@example.com", password="another-pass-99", name="Mallory")
+    await users.register(email="new@example.com", password="another-pass-99", name="New")
+    assert len(hashes) == 2  # the same work whether the e-mail was taken or not
+    account = await users.authenticate(email="ada@example.com", password="lovelace-1815")
+    assert account.name == "Ada"
+
+
+async def test_a_weak_password_is_refused_before_anything_is_stored(users):
+    with pytest.raises(WeakPassword, match="too common"):
+        await users.register(email="ada@example.com", password="password1", name="Ada")
+    assert await users.list(limit=10, offset=0) == ([], 0)

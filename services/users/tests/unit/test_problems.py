@@ -4,13 +4,20 @@ extension members beyond the RFC's own."""
 import pytest
 from microshop_chassis.errors import PROBLEM_BASE, problem_for
 from microshop_users.api import ERRORS
-from microshop_users.domain import AccountNotFound, EmailTaken, InvalidCredentials, UnknownServiceCredentials
+from microshop_users.domain import (
+    AccountNotFound,
+    HashingBusy,
+    InvalidCredentials,
+    UnknownServiceCredentials,
+    WeakPassword,
+)
 
 BEARER = {"WWW-Authenticate": "Bearer"}
 
 
 @pytest.mark.parametrize(("error", "slug", "status", "headers"), [
-    (EmailTaken("ada@example.com"), "email-taken", 409, None),
+    (WeakPassword("The password is too common or too simple."), "weak-password", 422, None),
+    (HashingBusy(), "overloaded", 503, {"Retry-After": "1"}),
     (InvalidCredentials(), "invalid-credentials", 401, BEARER),
     (UnknownServiceCredentials(), "invalid-credentials", 401, None),  # a body secret, not a bearer token
     (AccountNotFound(), "not-found", 404, None),
