@@ -121,6 +121,10 @@ def main() -> None:
                 self._send(200 if ready else 503, {"status": "ready" if ready else "waiting"})
             elif self.path == "/ready-polls":
                 self._send(200, {"count": ready_polls[0]})
+            elif self.path == "/umask":
+                current = os.umask(0)
+                os.umask(current)
+                self._send(200, {"umask": current})
             elif self.path == "/env":
                 self._send(200, {k: v for k, v in os.environ.items() if k.startswith(("MICROSHOP_", "PYTHON"))})
             else:

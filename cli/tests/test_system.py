@@ -219,9 +219,9 @@ async def test_every_process_gets_the_system_environment(tmp_path, monkeypatch):
         _, env = await get_json(system.url("alpha") + "/env")
 
     ports, data = config.ports, (tmp_path / "data").resolve()
-    secrets_file = data / "secrets.json"
-    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    assert env["MICROSHOP_SERVICE_SECRET"] == json.loads(secrets_file.read_text())["service_secret"]
+    secret_file = data / "secrets" / "service-secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert env["MICROSHOP_SERVICE_SECRET"] == secret_file.read_text()
     assert env["MICROSHOP_DATA_DIR"] == str(data)
     assert env["MICROSHOP_NATS_URL"] == f"nats://127.0.0.1:{ports['nats']}"
     for name in ("users", "inventory", "orders", "payments", "notifications", "reports"):
@@ -249,7 +249,54 @@ async def test_a_service_secret_from_the_environment_is_used_and_not_stored(tmp_
     async with System(config_for(tmp_path, [dummy("alpha", port, 0)])) as system:
         _, env = await get_json(system.url("alpha") + "/env")
     assert env["MICROSHOP_SERVICE_SECRET"] == "from-the-shell"
-    assert not (tmp_path / "data" / "secrets.json").exists()
+    assert not (tmp_path / "data" / "secrets" / "service-secret").exists()
+
+
+async def test_an_older_launchers_secret_is_carried_over_into_the_secrets_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("MICROSHOP_SERVICE_SECRET", raising=False)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "secrets.json").write_text(json.dumps({"service_secret": "kept-from-before"}))
+    port = free_ports(["a"])["a"]
+    async with System(config_for(tmp_path, [dummy("alpha", port, 0)])) as system:
+        _, env = await get_json(system.url("alpha") + "/env")
+    assert env["MICROSHOP_SERVICE_SECRET"] == "kept-from-before"
+    assert (data / "secrets" / "service-secret").read_text() == "kept-from-before"
+    assert not (data / "secrets.json").exists()
+
+
+async def test_the_data_dir_is_private_and_children_create_private_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("MICROSHOP_SERVICE_SECRET", raising=False)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)  # an older launcher's (or a shell's) mode: tightened at start
+    port = free_ports(["a"])["a"]
+    async with System(config_for(tmp_path, [dummy("alpha", port, 0)])) as system:
+        _, umask = await get_json(system.url("alpha") + "/umask")
+    assert umask == {"umask": 0o077}
+    for folder in (data, data / "logs", data / "run", data / "secrets"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    for private in (data / "logs" / "alpha.log", data / "secrets" / "service-secret",
+                    data / "secrets" / "nats-passwords.json", data / "secrets" / "nats-server.conf"):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600, private
+    assert "mode is now 0700" in (data / "run" / "supervisor.log").read_text()
+
+
+async def test_each_service_gets_its_own_broker_user_and_no_other_process_sees_it(tmp_path, monkeypatch):
+    for name in ("MICROSHOP_NATS_USER", "MICROSHOP_NATS_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    ports = free_ports(["orders", "stranger"])
+    components = [dummy("orders", ports["orders"], 0), dummy("stranger", ports["stranger"], 0)]
+    async with System(config_for(tmp_path, components)) as system:
+        _, orders_env = await get_json(system.url("orders") + "/env")
+        _, stranger_env = await get_json(system.url("stranger") + "/env")
+        orders_password = system.broker_password("orders")
+    passwords = json.loads((tmp_path / "data" / "secrets" / "nats-passwords.json").read_text())
+    assert orders_env["MICROSHOP_NATS_USER"] == "orders"
+    assert orders_env["MICROSHOP_NATS_PASSWORD"] == orders_password == passwords["orders"]
+    assert "MICROSHOP_NATS_PASSWORD" not in stranger_env
+    assert len(set(passwords.values())) == len(passwords)  # one password per user
+    assert orders_password not in (tmp_path / "data" / "run" / "supervisor.log").read_text()
 
 
 def test_with_free_ports_gives_every_port_name_a_distinct_free_port(tmp_path):

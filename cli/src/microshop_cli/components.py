@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from microshop_chassis import services as registry
+from microshop_chassis.broker_auth import OPERATOR, url_with_credentials
 
 from .errors import MicroshopError, PortInUseError
+from .state import DataDir
 
 if TYPE_CHECKING:
     from .system import SystemConfig
@@ -121,7 +123,9 @@ def default_components(config: SystemConfig) -> list[Component]:
     components = [
         Component(
             "nats",
-            [nats_server_binary(), "-a", host, "-p", str(ports["nats"]), "-js", "-sd", str(data / "nats")],
+            # The configuration holds the broker users (state.nats_passwords); the flags win over it.
+            [nats_server_binary(), "-c", str(DataDir(data).nats_config_file), "-a", host,
+             "-p", str(ports["nats"]), "-js", "-sd", str(data / "nats")],
             ports["nats"], step=0, ready_path=None, health_path=None, scheme="nats", host=host,
         ),
         Component(
@@ -198,6 +202,18 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
             env[f"{spec.env_prefix}URL"] = peer_url(config, spec.name)
     env.update(config.extra_env)
     return env
+
+
+def broker_env(name: str, passwords: dict[str, str]) -> dict[str, str]:
+    """A service process's own broker user (never in the environment every child shares)."""
+    if name not in registry.names() or name not in passwords:
+        return {}
+    return {"MICROSHOP_NATS_USER": name, "MICROSHOP_NATS_PASSWORD": passwords[name]}
+
+
+def operator_broker_url(config: SystemConfig, passwords: dict[str, str]) -> str:
+    """The broker's URL with the operator's credentials, for the launcher's tools and tests."""
+    return url_with_credentials(f"nats://{config.host}:{config.ports['nats']}", OPERATOR, passwords[OPERATOR])
 
 
 def check_ports_free(components: Sequence[Component]) -> None:

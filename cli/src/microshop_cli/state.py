@@ -9,10 +9,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from microshop_chassis.broker_auth import new_passwords, server_config, write_private_file
+from microshop_chassis.settings import PRIVATE_DIR_MODE, local_service_secret
 
 from .errors import AlreadyRunningError
 
@@ -42,8 +45,23 @@ class DataDir:
         return self.run / "supervisor.log"
 
     @property
-    def secrets_file(self) -> Path:
+    def secrets(self) -> Path:
+        """Secrets of this data directory (0700, files 0600): the service secret, the broker users'
+        passwords and the nats-server configuration that holds them."""
+        return self.root / "secrets"
+
+    @property
+    def legacy_secrets_file(self) -> Path:
+        """Where launchers before issue 8 kept the service secret."""
         return self.root / "secrets.json"
+
+    @property
+    def nats_passwords_file(self) -> Path:
+        return self.secrets / "nats-passwords.json"
+
+    @property
+    def nats_config_file(self) -> Path:
+        return self.secrets / "nats-server.conf"
 
     def log_file(self, name: str) -> Path:
         return self.logs / f"{name}.log"
@@ -52,9 +70,17 @@ class DataDir:
         """While it exists and names a future moment, the supervisor does not restart ``name``."""
         return self.run / f"hold-{name}"
 
-    def create(self) -> None:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.run.mkdir(parents=True, exist_ok=True)
+    def create(self) -> list[Path]:
+        """Create the layout readable by this user only; return the directories of ours that
+        existed with looser modes and were tightened to 0700 (the caller warns about them)."""
+        tightened = []
+        for folder in (self.root, self.logs, self.run, self.secrets):
+            folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+            status = folder.stat()
+            if status.st_uid == os.getuid() and stat.S_IMODE(status.st_mode) & 0o077:
+                folder.chmod(PRIVATE_DIR_MODE)
+                tightened.append(folder)
+        return tightened
 
 
 def read_state(data_dir: DataDir) -> dict | None:
@@ -70,17 +96,31 @@ def write_state(data_dir: DataDir, state: dict) -> None:
 
 
 def service_secret(data_dir: DataDir) -> str:
-    """The shared service secret, generated at first start and kept in secrets.json (mode 0600)."""
+    """The shared service secret: the one services started by hand on this data directory read
+    too (``secrets/service-secret``, 0600, see microshop_chassis.settings); an older launcher's
+    ``secrets.json`` is carried over so existing data keeps its secret."""
+    target = data_dir.secrets / "service-secret"
+    if not target.exists() and data_dir.legacy_secrets_file.exists():
+        legacy = json.loads(data_dir.legacy_secrets_file.read_text())["service_secret"]
+        data_dir.secrets.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        write_private_file(target, legacy)
+        data_dir.legacy_secrets_file.unlink()
+    return local_service_secret(data_dir.root)
+
+
+def nats_passwords(data_dir: DataDir) -> dict[str, str]:
+    """A password per broker user (microshop_chassis.broker_auth), generated at first start and
+    kept 0600; then the nats-server configuration with those users is (re)written, 0600 too."""
     try:
-        return json.loads(data_dir.secrets_file.read_text())["service_secret"]
+        stored = json.loads(data_dir.nats_passwords_file.read_text())
     except FileNotFoundError:
-        pass
-    value = secrets.token_urlsafe(32)
-    data_dir.root.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(data_dir.secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        json.dump({"service_secret": value}, file)
-    return value
+        stored = {}
+    passwords = new_passwords(stored)
+    data_dir.secrets.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if passwords != stored:
+        write_private_file(data_dir.nats_passwords_file, json.dumps(passwords, indent=2) + "\n")
+    write_private_file(data_dir.nats_config_file, server_config(passwords))
+    return passwords
 
 
 class SupervisorLock:

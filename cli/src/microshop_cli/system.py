@@ -30,15 +30,17 @@ from .components import (
     HOST,
     Component,
     ComponentFactory,
+    broker_env,
     check_ports_free,
     default_components,
     free_ports,
+    operator_broker_url,
     process_env,
 )
 from .errors import MicroshopError, StartupError
 from .logtail import tail_lines
 from .seed import SeedReport, seed_catalog
-from .state import DataDir, SupervisorLock, held_for, hold, service_secret, write_state
+from .state import DataDir, SupervisorLock, held_for, hold, nats_passwords, service_secret, write_state
 
 log = logging.getLogger("microshop.supervisor")
 logging.getLogger("microshop").addHandler(logging.NullHandler())
@@ -46,6 +48,8 @@ logging.getLogger("microshop").addHandler(logging.NullHandler())
 POLL_INTERVAL = 0.05
 PROBE_TIMEOUT = 1.0
 PR_SET_PDEATHSIG = 1
+# Children create files for this user only: SQLite databases and their WAL, DuckDB, NATS' store.
+CHILD_UMASK = 0o077
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ class System:
         if len(self._managed) != len(components):
             raise MicroshopError("component names must be unique")
         self.env: dict[str, str] = {}
+        self._broker_passwords: dict[str, str] = {}
         self.ready_seconds: float | None = None
         self.seed_report: SeedReport | None = None
         self._lock = SupervisorLock(self.paths)
@@ -146,6 +151,14 @@ class System:
     @property
     def admin_password(self) -> str:
         return self.env["MICROSHOP_ADMIN_PASSWORD"]
+
+    @property
+    def broker_url(self) -> str:
+        """NATS with the operator's credentials (each service has a user of its own)."""
+        return operator_broker_url(self.config, self._broker_passwords)
+
+    def broker_password(self, user: str) -> str:
+        return self._broker_passwords[user]
 
     def component(self, name: str) -> Component:
         return self._get(name).component
@@ -221,14 +234,17 @@ class System:
         """Start every component step by step, wait until all are ready, then seed. On any failure
         (or cancellation) whatever was started is stopped again before the error propagates."""
         began = time.monotonic()
-        self.paths.create()
+        tightened = self.paths.create()
         self._lock.acquire()
+        for folder in tightened:
+            self._log(logging.WARNING, "%s was readable by other users; its mode is now 0700", folder)
         for stale in self.paths.run.glob("hold-*"):  # left by an earlier run's `chaos kill --down-for`
             stale.unlink(missing_ok=True)
         try:
             check_ports_free([managed.component for managed in self._managed.values()])
             secret = self.config.extra_env.get("MICROSHOP_SERVICE_SECRET") or os.environ.get(
                 "MICROSHOP_SERVICE_SECRET") or service_secret(self.paths)
+            self._broker_passwords = nats_passwords(self.paths)
             self.env = process_env(self.config, secret)
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT),
@@ -288,17 +304,19 @@ class System:
         component = managed.component
         managed.started_monotonic = time.monotonic()
         log_path = self.paths.log_file(component.name)
-        with log_path.open("ab") as log_file:
+        descriptor = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(descriptor, "ab") as log_file:
             log_file.write(f"----- {_iso(datetime.now(UTC))} microshop: starting {component.name}: "
                            f"{shlex.join(component.command)}\n".encode())
             log_file.flush()
             try:
                 managed.process = await asyncio.create_subprocess_exec(
                     *component.command,
-                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=self.env,
+                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                    env={**self.env, **broker_env(component.name, self._broker_passwords)},
                     # Own session: Ctrl-C in the terminal reaches the supervisor only, which stops in order.
                     start_new_session=True,
-                    preexec_fn=_die_with_parent(os.getpid()),
+                    preexec_fn=_child_setup(os.getpid()),
                 )
             except OSError as exc:
                 raise StartupError(f"cannot start {component.name}: {exc}") from exc
@@ -443,13 +461,14 @@ def _signal_group(pid: int, sig: int) -> None:
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    """Runs in the child between fork and exec: on Linux, ask for SIGTERM when the supervisor dies,
-    so a SIGKILLed supervisor takes its children with it."""
-    if _libc is None:
-        return None
+def _child_setup(parent_pid: int) -> Callable[[], None]:
+    """Runs in the child between fork and exec: a private umask, and on Linux, ask for SIGTERM
+    when the supervisor dies, so a SIGKILLed supervisor takes its children with it."""
 
     def setup() -> None:
+        os.umask(CHILD_UMASK)
+        if _libc is None:
+            return
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent_pid:  # the supervisor died before prctl took effect
             os._exit(1)

@@ -29,6 +29,9 @@ from .components import SERVICES
 from .shop_client import login
 
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
+# Stopped for an operator: no saga moves it any more (so nothing to wait for), yet it is a real
+# violation (e.g. units sold for a rejected order), reported by check_orders as "still NEEDS_ATTENTION".
+STOPPED = {"NEEDS_ATTENTION"}
 # Which e-mails each final order must have received, by the event that caused them.
 EXPECTED_MAIL = {"CONFIRMED": {EventType.ORDER_CONFIRMED}, "REJECTED": {EventType.ORDER_REJECTED},
                  "CANCELLED": {EventType.ORDER_CONFIRMED, EventType.ORDER_CANCELLED}}
@@ -58,7 +61,7 @@ class Snapshot:
 
     def quiet(self) -> bool:
         """Nothing left in flight: what `verify` waits for before checking."""
-        return (all(o["status"] in FINAL for o in self.orders)
+        return (all(o["status"] in FINAL | STOPPED for o in self.orders)
                 and sum(item["reserved"] for item in self.stock) == 0
                 and all(_messaging_idle(body) for body in self.messaging.values())
                 and self.sales.get("orders_confirmed") == sum(o["status"] == "CONFIRMED" for o in self.orders))

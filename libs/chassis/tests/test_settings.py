@@ -4,10 +4,12 @@ MICROSHOP_ values."""
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 from microshop_chassis.db import Database
 from microshop_chassis.settings import ServiceSettings
+from pydantic import ValidationError
 from pydantic_settings import SettingsConfigDict
 
 
@@ -52,7 +54,8 @@ def test_own_prefix_and_shared_values_come_from_the_environment(monkeypatch, tmp
     assert settings.service_name == "shop"
 
 
-def test_defaults_without_environment():
+def test_defaults_without_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default data dir is relative: its secret is made there
     settings = ShopSettings()
     assert settings.port == 8199
     assert settings.nats_url == "nats://127.0.0.1:14222"
@@ -73,9 +76,37 @@ async def test_database_url_defaults_to_a_sqlite_file_in_the_data_dir(monkeypatc
     url = ShopSettings().resolved_database_url()
     assert url == f"sqlite+aiosqlite:///{(data_dir / 'shop.db').resolve()}"
     assert data_dir.is_dir()  # created, so SQLite can make its file there
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700  # and readable by this user only
     db = Database(url)
     try:
         await db.ping()
     finally:
         await db.dispose()
     assert (data_dir / "shop.db").exists()
+
+
+def test_in_local_mode_a_missing_secret_is_made_once_per_data_dir_and_kept_private(tmp_path):
+    first, second = ShopSettings(data_dir=tmp_path), ShopSettings(data_dir=tmp_path)
+    secret_file = tmp_path / "secrets" / "service-secret"
+    assert first.local_mode
+    assert first.service_secret == second.service_secret == secret_file.read_text()
+    assert len(first.service_secret) >= 32 and first.service_secret != "local-dev-service-secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(secret_file.parent.stat().st_mode) == 0o700
+    assert first.service_secret not in repr(first)
+    assert ShopSettings(data_dir=tmp_path / "other").service_secret != first.service_secret
+
+
+@pytest.mark.parametrize("where", [{"environment": "production"}, {"host": "0.0.0.0"}, {"host": "shop.internal"}])
+def test_outside_local_mode_a_service_without_a_secret_refuses_to_start(tmp_path, where):
+    with pytest.raises(ValidationError, match="MICROSHOP_SERVICE_SECRET is not set"):
+        ShopSettings(data_dir=tmp_path, **where)
+    assert not (tmp_path / "secrets").exists()
+    assert ShopSettings(data_dir=tmp_path, service_secret="configured", **where).service_secret == "configured"
+
+
+def test_the_secret_and_environment_come_from_the_shared_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROSHOP_ENVIRONMENT", "staging")
+    monkeypatch.setenv("MICROSHOP_SERVICE_SECRET", "from-the-environment")
+    settings = ShopSettings(data_dir=tmp_path)
+    assert not settings.local_mode and settings.service_secret == "from-the-environment"

@@ -16,6 +16,16 @@ from microshop_gateway.bootstrap import build
 from microshop_gateway.settings import SERVICES, GatewaySettings
 
 UPSTREAM_TIMEOUT = 1.0
+
+
+class AnyRoute:
+    """Lets everything through: the proxy tests are about forwarding, not about what is public."""
+
+    def matches(self, method: str, path: str) -> bool:
+        return True
+
+
+OPEN_API = {name: (AnyRoute(),) for name in SERVICES}
 GZIPPED_TEXT = b"microshop " * 1000
 
 
@@ -59,6 +69,7 @@ class FakeService:
     async def echo(self, request: web.Request) -> web.Response:
         """Describes the request as it arrived; replies with the status asked for in X-Echo-Status."""
         path, _, query = request.raw_path.partition("?")
+        self.hits[path] += 1
         described = {
             "service": self.name,
             "method": request.method,
@@ -140,12 +151,14 @@ def settings(fake_users, fake_inventory, tmp_path) -> GatewaySettings:
     return GatewaySettings(
         **{**down, "users_url": fake_users.url, "inventory_url": fake_inventory.url},
         upstream_timeout=UPSTREAM_TIMEOUT, data_dir=tmp_path,
+        # Below the (short) upstream timeout, so a client's X-Request-Timeout can still shorten it.
+        min_request_timeout=0.1,
     )
 
 
 @pytest.fixture
 async def gateway(settings):
-    host = build(settings)
+    host = build(settings, public_api=OPEN_API)
     async with RunningApp(host.app) as running:
         running.host = host  # its tracer provider, metrics...
         yield running

@@ -4,6 +4,8 @@ from microshop_chassis.testing import ApiClient, RunningApp
 from microshop_gateway.bootstrap import build
 from microshop_gateway.settings import SERVICES, GatewaySettings
 
+from .conftest import OPEN_API
+
 
 async def test_health_shows_each_service_up_or_down(gateway, settings):
     reply = await ApiClient(gateway.url).get("/health")
@@ -22,7 +24,7 @@ async def test_health_shows_each_service_up_or_down(gateway, settings):
 
 async def test_health_is_ok_when_every_service_answers(fake_users, tmp_path):
     all_up = GatewaySettings(**{f"{name}_url": fake_users.url for name in SERVICES}, data_dir=tmp_path)
-    async with RunningApp(build(all_up).app) as gateway:
+    async with RunningApp(build(all_up, public_api=OPEN_API).app) as gateway:
         body = (await ApiClient(gateway.url).get("/health")).body
     assert body["status"] == "ok"
     assert {report["status"] for report in body["services"].values()} == {"ok"}
@@ -31,7 +33,7 @@ async def test_health_is_ok_when_every_service_answers(fake_users, tmp_path):
 async def test_a_hung_service_is_down_after_the_health_timeout(fake_users, tmp_path):
     fake_users.health_hangs = True
     hung = GatewaySettings(users_url=fake_users.url, health_timeout=0.3, data_dir=tmp_path)
-    async with RunningApp(build(hung).app) as gateway:
+    async with RunningApp(build(hung, public_api=OPEN_API).app) as gateway:
         body = (await ApiClient(gateway.url).get("/health")).body
     users = body["services"]["users"]
     assert users["status"] == "down" and users["error"] == "TimeoutError"

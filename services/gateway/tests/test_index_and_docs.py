@@ -8,6 +8,8 @@ from microshop_chassis.testing import ApiClient, RunningApp
 from microshop_gateway.bootstrap import build
 from microshop_gateway.settings import SERVICES
 
+from .conftest import OPEN_API
+
 _SAFE_PREFIX = re.compile(r"(/[A-Za-z0-9._~-]+)+")
 
 
@@ -38,7 +40,7 @@ async def test_index_lists_every_service_api_and_docs(gateway):
 async def test_a_services_docs_work_behind_the_prefix(settings):
     async with RunningApp(fastapi_service()) as service:
         settings = settings.model_copy(update={"users_url": service.url})
-        async with RunningApp(build(settings).app) as gateway:
+        async with RunningApp(build(settings, public_api=OPEN_API).app) as gateway:
             api = ApiClient(gateway.url)
             docs = await api.get("/api/users/docs")
             schema = await api.get("/api/users/openapi.json")
@@ -56,7 +58,7 @@ async def test_collection_service_docs_show_public_paths(settings):
     "Try it out" calls /api/orders/..., and hides what the gateway does not route (e.g. /health)."""
     async with RunningApp(fastapi_service()) as service:
         settings = settings.model_copy(update={"orders_url": service.url})
-        async with RunningApp(build(settings).app) as gateway:
+        async with RunningApp(build(settings, public_api=OPEN_API).app) as gateway:
             schema = await ApiClient(gateway.url).get("/api/orders/openapi.json")
     assert schema.status == 200 and schema.body["servers"] == [{"url": "/api"}]
     assert list(schema.body["paths"]) == ["/orders/{order_id}"]  # /items is not routed for orders

@@ -16,7 +16,7 @@ from microshop_gateway.bootstrap import build
 from microshop_gateway.proxy import public_location
 from microshop_gateway.settings import Upstream
 
-from .conftest import GZIPPED_TEXT, UPSTREAM_TIMEOUT
+from .conftest import GZIPPED_TEXT, OPEN_API, UPSTREAM_TIMEOUT
 
 CLIENT_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_TRACEPARENT = f"00-{CLIENT_TRACE_ID}-b7ad6b7169203331-01"
@@ -253,7 +253,7 @@ async def test_only_the_clients_own_headers_are_sent(gateway):
 async def test_collection_services_map_to_their_resource_prefix(settings, fake_users):
     """/api/orders is the orders service's /orders collection, not its root."""
     settings = settings.model_copy(update={"orders_url": fake_users.url + "/echo"})
-    async with RunningApp(build(settings).app) as gateway:
+    async with RunningApp(build(settings, public_api=OPEN_API).app) as gateway:
         api = ApiClient(gateway.url)
         collection = await api.post("/api/orders", json={"items": []})
         one = await api.post("/api/orders/7/cancel?reason=x")

@@ -8,6 +8,7 @@ itself after a broker restart.
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit, urlunsplit
 
 import nats
 import structlog
@@ -23,9 +24,14 @@ log = structlog.get_logger("microshop.broker")
 
 
 class Broker:
-    def __init__(self, url: str, client_name: str) -> None:
-        self.url = url
+    """``user``/``password`` (or credentials in the URL) are this service's broker user; only the
+    URL without them is kept in ``url``, which logs and reports show."""
+
+    def __init__(self, url: str, client_name: str, *, user: str = "", password: str = "") -> None:
+        self._connect_url = url
+        self.url = redacted_url(url)
         self.client_name = client_name
+        self._credentials = {"user": user, "password": password} if user else {}
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self.ready = asyncio.Event()
@@ -36,7 +42,8 @@ class Broker:
 
     async def _connect(self) -> None:
         nc = await nats.connect(
-            self.url,
+            self._connect_url,
+            **self._credentials,
             name=self.client_name,
             connect_timeout=2,
             allow_reconnect=True,
@@ -84,6 +91,16 @@ class Broker:
 
     async def _on_reconnected(self) -> None:
         log.info("broker_reconnected")
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without the user and password it may carry."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class _Connector(BackgroundWorker):

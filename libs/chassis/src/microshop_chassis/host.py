@@ -112,7 +112,8 @@ class ServiceHost:
         return db
 
     def broker(self) -> Broker:
-        broker = Broker(self.settings.nats_url, client_name=self.name)
+        broker = Broker(self.settings.nats_url, client_name=self.name, user=self.settings.nats_user,
+                        password=self.settings.nats_password)
         self._steps.append(_Step("broker", broker.start, broker.close))
         self.readiness("broker", broker.ping)
         return broker

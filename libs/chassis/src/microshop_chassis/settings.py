@@ -3,16 +3,27 @@
 Shared values use the ``MICROSHOP_`` prefix (``MICROSHOP_NATS_URL``). Values that belong to one
 service use that service's prefix (``MICROSHOP_ORDERS_PORT``, ``MICROSHOP_ORDERS_DATABASE_URL``),
 so one environment can describe the whole system and each process picks out its own part.
+
+Local mode is a service bound to a loopback address with ``MICROSHOP_ENVIRONMENT`` unset or
+``local`` (a developer's machine, what ``microshop up`` runs). There, a missing service secret
+is read from ``<data_dir>/secrets/service-secret`` (created 0600 at first use), so every process
+started on one data directory agrees. Anywhere else a missing secret stops the service at start.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import secrets
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, create_model
+from pydantic import AliasChoices, Field, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .services import routed
+
+LOCAL_ENVIRONMENT = "local"
+PRIVATE_DIR_MODE = 0o700
 
 
 def shared(default, name: str):
@@ -31,24 +42,88 @@ class _Settings(BaseSettings):
     database_url: str = ""
     # Requests in progress beyond which new ones get 503 + Retry-After at once (load shedding).
     max_in_flight: int = 512
+    # Request size limits (limits.py): a larger body gets 413, larger headers 431, before parsing.
+    max_body_bytes: int = shared(1024 * 1024, "MAX_BODY_BYTES")
+    max_header_bytes: int = shared(16 * 1024, "MAX_HEADER_BYTES")
 
     data_dir: Path = shared(Path(".microshop"), "DATA_DIR")
     nats_url: str = shared("nats://127.0.0.1:14222", "NATS_URL")
     log_level: str = shared("INFO", "LOG_LEVEL")
     log_format: str = shared("json", "LOG_FORMAT")
+    # "local" (or unset) with a loopback host is local mode (see the module docstring).
+    environment: str = shared(LOCAL_ENVIRONMENT, "ENVIRONMENT")
     # Secret a service presents to users to obtain a service token (client-credentials style).
-    service_secret: str = shared("local-dev-service-secret", "SERVICE_SECRET")
+    # No default: outside local mode it must be configured.
+    service_secret: str = Field("", validation_alias=AliasChoices("MICROSHOP_SERVICE_SECRET"), repr=False)
+    # This service's own broker user (the launcher gives each service one; see broker_auth).
+    nats_user: str = shared("", "NATS_USER")
+    nats_password: str = Field("", validation_alias=AliasChoices("MICROSHOP_NATS_PASSWORD"), repr=False)
     # Default deadline for one call to another service, in seconds.
     http_timeout: float = shared(5.0, "HTTP_TIMEOUT")
+    # A caller's X-Request-Timeout below this is raised to it, in seconds: a client may not make a
+    # service's calls to others time out (and count against their circuit breakers) at will.
+    min_request_timeout: float = shared(1.0, "MIN_REQUEST_TIMEOUT")
     # OpenTelemetry: where spans go. "none" keeps propagation on and exports nothing;
     # "console" prints spans; "file" writes JSON lines to <data_dir>/traces/<service>.jsonl.
     traces_exporter: str = shared("none", "TRACES_EXPORTER")
 
+    @property
+    def local_mode(self) -> bool:
+        return self.environment in ("", LOCAL_ENVIRONMENT) and _is_loopback(self.host)
+
+    @model_validator(mode="after")
+    def _require_service_secret(self):
+        if not self.service_secret:
+            if not self.local_mode:
+                raise ValueError(
+                    f"MICROSHOP_SERVICE_SECRET is not set: outside local mode (environment "
+                    f"{self.environment!r}, host {self.host!r}) a service needs a configured secret"
+                )
+            self.service_secret = local_service_secret(self.data_dir)
+        return self
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.data_dir)
         return f"sqlite+aiosqlite:///{(self.data_dir / f'{self.service_name}.db').resolve()}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: not provably local
+        return False
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) readable by this user only. An existing directory's
+    mode is left as it is (the launcher tightens its data directory itself)."""
+    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
+    for folder in reversed(missing):  # mkdir(parents=True) would give the parents the umask's mode
+        folder.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+    return path
+
+
+def local_service_secret(data_dir: Path) -> str:
+    """The data directory's service secret, created 0600 at first use. Race-safe: the file
+    appears with its content at once (link of a finished temporary file), and of several
+    processes starting together the first link wins and the others read it."""
+    path = make_private_dir(data_dir / "secrets") / "service-secret"
+    if not path.exists():
+        draft = path.with_name(f".service-secret.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
 
 
 # Plus the base URL of every service behind the gateway (services.py), the field ``<name>_url``

@@ -51,20 +51,43 @@ def nats_server_binary() -> str:
 
 
 class NatsServer:
-    """A real nats-server with JetStream, on a free port, storing in ``store_dir``."""
+    """A real nats-server with JetStream, on a free port, storing in ``store_dir``, with the same
+    users and permissions as the launcher gives it (``broker_auth``): no connection without a
+    user. ``url`` carries the operator's credentials (allowed everything), ``url_for(name)`` a
+    service's own, ``bare_url`` none."""
 
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None, *, passwords: dict[str, str] | None = None) -> None:
+        from .broker_auth import new_passwords
+
         self.store_dir = store_dir
         self.port = port or free_port()
+        self.passwords = new_passwords(passwords)
+        self.config_file = store_dir / "nats-server.conf"
         self.process: subprocess.Popen | None = None
 
     @property
-    def url(self) -> str:
+    def bare_url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def url(self) -> str:
+        from .broker_auth import OPERATOR
+
+        return self.url_for(OPERATOR)
+
+    def url_for(self, user: str) -> str:
+        from .broker_auth import url_with_credentials
+
+        return url_with_credentials(self.bare_url, user, self.passwords[user])
+
     def start(self, timeout: float = 10.0) -> NatsServer:
+        from .broker_auth import server_config, write_private_file
+
+        self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private_file(self.config_file, server_config(self.passwords))
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)],
+            [nats_server_binary(), "-c", str(self.config_file), "-a", "127.0.0.1", "-p", str(self.port),
+             "-js", "-sd", str(self.store_dir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

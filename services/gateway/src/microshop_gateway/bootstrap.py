@@ -1,28 +1,41 @@
 """The gateway's composition root. It keeps nothing durable: no database, no broker, and it
-verifies no tokens (every service does that itself)."""
+verifies no tokens for the requests it forwards (every service does that itself); only its own
+``/metrics`` asks for an admin or service token."""
 
 from __future__ import annotations
 
+from fastapi.routing import APIRoute
+
+from microshop_chassis.auth import JwtVerifier, http_jwks_loader
 from microshop_chassis.host import ServiceHost
 
 from . import __version__
 from .api import ERRORS, router
 from .health import system_health
+from .public_api import PUBLIC_API, PublicRoute
 from .routing import Gateway
 from .settings import GatewaySettings
 
 DESCRIPTION = "The one public entry: forwards /api/<service>/<path> and reports every service's health."
 
 
-def build(settings: GatewaySettings | None = None) -> ServiceHost:
+def build(settings: GatewaySettings | None = None, *, verifier: JwtVerifier | None = None,
+          public_api: dict[str, tuple[PublicRoute, ...]] = PUBLIC_API) -> ServiceHost:
+    """``public_api``: what is let through (tests of the proxy itself pass their own table)."""
     settings = settings or GatewaySettings()
     host = ServiceHost(settings, version=__version__, description=DESCRIPTION, verifies_tokens=False)
+    # The host's open /metrics gives way to the gateway's own, which needs an operator's token.
+    host.app.router.routes[:] = [route for route in host.app.router.routes
+                                 if not (isinstance(route, APIRoute) and route.path == "/metrics")]
+    host.provide(JwtVerifier, verifier or JwtVerifier(
+        http_jwks_loader(settings.users_url, host.http, timeout=settings.http_timeout)))
     upstreams = settings.upstreams()
     # For each service's OpenAPI document (a page for people: no breaker to report on).
     documents = {name: host.client(name, upstream.base_url, authenticated=False, timeout=5, breaker=None)
                  for name, upstream in upstreams.items()}
     host.provide(Gateway, Gateway(upstreams, session=host.http, metrics=host.metrics,
-                                  upstream_timeout=settings.upstream_timeout, documents=documents))
+                                  upstream_timeout=settings.upstream_timeout, documents=documents,
+                                  public_api=public_api))
     host.health(system_health({n: u.base_url for n, u in upstreams.items()}, settings.health_timeout, host.http))
     host.routes(router, errors=ERRORS)
     return host

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fastapi import Request, Response
 
+from microshop_chassis.errors import Problem
 from microshop_chassis.http_client import HttpSession, ServiceClient
 from microshop_chassis.metrics import ServiceMetrics
 
 from .proxy import forward
+from .public_api import PUBLIC_API, PublicRoute, is_public
 from .settings import Upstream
 
 
@@ -25,8 +27,10 @@ class DocumentUnavailable(Exception):
 
 class Gateway:
     def __init__(self, upstreams: dict[str, Upstream], *, session: HttpSession, metrics: ServiceMetrics,
-                 upstream_timeout: float, documents: dict[str, ServiceClient]) -> None:
+                 upstream_timeout: float, documents: dict[str, ServiceClient],
+                 public_api: dict[str, tuple[PublicRoute, ...]] = PUBLIC_API) -> None:
         self.upstreams = upstreams
+        self.public_api = public_api
         self.session = session
         self.metrics = metrics
         self.upstream_timeout = upstream_timeout
@@ -39,6 +43,11 @@ class Gateway:
         return upstream
 
     async def forward(self, request: Request, service: str, path: str) -> Response:
+        upstream = self.upstream(service)
+        own_path = f"{upstream.resource_prefix}/{path}" if path else upstream.resource_prefix or "/"
+        if not is_public(self.public_api, service, request.method, own_path):
+            # The same answer as a path that does not exist: no hint that an internal one does.
+            raise Problem(404, "Not Found")
         return await forward(request, self.upstream(service), path, self.upstream_timeout,
                              session=self.session, metrics=self.metrics)
 
@@ -52,8 +61,15 @@ class Gateway:
         document = reply.body
         prefix = upstream.resource_prefix
         document["paths"] = {
-            path: item for path, item in document.get("paths", {}).items()
-            if not prefix or path == prefix or path.startswith(prefix + "/")
+            path: public for path, item in document.get("paths", {}).items()
+            if (not prefix or path == prefix or path.startswith(prefix + "/"))
+            and (public := self._public_operations(service, path, item))
         }
         document["servers"] = [{"url": upstream.forwarded_prefix}]
         return document
+
+    def _public_operations(self, service: str, path: str, item: dict) -> dict:
+        """The operations of one path item the gateway lets through (and its shared members)."""
+        methods = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+        public = {key for key in item if key in methods and is_public(self.public_api, service, key.upper(), path)}
+        return {key: value for key, value in item.items() if key not in methods or key in public} if public else {}

@@ -1,0 +1,122 @@
+"""Who may do what on the broker: one NATS user per service, limited to its own subjects.
+
+The launcher (and the test fixture ``testing.NatsServer``) writes these users into the
+nats-server configuration; nothing connects without a user and a password. A service may publish
+only the event types it is the source of (``EventType.source``) and core-subscribe only to the
+ones it consumes; the JetStream API it gets is what its relay or consumers call, never stream
+deletion, purge or update. The ``operator`` user (the launcher's tools and test harnesses) may do
+everything.
+
+What stays open (a known limit, see docs/security.md): a consuming service creates consumers by
+JetStream API call, and nats-server cannot check a consumer's filter subjects in the permission
+of that call, so notifications or reports could read any event through a consumer of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from .contracts import EventType
+from .events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, STREAM, subject_for
+from .services import SERVICES
+
+OPERATOR = "operator"
+
+# The event types each consuming service reads, and the durable consumer it dead-letters under
+# (``deadletter.<durable>``). Checked against the services' own consumers by their tests
+# (tests/architecture/test_broker_permissions.py).
+CONSUMES: dict[str, tuple[EventType, ...]] = {
+    "notifications": (EventType.USER_REGISTERED, EventType.ORDER_CONFIRMED, EventType.ORDER_REJECTED,
+                      EventType.ORDER_CANCELLED),
+    "reports": (EventType.ORDER_PLACED, EventType.ORDER_CONFIRMED, EventType.ORDER_REJECTED,
+                EventType.ORDER_CANCELLED, EventType.PAYMENT_CAPTURED, EventType.PAYMENT_REFUNDED),
+}
+DURABLES: dict[str, str] = {"notifications": "notifications", "reports": "reports"}
+
+# Every client: replies to its requests (publish acknowledgements, API answers, fetched messages)
+# come back on its own inbox.
+_INBOX = "_INBOX.>"
+# What every JetStream user calls: look up and create the two streams (every process ensures them).
+_STREAM_SETUP = tuple(f"$JS.API.STREAM.{verb}.{stream}" for stream in (STREAM, DEAD_LETTER_STREAM)
+                      for verb in ("INFO", "CREATE"))
+# A consumer's own calls: create, look up, fetch from, delete (reports' replay uses ephemeral
+# consumers with server-chosen names, so the consumer name cannot be pinned), and acknowledge.
+_CONSUMING = (f"$JS.API.CONSUMER.*.{STREAM}", f"$JS.API.CONSUMER.*.{STREAM}.>",
+              f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.>", f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.>",
+              f"$JS.ACK.{STREAM}.>")
+
+
+@dataclass(frozen=True)
+class BrokerUser:
+    name: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+    def config(self, password: str) -> dict:
+        return {"user": self.name, "password": password,
+                "permissions": {"publish": {"allow": list(self.publish)},
+                                "subscribe": {"allow": list(self.subscribe)}}}
+
+
+def emits(service: str) -> tuple[EventType, ...]:
+    return tuple(event_type for event_type in EventType if event_type.source == service)
+
+
+def service_user(service: str) -> BrokerUser:
+    """Its own event subjects to publish, its consumed ones to subscribe, and the JetStream calls
+    its relay (publish + acknowledgement) and consumers need."""
+    publish = [subject_for(service, event_type.value) for event_type in emits(service)]
+    subscribe = [_INBOX]
+    consumed = CONSUMES.get(service, ())
+    if publish or consumed:
+        publish += _STREAM_SETUP
+    if consumed:
+        publish += [*_CONSUMING, f"{DEAD_LETTER_PREFIX}.{DURABLES[service]}"]
+        subscribe += [subject_for(event_type.source, event_type.value) for event_type in consumed]
+    return BrokerUser(service, tuple(publish), tuple(subscribe))
+
+
+def operator_user() -> BrokerUser:
+    return BrokerUser(OPERATOR, (">",), (">",))
+
+
+def broker_users() -> list[BrokerUser]:
+    """One user per service of the list, and the operator."""
+    return [*(service_user(spec.name) for spec in SERVICES), operator_user()]
+
+
+def server_config(passwords: dict[str, str]) -> str:
+    """The nats-server configuration (its ``authorization`` block) for these users' passwords.
+    No ``no_auth_user`` and no system account user: a connection without credentials is refused."""
+    users = [user.config(passwords[user.name]) for user in broker_users()]
+    # nats-server's configuration format reads JSON; quoted strings keep `$JS...` literal.
+    return "authorization: " + json.dumps({"users": users}, indent=2) + "\n"
+
+
+def new_passwords(existing: dict[str, str] | None = None) -> dict[str, str]:
+    """A random password for every broker user that has none in ``existing`` (kept as they are)."""
+    passwords = dict(existing or {})
+    for user in broker_users():
+        passwords.setdefault(user.name, secrets.token_hex(24))  # hex: safe in a URL and the config
+    return passwords
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``path`` readable by this user only (0600 from creation), replacing it atomically."""
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    os.replace(draft, path)
+
+
+def url_with_credentials(url: str, user: str, password: str) -> str:
+    """``nats://host:port`` -> ``nats://user:password@host:port`` (for tools and tests; a service
+    gets its user and password as settings instead)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
