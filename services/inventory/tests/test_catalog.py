@@ -1,5 +1,6 @@
 """Catalog and stock over real HTTP, on SQLite and PostgreSQL."""
 
+from microshop_chassis.contracts import MAX_CHARGE_CENTS
 from microshop_chassis.testing import TokenMint
 
 PROBLEM_JSON = "application/problem+json"
@@ -20,11 +21,11 @@ async def test_admin_creates_and_updates_products_and_anyone_reads_them(inventor
 
     assert (await inventory.admin.put("/stock/MUG-BLUE", json={"on_hand": 7})).status == 200
     updated = await inventory.admin.put("/products/MUG-BLUE", json={"name": "Mug, blue", "price_cents": 1400,
-                                                                    "currency": "EUR"})
+                                                                    "currency": "USD"})
     assert updated.status == 200
     # An update changes the catalog data and leaves the stock alone.
     assert updated.body == {"sku": "MUG-BLUE", "name": "Mug, blue", "description": "", "price_cents": 1400,
-                            "currency": "EUR", "available": 7}
+                            "currency": "USD", "available": 7}
 
     read = await inventory.anonymous.get("/products/MUG-BLUE")
     assert read.status == 200 and read.body == updated.body
@@ -70,13 +71,15 @@ async def test_admin_routes_refuse_customers_services_and_anonymous_callers(inve
         anonymous = await inventory.anonymous.request(method, path, json=body)
         assert anonymous.status == 401 and problem_type(anonymous) == "unauthorized", (method, path)
 
-    # Reservations are for other services (and admins), not for customers.
+    # Reservations are for other services only: not for customers, not for admins either (a
+    # restock by hand would leave the order it belongs to behind).
     for method, path in [("PUT", "/reservations/o-1"), ("GET", "/reservations/o-1"),
                          ("POST", "/reservations/o-1/commit"), ("POST", "/reservations/o-1/release"),
                          ("POST", "/reservations/o-1/restock")]:
-        reply = await inventory.customer.request(method, path, json={"items": [{"sku": "MUG", "quantity": 1}]})
-        assert reply.status == 403, (method, path)
-    assert (await inventory.admin.get("/reservations/o-1")).status == 404  # admins may look
+        for caller in (inventory.customer, inventory.admin):
+            reply = await caller.request(method, path, json={"items": [{"sku": "MUG", "quantity": 1}]})
+            assert reply.status == 403 and problem_type(reply) == "forbidden", (method, path)
+    assert (await inventory.service.get("/reservations/o-1")).status == 404  # a service may look
 
     # Nothing the refused calls tried took effect.
     assert (await inventory.anonymous.get("/products/MUG")).body["name"] == "Product MUG"
@@ -122,6 +125,12 @@ async def test_bad_input_is_a_422_problem_naming_the_field(inventory):
         ("PUT", "/products/MUG", {"name": "Mug", "price_cents": 12.5}, "price_cents"),
         ("PUT", "/products/MUG", {"name": "Mug", "price_cents": "1250"}, "price_cents"),
         ("PUT", "/products/MUG", {"name": "Mug", "price_cents": 100, "currency": "usd"}, "currency"),
+        # Only what payments can charge: a free product, one above the charge cap or priced in a
+        # currency payments does not take would leave its orders unpayable.
+        ("PUT", "/products/MUG", {"name": "Mug", "price_cents": 0}, "price_cents"),
+        ("PUT", "/products/MUG", {"name": "Mug", "price_cents": MAX_CHARGE_CENTS + 1}, "price_cents"),
+        ("PUT", "/products/MUG", {"name": "Mug", "price_cents": 100, "currency": "EUR"}, "currency"),
+        ("PUT", "/products/MUG", {"name": "Mug", "price_cents": 100, "currency": "XXXX"}, "currency"),
         ("PUT", "/products/MUG", {"name": "", "price_cents": 100}, "name"),
         ("PUT", "/products/has%20space", {"name": "Mug", "price_cents": 100}, "sku"),
         ("PUT", "/stock/MUG", {"on_hand": -3}, "on_hand"),

@@ -14,8 +14,10 @@ from microshop_chassis.contracts import (
     INVALID_CARD,
     OUT_OF_STOCK,
     PAYMENT_DECLINED,
+    PAYMENT_VELOCITY,
     PAYMENT_VOIDED,
     RESERVATION_CLOSED,
+    RESERVATION_COMMITTED,
 )
 from microshop_chassis.errors import ProblemType
 from microshop_chassis.testing import RunningApp, TokenMint, free_port
@@ -29,11 +31,11 @@ UNAVAILABLE = ProblemType("unavailable", 503)
 PROCESSOR_UNAVAILABLE = ProblemType("processor-unavailable", 503)
 
 
-def problem(kind: ProblemType, **extra) -> web.Response:
+def problem(kind: ProblemType, headers: dict[str, str] | None = None, **extra) -> web.Response:
     """An answer as the real service gives it, of a type declared in contracts/problems.json."""
     return web.json_response(
         {"type": kind.uri, "title": kind.slug, "status": kind.status, "detail": kind.slug, **extra},
-        status=kind.status, content_type="application/problem+json",
+        status=kind.status, content_type="application/problem+json", headers=headers,
     )
 
 
@@ -48,6 +50,12 @@ class FakeWorld:
     payments_down: bool = False  # answer 503 to charges and refunds
     inventory_down: bool = False
     reserve_down: bool = False  # answer 503 to reservations only
+    # A problem of a type orders does not know, answered to every charge: (status, title).
+    charge_refusal: tuple[int, str] | None = None
+    # What a release finds when the reservation is no longer HELD ("COMMITTED", "RESTOCKED").
+    release_finds: str | None = None
+    velocity_limited: set[str] = field(default_factory=set)  # customers payments refuses cards for
+    tokenize_calls: int = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -93,6 +101,9 @@ class FakeWorld:
         order_id, action = request.match_info["order_id"], request.match_info["action"]
         reservation = self.reservations.setdefault(order_id, {"status": "RELEASED", "items": {}})
         target = {"commit": "COMMITTED", "release": "RELEASED", "restock": "RESTOCKED"}[action]
+        if action == "release" and self.release_finds:
+            reservation["status"] = self.release_finds
+            return problem(RESERVATION_COMMITTED, reservation_status=self.release_finds)
         if action in ("release", "restock") and reservation["status"] in ("HELD", "COMMITTED"):
             for sku, quantity in reservation["items"].items():
                 self.stock[sku] += quantity
@@ -101,6 +112,9 @@ class FakeWorld:
 
     async def tokenize(self, request: web.Request) -> web.Response:
         card = await request.json()
+        self.tokenize_calls += 1
+        if card.get("customer_id") in self.velocity_limited:
+            return problem(PAYMENT_VELOCITY, headers={"Retry-After": "120"}, retry_after_seconds=120)
         if not card["card_number"].isdigit():
             return problem(INVALID_CARD, code="invalid_number")
         return web.json_response({"token": f"tok_{card['card_number']}", "brand": "visa",
@@ -111,6 +125,11 @@ class FakeWorld:
             return problem(PROCESSOR_UNAVAILABLE)
         body = await request.json()
         self.charge_calls += 1
+        if self.charge_refusal is not None:
+            status, title = self.charge_refusal
+            return web.json_response({"type": "https://microshop.dev/problems/validation-error", "title": title,
+                                      "status": status, "detail": "amount_cents: too large"},
+                                     status=status, content_type="application/problem+json")
         existing = self.payments.get(body["order_id"])
         if existing is not None and existing["status"] == "VOIDED":
             return problem(PAYMENT_VOIDED)

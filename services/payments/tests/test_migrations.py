@@ -39,7 +39,8 @@ async def test_upgrading_from_0001_keeps_existing_payments(database_url):
         await db.migrate(SCRIPTS)  # what the service does at start
 
         async with db.engine.connect() as conn:
-            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == "0002"
+            assert (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar() == "0003"
+            assert (await conn.execute(text("SELECT COUNT(*) FROM card_uses"))).scalar() == 0  # 0003
             rows = (await conn.execute(text(
                 "SELECT order_id, status, amount_cents, processor_charge_id, idempotency_key FROM payments"
                 " ORDER BY order_id"))).all()

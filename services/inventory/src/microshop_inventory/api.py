@@ -10,8 +10,15 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
-from microshop_chassis.auth import AdminUser, ServiceCaller
-from microshop_chassis.contracts import OUT_OF_STOCK, RESERVATION_CLOSED, RESERVATION_MISMATCH, UNKNOWN_SKU
+from microshop_chassis.auth import AdminUser, InternalCaller
+from microshop_chassis.contracts import (
+    OUT_OF_STOCK,
+    RESERVATION_CLOSED,
+    RESERVATION_COMMITTED,
+    RESERVATION_MISMATCH,
+    RESERVATION_NOT_COMMITTED,
+    UNKNOWN_SKU,
+)
 from microshop_chassis.errors import (
     FORBIDDEN,
     UNAUTHORIZED,
@@ -57,8 +64,6 @@ from .service import Catalog, Reservations
 PRODUCT_NOT_FOUND = ProblemType("product-not-found", 404, "No such product")
 STOCK_BELOW_RESERVED = ProblemType("stock-below-reserved", 409, "Stock below reserved")
 RESERVATION_NOT_FOUND = ProblemType("reservation-not-found", 404, "No such reservation")
-RESERVATION_COMMITTED = ProblemType("reservation-committed", 409, "Reservation committed")
-RESERVATION_NOT_COMMITTED = ProblemType("reservation-not-committed", 409, "Reservation not committed")
 RESERVATION_BUSY = ProblemType("reservation-busy", 503, "Reservation busy")
 
 ERRORS: ProblemMap = {
@@ -198,7 +203,7 @@ async def list_reservations(
     },
 )
 async def reserve(
-    order_id: OrderIdPath, body: ReservationIn, _: ServiceCaller, reservations: ReservationsDep, response: Response
+    order_id: OrderIdPath, body: ReservationIn, _: InternalCaller, reservations: ReservationsDep, response: Response
 ) -> ReservationOut:
     quantities = {line.sku: line.quantity for line in body.items}
     reservation, created = await reservations.reserve(order_id, quantities)
@@ -210,7 +215,7 @@ async def reserve(
 @router.get("/reservations/{order_id}", tags=["reservations"], summary="One order's reservation",
             responses=problem_responses((RESERVATION_NOT_FOUND, "no reservation for the order (with order_id)"),
                                         *AUTH, INVALID))
-async def get_reservation(order_id: OrderIdPath, _: ServiceCaller, reservations: ReservationsDep) -> ReservationOut:
+async def get_reservation(order_id: OrderIdPath, _: InternalCaller, reservations: ReservationsDep) -> ReservationOut:
     return reservation_out(await reservations.get(order_id))
 
 
@@ -221,7 +226,7 @@ async def get_reservation(order_id: OrderIdPath, _: ServiceCaller, reservations:
                  (RESERVATION_CLOSED, "RELEASED or EXPIRED (with reservation_status)"),
                  *AUTH, INVALID, BUSY,
              ))
-async def commit(order_id: OrderIdPath, _: ServiceCaller, reservations: ReservationsDep) -> ReservationOut:
+async def commit(order_id: OrderIdPath, _: InternalCaller, reservations: ReservationsDep) -> ReservationOut:
     return reservation_out(await reservations.commit(order_id))
 
 
@@ -233,7 +238,7 @@ async def commit(order_id: OrderIdPath, _: ServiceCaller, reservations: Reservat
                  (RESERVATION_COMMITTED, "COMMITTED or RESTOCKED (with reservation_status)"),
                  *AUTH, INVALID, BUSY,
              ))
-async def release(order_id: OrderIdPath, _: ServiceCaller, reservations: ReservationsDep) -> ReservationOut:
+async def release(order_id: OrderIdPath, _: InternalCaller, reservations: ReservationsDep) -> ReservationOut:
     return reservation_out(await reservations.release(order_id))
 
 
@@ -244,5 +249,5 @@ async def release(order_id: OrderIdPath, _: ServiceCaller, reservations: Reserva
                  (RESERVATION_NOT_COMMITTED, "not COMMITTED (with reservation_status)"),
                  *AUTH, INVALID, BUSY,
              ))
-async def restock(order_id: OrderIdPath, _: ServiceCaller, reservations: ReservationsDep) -> ReservationOut:
+async def restock(order_id: OrderIdPath, _: InternalCaller, reservations: ReservationsDep) -> ReservationOut:
     return reservation_out(await reservations.restock(order_id))

@@ -6,6 +6,8 @@ from collections import Counter
 from datetime import datetime
 from typing import Annotated
 
+from microshop_chassis.contracts import CURRENCIES, MAX_CHARGE_CENTS
+from microshop_chassis.schemas import RequestModel
 from pydantic import BaseModel, Field, field_validator
 
 from .domain import MAX_LINES, SKU_PATTERN, ReservationStatus
@@ -15,11 +17,22 @@ Sku = Annotated[str, Field(pattern=SKU_PATTERN, max_length=64, examples=["MUG-BL
 Count = Annotated[int, Field(strict=True, ge=0, le=1_000_000_000)]
 
 
-class ProductIn(BaseModel):
+class ProductIn(RequestModel):
     name: str = Field(min_length=1, max_length=200)
     description: str = Field("", max_length=5000)
-    price_cents: Count = Field(description="Unit price in minor units (cents).")
-    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    # Only prices payments can charge: a free product or one above the charge cap would leave its
+    # orders PENDING on a refusal no retry can fix.
+    price_cents: int = Field(strict=True, gt=0, le=MAX_CHARGE_CENTS,
+                             description="Unit price in minor units (cents): 1 up to payments' cap.")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$",
+                          description=f"ISO 4217, one of those payments charges in: {', '.join(sorted(CURRENCIES))}.")
+
+    @field_validator("currency")
+    @classmethod
+    def chargeable_currency(cls, currency: str) -> str:
+        if currency not in CURRENCIES:
+            raise ValueError(f"payments charges only in {', '.join(sorted(CURRENCIES))}")
+        return currency
 
 
 class ProductOut(BaseModel):
@@ -31,7 +44,7 @@ class ProductOut(BaseModel):
     available: int = Field(description="Units a new reservation can take: on hand minus reserved.")
 
 
-class StockIn(BaseModel):
+class StockIn(RequestModel):
     on_hand: Count
 
 
@@ -63,12 +76,12 @@ class StockSummaryOut(BaseModel):
                                                   "null when there are no products.")
 
 
-class ReservationLineSchema(BaseModel):
+class ReservationLineSchema(RequestModel):
     sku: Sku
     quantity: Annotated[int, Field(strict=True, ge=1, le=1_000_000)]
 
 
-class ReservationIn(BaseModel):
+class ReservationIn(RequestModel):
     items: list[ReservationLineSchema] = Field(min_length=1, max_length=MAX_LINES)
 
     @field_validator("items")

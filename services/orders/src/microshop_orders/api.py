@@ -22,7 +22,9 @@ from .domain import (
     OrderNotCancellable,
     OrderNotFound,
     OrderStatus,
+    PaymentAttemptsLimited,
     Step,
+    UnchargeableOrder,
     UnknownProducts,
     is_final,
 )
@@ -36,6 +38,9 @@ MIXED_CURRENCY = ProblemType("mixed-currency", 422, "Mixed currencies")
 CHECKOUT_UNAVAILABLE = ProblemType("checkout-unavailable", 503, "Checkout unavailable", headers={"Retry-After": "2"})
 ORDER_NOT_FOUND = ProblemType("order-not-found", 404, "No such order")
 ORDER_NOT_CANCELLABLE = ProblemType("order-not-cancellable", 409, "Order not cancellable")
+UNCHARGEABLE_ORDER = ProblemType("unchargeable-order", 422, "Order cannot be paid for")
+# The customer's card attempts are limited for now (card testing); Retry-After says until when.
+PAYMENT_ATTEMPTS_LIMITED = ProblemType("too-many-payment-attempts", 429, "Too many payment attempts")
 
 ERRORS: ProblemMap = {
     UnknownProducts: UNKNOWN_SKU,
@@ -45,6 +50,7 @@ ERRORS: ProblemMap = {
     CheckoutUnavailable: CHECKOUT_UNAVAILABLE,
     OrderNotFound: ORDER_NOT_FOUND,
     OrderNotCancellable: ORDER_NOT_CANCELLABLE,
+    UnchargeableOrder: UNCHARGEABLE_ORDER,
 }
 
 router = APIRouter(tags=["orders"])
@@ -73,7 +79,8 @@ def _final(order: Order) -> bool:
     summary="Place an order (checkout)",
     responses={
         201: {"description": "The order reached its outcome: CONFIRMED or REJECTED (see `reason`)."},
-        202: {"description": "Accepted; the order is still PENDING and completes in the background."},
+        202: {"description": "Accepted; the order is still PENDING and completes in the background (or "
+                             "NEEDS_ATTENTION: its saga stopped on a state only staff can resolve)."},
         **problem_responses(
             (IDEMPOTENCY_KEY_REQUIRED, "the Idempotency-Key header is missing"),
             (VALIDATION_ERROR, "the body is not valid"),
@@ -81,6 +88,10 @@ def _final(order: Order) -> bool:
             (INVALID_CARD, "the card processor refused the card (with code)"),
             (MIXED_CURRENCY, "the products do not share one currency"),
             (IDEMPOTENCY_KEY_REUSED, "the key was used for another body"),
+            (UNCHARGEABLE_ORDER, "the total is 0 or above the largest payment accepted, or its currency "
+                                 "cannot be charged; nothing was ordered"),
+            (PAYMENT_ATTEMPTS_LIMITED, "too many different cards tried or declined lately (with Retry-After "
+                                       "and retry_after_seconds); nothing was ordered"),
             (CHECKOUT_UNAVAILABLE, "inventory or payments unreachable before the order was created; "
                                    "nothing was ordered"),
         ),
@@ -100,7 +111,12 @@ async def place_order(
     card = Card(number=body.payment.card_number, expiry_month=body.payment.expiry_month,
                 expiry_year=body.payment.expiry_year, cvc=body.payment.cvc)
     checkout = Checkout(lines=tuple((line.sku, line.quantity) for line in body.items), card=card)
-    order, replayed = await orders.place(customer, idempotency_key, checkout)
+    try:
+        order, replayed = await orders.place(customer, idempotency_key, checkout)
+    except PaymentAttemptsLimited as limited:
+        wait = limited.retry_after_seconds
+        raise PAYMENT_ATTEMPTS_LIMITED(str(limited), headers={"Retry-After": str(wait)},
+                                       retry_after_seconds=wait) from limited
     response.status_code = 201 if _final(order) else 202
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

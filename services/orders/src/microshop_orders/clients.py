@@ -4,7 +4,8 @@
   problem types declared in contracts/problems.json (``microshop_chassis.contracts``);
 - a technical failure (unreachable, timeout, 5xx, an answer outside the protocol) -> the chassis'
   ``DownstreamError`` family: the outcome is unknown, the step stays where it is and is retried
-  with the same key later.
+  with the same key later; except an ``UnexpectedReply`` that is ``permanent`` (a 4xx outside the
+  protocol), which the saga gives up at once (saga.py).
 
 Every call is keyed by the order id at the callee, so every one is safe to repeat.
 """
@@ -19,14 +20,17 @@ from microshop_chassis.contracts import (
     PAYMENT_DECLINED,
     PAYMENT_NOT_CAPTURED,
     PAYMENT_NOT_FOUND,
+    PAYMENT_VELOCITY,
     PAYMENT_VOIDED,
     RESERVATION_CLOSED,
+    RESERVATION_COMMITTED,
     RESERVATION_MISMATCH,
+    RESERVATION_NOT_COMMITTED,
     UNKNOWN_SKU,
 )
-from microshop_chassis.http_client import ServiceClient
+from microshop_chassis.http_client import Reply, ServiceClient
 
-from .domain import Card, InvalidCard, StepResult, UnknownProducts
+from .domain import DECLINED_REASON, Card, InvalidCard, PaymentAttemptsLimited, StepResult, UnknownProducts
 
 # Before the order exists a customer is waiting, and retries with the same Idempotency-Key anyway:
 # one quick retry here, so a callee that is down fails the checkout fast (the saga's own calls,
@@ -88,16 +92,31 @@ class InventoryClient:
         raise reply.unexpected("inventory")
 
     async def release(self, order_id: str) -> StepResult:
-        return await self._compensate(f"/reservations/{order_id}/release")
-
-    async def restock(self, order_id: str) -> StepResult:
-        return await self._compensate(f"/reservations/{order_id}/restock")
-
-    async def _compensate(self, path: str) -> StepResult:
-        reply = await self.client.post(path, idempotent=True)
+        reply = await self.client.post(f"/reservations/{order_id}/release", idempotent=True)
         if reply.status == 200:
             return StepResult(ok=True)
+        if reply.is_problem(RESERVATION_COMMITTED):
+            # RESTOCKED: the units are back on the shelf, as the release wanted. COMMITTED: they are
+            # sold to an order being rejected; no step of the saga can take that back.
+            return _settled_or_stuck(reply, wanted=("RESTOCKED",), action="release the stock")
         raise reply.unexpected("inventory")
+
+    async def restock(self, order_id: str) -> StepResult:
+        reply = await self.client.post(f"/reservations/{order_id}/restock", idempotent=True)
+        if reply.status == 200:
+            return StepResult(ok=True)
+        if reply.is_problem(RESERVATION_NOT_COMMITTED):
+            # RELEASED or EXPIRED: no unit is sold for the order, as the restock wanted. HELD: a
+            # cancelled order holding stock is a state the saga does not know how to end.
+            return _settled_or_stuck(reply, wanted=("RELEASED", "EXPIRED"), action="restock")
+        raise reply.unexpected("inventory")
+
+
+def _settled_or_stuck(reply: Reply, *, wanted: tuple[str, ...], action: str) -> StepResult:
+    found = reply.body.get("reservation_status")
+    if found in wanted:
+        return StepResult(ok=True)
+    return StepResult(ok=False, stuck=True, reason=f"inventory could not {action}: the reservation is {found}")
 
 
 class PaymentsClient:
@@ -105,17 +124,20 @@ class PaymentsClient:
         self.client = client
         self.timeout = timeout
 
-    async def tokenize(self, card: Card) -> CardToken:
-        """The processor's token for the card; ``InvalidCard`` if it refuses the card."""
+    async def tokenize(self, card: Card, customer_id: str) -> CardToken:
+        """The processor's token for the card; ``InvalidCard`` if it refuses the card,
+        ``PaymentAttemptsLimited`` if payments' velocity limits refuse the customer's attempt."""
         reply = await self.client.post(
             "/payment-methods", idempotent=True, **CUSTOMER_WAITING,
             json_body={"card_number": card.number, "expiry_month": card.expiry_month,
-                       "expiry_year": card.expiry_year, "cvc": card.cvc},
+                       "expiry_year": card.expiry_year, "cvc": card.cvc, "customer_id": customer_id},
         )
         if reply.status == 201:
             return CardToken(reply.body["token"], reply.body["brand"], reply.body["last4"])
         if reply.is_problem(INVALID_CARD):
             raise InvalidCard(reply.body.get("detail", "The card is not valid."), reply.body.get("code"))
+        if reply.is_problem(PAYMENT_VELOCITY):
+            raise PaymentAttemptsLimited(_retry_after(reply))
         raise reply.unexpected("payments")
 
     async def charge(self, *, order_id: str, customer_id: str, amount_cents: int, currency: str,
@@ -129,8 +151,8 @@ class PaymentsClient:
         if reply.status in (200, 201):
             return StepResult(ok=True, payment_id=reply.body["id"])
         if reply.is_problem(PAYMENT_DECLINED):
-            return StepResult(ok=False, reason=f"payment declined: {reply.body.get('decline_code', 'declined')}",
-                              payment_id=reply.body.get("payment_id"))
+            # The processor's decline code stays with the payment (admins see it there).
+            return StepResult(ok=False, reason=DECLINED_REASON, payment_id=reply.body.get("payment_id"))
         if reply.is_problem(PAYMENT_VOIDED):
             # The order's payment was voided by a compensation (deadline): it can never be captured.
             return StepResult(ok=False, reason="payment voided")
@@ -144,3 +166,13 @@ class PaymentsClient:
         if reply.status == 200 or reply.is_problem(PAYMENT_NOT_FOUND, PAYMENT_NOT_CAPTURED):
             return StepResult(ok=True)
         raise reply.unexpected("payments")
+
+
+def _retry_after(reply: Reply) -> int:
+    """Seconds from the Retry-After header (or the problem's member); at least 1."""
+    for value in (reply.headers.get("Retry-After"), reply.body.get("retry_after_seconds")):
+        try:
+            return max(1, int(value))
+        except (TypeError, ValueError):
+            continue
+    return 60

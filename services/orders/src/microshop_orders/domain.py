@@ -19,6 +19,12 @@ Past the checkout deadline, a saga still before its pivot (the charge) is compen
 retried: stuck at reserve_stock → release_stock; stuck at charge_payment → refund_payment (payments
 voids an unknown or in-flight charge, so a late capture cannot happen) → release_stock → REJECTED.
 After the charge, the saga only goes forward: commit_stock is retried until inventory answers.
+
+A refusal no retry can change (a 4xx outside the protocol: the callee says the request itself is
+wrong) is not retried: a step before the end is given up at once and compensated like a refusal,
+with a reason that says who refused what. A compensation that meets a state it cannot move from,
+and that is not what it wanted either (units sold for an order being rejected), ends the saga in
+NEEDS_ATTENTION: the order is left for an operator, visibly, instead of being retried for ever.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from microshop_chassis.contracts import EventType
+from microshop_chassis.contracts import CURRENCIES, MAX_CHARGE_CENTS, EventType
 
 
 class OrderStatus(StrEnum):
@@ -34,6 +40,8 @@ class OrderStatus(StrEnum):
     CONFIRMED = "CONFIRMED"
     REJECTED = "REJECTED"
     CANCELLED = "CANCELLED"
+    # The saga met a state no step can resolve (see domain docstring): an operator must look.
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
 
 
 class Step(StrEnum):
@@ -50,11 +58,18 @@ class Step(StrEnum):
 @dataclass(frozen=True)
 class StepResult:
     """What a step's call to another service decided. ``ok=False`` is a business refusal
-    (out of stock, card declined), never a technical failure."""
+    (out of stock, card declined), never a technical failure. ``stuck`` marks a compensation that
+    met a state it cannot move from and that is not what it wanted (``reason`` says which)."""
 
     ok: bool
     reason: str | None = None
     payment_id: str | None = None
+    stuck: bool = False
+
+
+# What the customer is told of a declined payment, whatever the processor's reason (card testers
+# learn nothing from it); admins see the processor's decline code on the payment in payments.
+DECLINED_REASON = "The payment was declined."
 
 
 @dataclass(frozen=True)
@@ -116,13 +131,34 @@ _ON_DEADLINE: dict[Step, Transition] = {
 
 DEADLINE_REASON = "checkout did not complete in time"
 
+# A step refused for good (no retry can change the answer) goes where a refusal of that step goes;
+# after the charge too, since a commit that can never succeed must give the money back. Giving up a
+# reservation releases it (inventory may have held the units before it refused).
+_ON_PERMANENT_ERROR: dict[Step, Transition] = {
+    Step.RESERVE_STOCK: Transition(Step.RELEASE_STOCK, OrderStatus.PENDING),
+    Step.CHARGE_PAYMENT: Transition(Step.REFUND_PAYMENT, OrderStatus.PENDING),
+    Step.COMMIT_STOCK: Transition(Step.REFUND_PAYMENT, OrderStatus.PENDING),
+}
+# A compensation (or cancellation) step that can neither be done nor retried: nothing more the
+# saga can do, so it stops where an operator sees it (no event: no consumer acts on it).
+NEEDS_ATTENTION = Transition(Step.DONE, OrderStatus.NEEDS_ATTENTION)
+NEEDS_ATTENTION_REASON = "The order needs a check by our staff; nothing more happens until then."
+
 
 def deadline_transition(step: Step) -> Transition | None:
     """Where a saga past its deadline goes from ``step``; None if it must go on (after the pivot)."""
     return _ON_DEADLINE.get(step)
 
 
+def give_up_transition(step: Step) -> Transition:
+    """Where a saga goes when ``step`` was refused for good: compensation, or NEEDS_ATTENTION for
+    a compensation step (nothing is left to compensate it with)."""
+    return _ON_PERMANENT_ERROR.get(step, NEEDS_ATTENTION)
+
+
 def next_transition(step: Step, result: StepResult) -> Transition:
+    if result.stuck:
+        return NEEDS_ATTENTION
     if result.ok:
         return _ON_SUCCESS[step]
     try:
@@ -144,6 +180,19 @@ def can_cancel(status: OrderStatus, step: Step) -> bool:
 def order_total(lines: list[tuple[int, int]]) -> int:
     """Sum of quantity x unit price, in minor units."""
     return sum(quantity * unit_price for quantity, unit_price in lines)
+
+
+def chargeable_total(total_cents: int, currency: str) -> int:
+    """``total_cents`` if payments can charge it, else ``UnchargeableOrder``: refused before the
+    order exists, so no saga waits on a charge payments must refuse."""
+    if currency not in CURRENCIES:
+        raise UnchargeableOrder(f"Products priced in {currency} cannot be paid for; nothing was ordered.")
+    if total_cents <= 0:
+        raise UnchargeableOrder("The order's total is zero: it cannot be paid for; nothing was ordered.")
+    if total_cents > MAX_CHARGE_CENTS:
+        raise UnchargeableOrder(f"The order's total ({total_cents}) exceeds the largest payment accepted "
+                                f"({MAX_CHARGE_CENTS}); nothing was ordered.")
+    return total_cents
 
 
 def is_final(status: OrderStatus, step: Step) -> bool:
@@ -173,6 +222,18 @@ class InvalidCard(OrderError):
 class MixedCurrency(OrderError):
     def __init__(self) -> None:
         super().__init__("All products of one order must share a currency.")
+
+
+class UnchargeableOrder(OrderError):
+    """The order's total (or currency) is one payments refuses to charge."""
+
+
+class PaymentAttemptsLimited(OrderError):
+    """payments refuses the customer's card for now (too many cards tried or declined)."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__("Too many payment attempts with different cards; try again later.")
+        self.retry_after_seconds = retry_after_seconds
 
 
 class IdempotencyKeyReused(OrderError):

@@ -13,11 +13,23 @@ from datetime import timedelta
 
 import structlog
 from microshop_chassis.background import BackgroundWorker
+from microshop_chassis.context import outliving_the_request
 from microshop_chassis.db import utcnow
-from microshop_chassis.downstream import DownstreamError
+from microshop_chassis.downstream import DownstreamError, UnexpectedReply
+from microshop_chassis.metrics import ServiceMetrics
 
 from .clients import InventoryClient, PaymentsClient
-from .domain import DEADLINE_REASON, Step, StepResult, Transition, deadline_transition, next_transition
+from .domain import (
+    DEADLINE_REASON,
+    NEEDS_ATTENTION_REASON,
+    OrderStatus,
+    Step,
+    StepResult,
+    Transition,
+    deadline_transition,
+    give_up_transition,
+    next_transition,
+)
 from .events import order_event
 from .models import Order
 from .store import OrderStore
@@ -29,15 +41,34 @@ class SagaStalled(Exception):
     """A step failed for a technical reason; the saga will be retried by the recovery loop."""
 
 
+# What each step asks of its callee, for the reason an order gives when the callee refuses it for good.
+_ASKED = {
+    Step.RESERVE_STOCK: "the stock reservation",
+    Step.CHARGE_PAYMENT: "the charge",
+    Step.COMMIT_STOCK: "the stock commit",
+    Step.RELEASE_STOCK: "the stock release",
+    Step.REFUND_PAYMENT: "the refund",
+    Step.CANCEL_REFUND: "the refund",
+    Step.CANCEL_RESTOCK: "the restock",
+}
+
+
 class SagaRunner:
     def __init__(self, store: OrderStore, inventory: InventoryClient, payments: PaymentsClient, *,
-                 lease_seconds: float, deadline_seconds: float = 60.0) -> None:
+                 lease_seconds: float, deadline_seconds: float = 60.0, metrics: ServiceMetrics | None = None) -> None:
         self.store = store
         self.inventory = inventory
         self.payments = payments
         self.lease = timedelta(seconds=lease_seconds)
         self.deadline = timedelta(seconds=deadline_seconds)
         self._running: dict[str, asyncio.Task] = {}
+        metrics = metrics or ServiceMetrics()
+        self.given_up = metrics.counter(
+            "saga_steps_given_up_total", "Saga steps a callee refused for good (a 4xx outside the protocol): "
+            "compensated at once instead of retried.", ["step"])
+        self.needs_attention = metrics.counter(
+            "orders_needs_attention_total", "Orders whose saga stopped in NEEDS_ATTENTION: a compensation met a "
+            "state it cannot move from. Each one needs an operator.", ["step"])
 
     # --- driving one saga ---------------------------------------------------------------------
 
@@ -46,7 +77,9 @@ class SagaRunner:
         HTTP request that started it has answered or gone."""
         task = self._running.get(order_id)
         if task is None or task.done():
-            task = asyncio.create_task(self._drive_logged(order_id), name=f"saga-{order_id}")
+            # Without the request's deadline: the client's wait must not cut the saga's calls short.
+            task = asyncio.create_task(self._drive_logged(order_id), name=f"saga-{order_id}",
+                                       context=outliving_the_request())
             self._running[order_id] = task
             task.add_done_callback(lambda _t: self._running.pop(order_id, None))
         return task
@@ -73,6 +106,14 @@ class SagaRunner:
                 continue
             try:
                 result = await self._execute(step, order)
+            except UnexpectedReply as exc:
+                if not exc.permanent:
+                    await self._record_failure(order, step, str(exc))
+                    raise SagaStalled(str(exc)) from exc
+                # Repeating the request can only get the same refusal: give the step up now.
+                if not await self._give_up(order, step, exc):
+                    order = await self.load(order_id)
+                continue
             except DownstreamError as exc:
                 await self._record_failure(order, step, str(exc))
                 raise SagaStalled(str(exc)) from exc
@@ -106,18 +147,33 @@ class SagaRunner:
                      next_step=transition.step.value, status=transition.status.value, reason=result.reason)
         return recorded
 
+    async def _give_up(self, order: Order, step: Step, refusal: UnexpectedReply) -> bool:
+        """Compensate a step its callee refused for good, saying who refused what and why."""
+        transition = give_up_transition(step)
+        reason = f"{refusal.target} refused {_ASKED[step]}: {refusal.title or refusal.status}"
+        recorded = await self._record(order, step, transition, reason=reason, payment_id=None)
+        if recorded:
+            self.given_up.labels(step.value).inc()
+            log.error("saga_step_refused_for_good", order_id=order.id, step=step.value, error=str(refusal),
+                      next_step=transition.step.value, status=transition.status.value)
+        return recorded
+
     async def _record(self, order: Order, step: Step, transition: Transition, *, reason: str | None,
                       payment_id: str | None) -> bool:
         """Record the move (with its event, if any) and apply it to ``order`` in memory, so the
-        next step needs no reload. False if another driver recorded it first."""
+        next step needs no reload. False if another driver recorded it first.
+
+        Into NEEDS_ATTENTION, the customer is told only that staff will look; what went wrong is
+        kept as the saga's last error (GET /orders/{id}/saga, admins)."""
         now = utcnow()
+        stuck = transition.status is OrderStatus.NEEDS_ATTENTION
         changes = {
             "saga_step": transition.step.value,
             "status": transition.status.value,
-            "reason": reason or order.reason,
+            "reason": NEEDS_ATTENTION_REASON if stuck else reason or order.reason,
             "payment_id": payment_id or order.payment_id,
             "saga_attempts": 0,
-            "saga_last_error": None,
+            "saga_last_error": f"{step.value}: {reason}"[:500] if stuck else None,
             "saga_lease_until": now + self.lease,
             "updated_at": now,
         }
@@ -131,6 +187,9 @@ class SagaRunner:
             return False
         if reason == DEADLINE_REASON:
             log.warning("saga_deadline_passed", order_id=order.id, step=step.value, next_step=transition.step.value)
+        if stuck:
+            self.needs_attention.labels(step.value).inc()
+            log.error("saga_needs_attention", order_id=order.id, step=step.value, reason=reason)
         return True
 
     async def _record_failure(self, order: Order, step: Step, error: str) -> None:

@@ -1,21 +1,22 @@
 from datetime import datetime
 
+from microshop_chassis.schemas import RequestModel
 from pydantic import BaseModel, Field, field_validator
 
 
-class LineIn(BaseModel):
+class LineIn(RequestModel):
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=1000)
 
 
-class CardIn(BaseModel):
+class CardIn(RequestModel):
     card_number: str = Field(min_length=12, max_length=23, repr=False)
     expiry_month: int = Field(ge=1, le=12)
     expiry_year: int = Field(ge=2000, le=2100)
     cvc: str = Field(pattern=r"^[0-9]{3,4}$", repr=False)
 
 
-class OrderCreate(BaseModel):
+class OrderCreate(RequestModel):
     items: list[LineIn] = Field(min_length=1, max_length=100)
     payment: CardIn
 

@@ -27,6 +27,7 @@ from .domain import (
     OrderStatus,
     Step,
     can_cancel,
+    chargeable_total,
     order_total,
 )
 from .events import order_event
@@ -60,19 +61,22 @@ class Orders:
 
         skus = [sku for sku, _ in checkout.lines]
         try:
-            prices, card = await asyncio.gather(self.inventory.prices(skus), self.payments.tokenize(checkout.card))
+            prices, card = await asyncio.gather(self.inventory.prices(skus),
+                                                self.payments.tokenize(checkout.card, customer.id))
         except DownstreamError as exc:
             raise CheckoutUnavailable(str(exc)) from exc
         currencies = {prices[sku].currency for sku in skus}
         if len(currencies) != 1:
             raise MixedCurrency()
+        currency = currencies.pop()
+        total_cents = chargeable_total(
+            order_total([(quantity, prices[sku].unit_price_cents) for sku, quantity in checkout.lines]), currency)
 
         now = utcnow()
         order = Order(
             id=str(uuid.uuid4()), customer_id=customer.id, customer_email=customer.email or "",
-            status=OrderStatus.PENDING.value, reason=None,
-            total_cents=order_total([(quantity, prices[sku].unit_price_cents) for sku, quantity in checkout.lines]),
-            currency=currencies.pop(), card_token=card.token, card_brand=card.brand, card_last4=card.last4,
+            status=OrderStatus.PENDING.value, reason=None, total_cents=total_cents, currency=currency,
+            card_token=card.token, card_brand=card.brand, card_last4=card.last4,
             payment_id=None, idempotency_key=key, request_fingerprint=fingerprint,
             saga_step=Step.RESERVE_STOCK.value, saga_attempts=0, saga_last_error=None,
             saga_lease_until=now + self.saga.lease, created_at=now, updated_at=now,

@@ -12,7 +12,7 @@ from microshop_chassis.auth import Principal
 from microshop_chassis.downstream import ServiceUnavailable
 from microshop_chassis.testing import memory_database
 from microshop_orders.clients import CardToken, Price
-from microshop_orders.domain import Card, Checkout, InvalidCard, StepResult, UnknownProducts
+from microshop_orders.domain import DECLINED_REASON, Card, Checkout, InvalidCard, StepResult, UnknownProducts
 from microshop_orders.models import Base
 from microshop_orders.saga import SagaRunner
 from microshop_orders.service import Orders
@@ -116,7 +116,7 @@ class FakePayments(Switchable):
         if self.down:
             raise ServiceUnavailable("payments", "down")
 
-    async def tokenize(self, card: Card) -> CardToken:
+    async def tokenize(self, card: Card, customer_id: str) -> CardToken:
         self._check()
         if not card.number.isdigit():
             raise InvalidCard("The card was refused: invalid number", "invalid_number")
@@ -136,7 +136,7 @@ class FakePayments(Switchable):
             payment = self.payments[order_id] = {"id": str(uuid.uuid4()), "amount_cents": amount_cents,
                                                  "status": "DECLINED" if declined else "CAPTURED"}
         if payment["status"] == "DECLINED":
-            return StepResult(ok=False, reason="payment declined: card_declined", payment_id=payment["id"])
+            return StepResult(ok=False, reason=DECLINED_REASON, payment_id=payment["id"])
         return StepResult(ok=True, payment_id=payment["id"])
 
     async def refund(self, order_id: str) -> StepResult:

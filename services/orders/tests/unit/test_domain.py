@@ -3,8 +3,11 @@ from microshop_orders.domain import (
     OrderStatus,
     Step,
     StepResult,
+    UnchargeableOrder,
     can_cancel,
+    chargeable_total,
     deadline_transition,
+    give_up_transition,
     next_transition,
     order_total,
 )
@@ -80,3 +83,23 @@ def test_past_the_deadline_only_steps_before_the_charge_are_given_up():
         transition = next_transition(step, OK)
         step, status = transition.step, transition.status
     assert status is OrderStatus.REJECTED
+
+
+def test_a_step_refused_for_good_is_compensated_and_a_compensation_stops_for_an_operator():
+    assert give_up_transition(Step.RESERVE_STOCK).step is Step.RELEASE_STOCK
+    assert give_up_transition(Step.CHARGE_PAYMENT).step is Step.REFUND_PAYMENT
+    assert give_up_transition(Step.COMMIT_STOCK).step is Step.REFUND_PAYMENT  # money back after the pivot
+    for step in (Step.RELEASE_STOCK, Step.REFUND_PAYMENT, Step.CANCEL_REFUND, Step.CANCEL_RESTOCK):
+        stopped = give_up_transition(step)
+        assert (stopped.step, stopped.status, stopped.event) == (Step.DONE, OrderStatus.NEEDS_ATTENTION, None)
+    stuck = next_transition(Step.RELEASE_STOCK, StepResult(ok=False, stuck=True, reason="sold"))
+    assert stuck.status is OrderStatus.NEEDS_ATTENTION
+
+
+def test_only_a_total_payments_can_charge_makes_an_order():
+    from microshop_chassis.contracts import MAX_CHARGE_CENTS
+
+    assert chargeable_total(MAX_CHARGE_CENTS, "USD") == MAX_CHARGE_CENTS
+    for total, currency in ((0, "USD"), (MAX_CHARGE_CENTS + 1, "USD"), (100, "EUR")):
+        with pytest.raises(UnchargeableOrder):
+            chargeable_total(total, currency)

@@ -10,7 +10,7 @@ from microshop_chassis.errors import PROBLEM_BASE
 from microshop_chassis.http_client import Reply
 from microshop_chassis.testing import contracts_dir
 from microshop_orders.clients import InventoryClient, PaymentsClient
-from microshop_orders.domain import Card, InvalidCard
+from microshop_orders.domain import Card, InvalidCard, PaymentAttemptsLimited
 from multidict import CIMultiDict
 
 CARD = Card(number="4242424242424242", expiry_month=12, expiry_year=2030, cvc="123")
@@ -51,9 +51,17 @@ async def commit(reply):
 
 
 async def tokenize(reply):
-    with pytest.raises(InvalidCard) as refused:
-        await PaymentsClient(Answering(reply), timeout=1).tokenize(CARD)
+    with pytest.raises((InvalidCard, PaymentAttemptsLimited)) as refused:
+        await PaymentsClient(Answering(reply), timeout=1).tokenize(CARD, "c-1")
     return refused.value
+
+
+async def release(reply):
+    return await InventoryClient(Answering(reply)).release("o-1")
+
+
+async def restock(reply):
+    return await InventoryClient(Answering(reply)).restock("o-1")
 
 
 async def charge(reply):
@@ -70,7 +78,11 @@ CALLS = {
     "unknown-sku": [(reserve, False)],
     "reservation-mismatch": [(reserve, False)],
     "reservation-closed": [(reserve, False), (commit, False)],
+    # A compensation meeting these is done or stuck, by the status the problem names ("x" here: stuck).
+    "reservation-committed": [(release, False)],
+    "reservation-not-committed": [(restock, False)],
     "invalid-card": [(tokenize, None)],
+    "payment-velocity": [(tokenize, None)],
     "payment-declined": [(charge, False)],
     "payment-voided": [(charge, False)],
     "payment-not-captured": [(refund, True)],
@@ -102,3 +114,23 @@ async def test_an_undeclared_problem_is_an_unexpected_reply():
     for call in (reserve, commit, charge, refund):
         with pytest.raises(UnexpectedReply):
             await call(surprise)
+
+
+@pytest.mark.parametrize(("call", "found", "done"), [
+    (release, "RESTOCKED", True), (release, "COMMITTED", False),
+    (restock, "RELEASED", True), (restock, "EXPIRED", True), (restock, "HELD", False),
+])
+async def test_a_compensation_meeting_a_final_state_is_done_or_stuck_never_retried(call, found, done):
+    kind = "reservation-committed" if call is release else "reservation-not-committed"
+    reply = Reply(409, {"type": PROBLEM_BASE + kind, "status": 409, "detail": "?", "reservation_status": found},
+                  CIMultiDict({"Content-Type": "application/problem+json"}))
+    outcome = await call(reply)
+    assert outcome.ok is done and outcome.stuck is not done
+    assert done or found in outcome.reason
+
+
+async def test_velocity_refusal_carries_retry_after():
+    reply = Reply(429, {"type": PROBLEM_BASE + "payment-velocity", "status": 429, "detail": "?",
+                        "retry_after_seconds": 42}, CIMultiDict({"Retry-After": "42"}))
+    refused = await tokenize(reply)
+    assert isinstance(refused, PaymentAttemptsLimited) and refused.retry_after_seconds == 42

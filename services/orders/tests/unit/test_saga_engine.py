@@ -50,9 +50,9 @@ async def test_past_the_deadline_a_stuck_charge_is_voided_then_the_stock_release
     world.payments.down = True
     tokenize = type(world.payments).tokenize
     world.payments.down = False
-    card = await tokenize(world.payments, make_checkout().card)
+    card = await tokenize(world.payments, make_checkout().card, "c1")
     world.payments.down = True
-    world.payments.tokenize = lambda _card: _return(card)
+    world.payments.tokenize = lambda _card, _customer_id: _return(card)
     order, _ = await world.orders.place(world.customer(), "k1", make_checkout(("mug", 3)))
     assert order.saga_step == Step.CHARGE_PAYMENT and world.inventory.stock["mug"] == 7
     await world.saga.stop()

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
-from microshop_chassis.auth import AdminUser, CurrentUser, ServiceCaller
+from microshop_chassis.auth import AdminUser, CurrentUser, InternalCaller
 from microshop_chassis.contracts import (
     INVALID_CARD,
     PAYMENT_DECLINED,
     PAYMENT_NOT_CAPTURED,
     PAYMENT_NOT_FOUND,
+    PAYMENT_VELOCITY,
     PAYMENT_VOIDED,
 )
 from microshop_chassis.errors import VALIDATION_ERROR, ProblemMap, ProblemType, problem_responses
@@ -19,6 +20,7 @@ from microshop_chassis.pagination import Page, Paging
 from microshop_chassis.provide import Provide
 
 from .domain import (
+    GENERIC_DECLINE_CODE,
     CardDeclined,
     IdempotencyKeyReused,
     InvalidCard,
@@ -28,6 +30,7 @@ from .domain import (
     PaymentStatus,
     PaymentVoided,
     UnknownCardToken,
+    VelocityLimited,
 )
 from .processor import ProcessorError, ProcessorUnavailable
 from .schemas import ChargeIn, ChargeOut, LedgerSummary, PaymentMethodIn, PaymentMethodOut, PaymentOut
@@ -66,12 +69,18 @@ _UNAVAILABLE = "the card processor did not answer, even after retries"
     responses=problem_responses(
         (INVALID_CARD, "the processor refused the card (with its `code`)"),
         (VALIDATION_ERROR, "the body is not valid"),
+        (PAYMENT_VELOCITY, "the customer tried or had declined too many different cards lately (with "
+                           "Retry-After and `retry_after_seconds`); the processor was not called"),
         (PROCESSOR_UNAVAILABLE, _UNAVAILABLE),
     ),
 )
-async def create_payment_method(body: PaymentMethodIn, _: ServiceCaller, payments: PaymentsDep) -> PaymentMethodOut:
-    card = await payments.tokenize(number=body.card_number, exp_month=body.expiry_month,
-                                   exp_year=body.expiry_year, cvc=body.cvc)
+async def create_payment_method(body: PaymentMethodIn, _: InternalCaller, payments: PaymentsDep) -> PaymentMethodOut:
+    try:
+        card = await payments.tokenize(number=body.card_number, exp_month=body.expiry_month,
+                                       exp_year=body.expiry_year, cvc=body.cvc, customer_id=body.customer_id)
+    except VelocityLimited as limited:
+        wait = limited.retry_after_seconds
+        raise PAYMENT_VELOCITY(str(limited), headers={"Retry-After": str(wait)}, retry_after_seconds=wait) from limited
     return PaymentMethodOut(token=card.token, brand=card.brand, last4=card.last4)
 
 
@@ -85,7 +94,9 @@ async def create_payment_method(body: PaymentMethodIn, _: ServiceCaller, payment
         200: {"model": ChargeOut, "description": "The order's payment was already refunded"},
         **problem_responses(
             (IDEMPOTENCY_KEY_REQUIRED, "the Idempotency-Key header is missing or blank"),
-            (PAYMENT_DECLINED, "the card was declined (with `decline_code`, `payment_id`, `order_id`)"),
+            (PAYMENT_DECLINED, "the card was declined (with `decline_code`, `payment_id`, `order_id`); "
+                               "`decline_code` `velocity`: payments declined it itself, without the processor, "
+                               "as the customer had too many cards declined lately"),
             (PAYMENT_MISMATCH, "another amount or currency is recorded for the order (with `payment_id`)"),
             (IDEMPOTENCY_KEY_REUSED, "the processor holds another charge under the payment's key"),
             (PAYMENT_VOIDED, "the order's payment was refunded before any charge was recorded: never charged"),
@@ -98,7 +109,7 @@ async def create_payment_method(body: PaymentMethodIn, _: ServiceCaller, payment
     },
 )
 async def create_charge(
-    body: ChargeIn, _: ServiceCaller, payments: PaymentsDep, response: Response,
+    body: ChargeIn, _: InternalCaller, payments: PaymentsDep, response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)] = None,
 ) -> ChargeOut:
     if not idempotency_key or not idempotency_key.strip():
@@ -127,7 +138,7 @@ async def create_charge(
         ),
     },
 )
-async def refund_payment(order_id: str, _: ServiceCaller, payments: PaymentsDep) -> PaymentOut:
+async def refund_payment(order_id: str, _: InternalCaller, payments: PaymentsDep) -> PaymentOut:
     return PaymentOut.model_validate(await payments.refund(order_id))
 
 
@@ -137,7 +148,12 @@ async def refund_payment(order_id: str, _: ServiceCaller, payments: PaymentsDep)
     responses=problem_responses((PAYMENT_NOT_FOUND, "no payment for the order, or the caller may not see it")),
 )
 async def get_payment(order_id: str, viewer: CurrentUser, payments: PaymentsDep) -> PaymentOut:
-    return PaymentOut.model_validate(await payments.get(viewer, order_id))
+    """A customer sees that their payment was declined, never why (what a card tester would learn
+    from); admins and services see the processor's decline code."""
+    payment = PaymentOut.model_validate(await payments.get(viewer, order_id))
+    if viewer.role not in ("admin", "service") and payment.decline_code is not None:
+        payment.decline_code = GENERIC_DECLINE_CODE
+    return payment
 
 
 @router.get("/payments", response_model=Page[PaymentOut], summary="All payments, oldest first (admin)")

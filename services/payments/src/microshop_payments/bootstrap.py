@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from microshop_chassis.auth import JwtVerifier
 from microshop_chassis.host import ServiceHost
 
 from . import __version__
 from .api import ERRORS, router
+from .domain import VelocityLimit
 from .processor import PROCESSOR, CardProcessor
 from .service import Payments
 from .settings import PaymentsSettings
@@ -25,6 +28,12 @@ def build(settings: PaymentsSettings | None = None, *, verifier: JwtVerifier | N
     processor = CardProcessor(host.client(PROCESSOR, settings.card_processor_url, authenticated=False,
                                           timeout=settings.card_processor_timeout,
                                           retries=settings.card_processor_retries))
-    host.provide(Payments, Payments(db, processor))
+    host.provide(Payments, Payments(
+        db, processor,
+        cards_limit=VelocityLimit(settings.velocity_max_cards,
+                                  timedelta(seconds=settings.velocity_cards_window_seconds)),
+        declined_cards_limit=VelocityLimit(settings.velocity_max_declined_cards,
+                                           timedelta(seconds=settings.velocity_declines_window_seconds)),
+    ))
     host.routes(router, errors=ERRORS)
     return host

@@ -14,10 +14,12 @@ exactly one lands and the other acts on what it wrote.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from microshop_chassis.contracts import EventType
+from microshop_chassis.contracts import MAX_CHARGE_CENTS, EventType
 
 
 class PaymentStatus(StrEnum):
@@ -64,8 +66,34 @@ def charge_outcome(approved: bool) -> Transition:
     return CAPTURE if approved else DECLINE
 
 
-CURRENCY = "USD"  # one currency system-wide, so ledger sums are meaningful
-MAX_AMOUNT_CENTS = 99_999_999  # the card processor's cap
+CURRENCY = "USD"  # one currency system-wide, so ledger sums are meaningful (contracts.CURRENCIES)
+MAX_AMOUNT_CENTS = MAX_CHARGE_CENTS  # the card processor's cap, shared with inventory and orders
+
+
+# --- velocity: card testing --------------------------------------------------------------------
+
+# The decline code of a charge payments refused itself (velocity limits), without the processor.
+VELOCITY_DECLINE_CODE = "velocity"
+# What a customer is told of any decline (the processor's code is for admins only).
+GENERIC_DECLINE_CODE = "declined"
+
+
+@dataclass(frozen=True)
+class VelocityLimit:
+    """At most ``limit`` different cards in the last ``window``: a card is counted at the last
+    time it was used (or declined)."""
+
+    limit: int
+    window: timedelta
+
+    def wait(self, last_times: list[datetime], now: datetime) -> float | None:
+        """Seconds until fewer than ``limit`` cards are counted, given each counted card's last
+        time; None when fewer already are."""
+        recent = sorted((t for t in last_times if t > now - self.window), reverse=True)
+        if len(recent) < self.limit:
+            return None
+        # The limit-th most recent card leaves the window last among those that must leave.
+        return max(1.0, (recent[self.limit - 1] + self.window - now).total_seconds())
 
 
 def ledger_amount(kind: LedgerKind, amount_cents: int) -> int:
@@ -147,6 +175,15 @@ class CardDeclined(PaymentError):
         self.decline_code = decline_code
         self.payment_id = payment_id
         self.order_id = order_id
+
+
+class VelocityLimited(PaymentError):
+    """Too many different cards from one customer lately (card testing): refused before the
+    processor is called, for ``retry_after_seconds``."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("Too many payment attempts with different cards; try again later.")
+        self.retry_after_seconds = math.ceil(retry_after)
 
 
 class PaymentMismatch(PaymentError):

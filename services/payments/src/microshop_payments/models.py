@@ -3,7 +3,7 @@
 from datetime import datetime
 
 from microshop_chassis.db import UtcDateTime
-from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -19,6 +19,7 @@ class Payment(Base):
     """
 
     __tablename__ = "payments"
+    __table_args__ = (Index("ix_payments_customer_status", "customer_id", "status"),)  # velocity counts
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     order_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -46,3 +47,14 @@ class LedgerEntry(Base):
     kind: Mapped[str] = mapped_column(String(10))
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class CardUse(Base):
+    """A card a customer tokenized lately (velocity limits), known by its last four digits only:
+    enough to tell cards apart for counting (two cards sharing them count as one), never a number."""
+
+    __tablename__ = "card_uses"
+
+    customer_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    card_last4: Mapped[str] = mapped_column(String(4), primary_key=True)
+    last_used_at: Mapped[datetime] = mapped_column(UtcDateTime())

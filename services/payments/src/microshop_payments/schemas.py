@@ -3,16 +3,20 @@
 from datetime import datetime
 from typing import Literal
 
+from microshop_chassis.schemas import RequestModel
 from pydantic import BaseModel, ConfigDict, Field
 
 from .domain import CURRENCY, MAX_AMOUNT_CENTS, PaymentStatus
 
 
-class PaymentMethodIn(BaseModel):
+class PaymentMethodIn(RequestModel):
     card_number: str = Field(min_length=1, max_length=30, description="Digits, spaces allowed; never stored.")
     expiry_month: int = Field(description="1..12")
     expiry_year: int = Field(description="Four digits")
     cvc: str = Field(min_length=1, max_length=8, description="Never stored.")
+    customer_id: str | None = Field(None, min_length=1, max_length=100,
+                                    description="The customer the card is for (orders always sends it): the "
+                                                "velocity limits are checked for them before the processor is called.")
 
 
 class PaymentMethodOut(BaseModel):
@@ -21,7 +25,7 @@ class PaymentMethodOut(BaseModel):
     last4: str
 
 
-class ChargeIn(BaseModel):
+class ChargeIn(RequestModel):
     order_id: str = Field(min_length=1, max_length=64)
     customer_id: str = Field(min_length=1, max_length=100)
     amount_cents: int = Field(gt=0, le=MAX_AMOUNT_CENTS, strict=True, description="Integer minor units.")

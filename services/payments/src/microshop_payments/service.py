@@ -10,16 +10,20 @@ a processor giving no usable answer raises ``ProcessorUnavailable`` / ``Processo
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import structlog
 from microshop_chassis.auth import Principal
-from microshop_chassis.db import Database
+from microshop_chassis.db import Database, utcnow
 from microshop_chassis.downstream import DownstreamError
 
 from .domain import (
     CURRENCY,
+    DECLINE,
     INTENT,
     REFUND,
     TOMBSTONE,
+    VELOCITY_DECLINE_CODE,
     VOID,
     CardDeclined,
     LedgerTotals,
@@ -28,6 +32,8 @@ from .domain import (
     PaymentNotFound,
     PaymentStatus,
     PaymentVoided,
+    VelocityLimit,
+    VelocityLimited,
     charge_description,
     charge_outcome,
     may_view,
@@ -42,14 +48,48 @@ from .store import PaymentStore
 log = structlog.get_logger("microshop.payments")
 
 
+# Defaults of PaymentsSettings' velocity_* settings (see there why these figures).
+CARDS_LIMIT = VelocityLimit(5, timedelta(minutes=10))
+DECLINED_CARDS_LIMIT = VelocityLimit(3, timedelta(hours=1))
+
+
 class Payments:
-    def __init__(self, db: Database, processor: CardProcessor) -> None:
+    def __init__(self, db: Database, processor: CardProcessor, *, cards_limit: VelocityLimit = CARDS_LIMIT,
+                 declined_cards_limit: VelocityLimit = DECLINED_CARDS_LIMIT) -> None:
         self.store = PaymentStore(db)
         self.processor = processor
+        self.cards_limit = cards_limit
+        self.declined_cards_limit = declined_cards_limit
 
-    async def tokenize(self, *, number: str, exp_month: int, exp_year: int, cvc: str) -> CardToken:
-        """The processor's token for a card (for orders); nothing is stored."""
+    async def tokenize(self, *, number: str, exp_month: int, exp_year: int, cvc: str,
+                       customer_id: str | None = None) -> CardToken:
+        """The processor's token for a card (for orders). For a customer, the velocity limits come
+        first: ``VelocityLimited`` (and no processor call) when they had too many different cards
+        declined lately, or when this card would be one different card too many. Only the card's
+        last four digits are stored, for that count."""
+        if customer_id is not None:
+            now = utcnow()
+            await self._check_declines(customer_id, now)
+            last4 = "".join(ch for ch in number if ch.isdigit())[-4:]
+            others = await self.store.use_card(customer_id, last4, now=now, since=now - self.cards_limit.window)
+            wait = self.cards_limit.wait(others, now)
+            if wait is not None:
+                await self.store.forget_card(customer_id, last4)
+                log.warning("payment_velocity_refused", customer_id=customer_id, limit="cards",
+                            cards=len(others) + 1, retry_after=round(wait))
+                raise VelocityLimited(wait)
         return await self.processor.tokenize(number=number, exp_month=exp_month, exp_year=exp_year, cvc=cvc)
+
+    async def _declines_wait(self, customer_id: str, now: datetime) -> float | None:
+        window = self.declined_cards_limit.window
+        return self.declined_cards_limit.wait(await self.store.declined_cards(customer_id, since=now - window), now)
+
+    async def _check_declines(self, customer_id: str, now: datetime) -> None:
+        wait = await self._declines_wait(customer_id, now)
+        if wait is not None:
+            log.warning("payment_velocity_refused", customer_id=customer_id, limit="declined_cards",
+                        retry_after=round(wait))
+            raise VelocityLimited(wait)
 
     # --- charging -------------------------------------------------------------------------------
 
@@ -75,8 +115,15 @@ class Payments:
         self, *, idempotency_key: str, order_id: str, customer_id: str, amount_cents: int, currency: str,
         card_token: str,
     ) -> Payment:
-        payment = await self._intent(idempotency_key=idempotency_key, order_id=order_id, customer_id=customer_id,
-                                     amount_cents=amount_cents, currency=currency)
+        payment, created = await self._intent(idempotency_key=idempotency_key, order_id=order_id,
+                                              customer_id=customer_id, amount_cents=amount_cents, currency=currency)
+        if created and await self._declines_wait(customer_id, utcnow()) is not None:
+            # A checkout that got past tokenization while the customer's other cards were being
+            # declined: declined here, without the processor (a new intent: no charge was tried).
+            if await self.store.move(payment, DECLINE, decline_code=VELOCITY_DECLINE_CODE):
+                log.warning("payment_velocity_declined", order_id=order_id, customer_id=customer_id)
+                return payment
+            payment = await self.store.find(order_id)  # a refund voided it meanwhile
         if payment.status == PaymentStatus.VOIDED:
             await self._finish_void(payment)
             raise PaymentVoided(order_id)
@@ -98,11 +145,12 @@ class Payments:
 
     async def _intent(
         self, *, idempotency_key: str, order_id: str, customer_id: str, amount_cents: int, currency: str
-    ) -> Payment:
-        """The order's payment, inserted PENDING (in its own short transaction) when there is none."""
+    ) -> tuple[Payment, bool]:
+        """The order's payment, inserted PENDING (in its own short transaction) when there is none;
+        and whether it was inserted by this call."""
         existing = await self.store.find(order_id)
         if existing is not None:
-            return existing
+            return existing, False
         payment = await self.store.create(INTENT, order_id=order_id, customer_id=customer_id,
                                           amount_cents=amount_cents, currency=currency,
                                           idempotency_key=idempotency_key)
@@ -111,9 +159,9 @@ class Payments:
             if winner is None:  # the conflict was not on order_id: a genuine error
                 raise RuntimeError(f"payment insert for order {order_id} conflicted, yet no payment exists")
             log.info("charge_race_lost", order_id=order_id, payment_id=winner.id, status=winner.status)
-            return winner
+            return winner, False
         log.info("payment_intent_recorded", order_id=order_id, payment_id=payment.id)
-        return payment
+        return payment, True
 
     async def _record(self, payment: Payment, result: ChargeResult) -> bool:
         """Move a PENDING payment to what the processor did; False when it is no longer PENDING

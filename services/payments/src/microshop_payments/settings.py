@@ -13,3 +13,12 @@ class PaymentsSettings(ServiceSettings):
     card_processor_timeout: float = 10.0
     # Extra attempts after a timeout, connection error or 503; always with the same Idempotency-Key.
     card_processor_retries: int = 3
+    # Velocity limits against card testing (many stolen cards tried from one account), per customer.
+    # Cards are told apart by their last four digits, so a customer paying again and again with the
+    # same card (the bench, the load generator) never meets them. At most this many different cards
+    # in the window (the next new one is refused before the processor is called)...
+    velocity_max_cards: int = 5
+    velocity_cards_window_seconds: float = 600.0
+    # ...and once this many different cards were declined in the window, every attempt is refused.
+    velocity_max_declined_cards: int = 3
+    velocity_declines_window_seconds: float = 3600.0

@@ -9,16 +9,18 @@ the card processor is called.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from microshop_chassis.db import Database, utcnow
 from microshop_chassis.outbox import add_event
-from sqlalchemy import case, func, select, update
+from microshop_chassis.tables import insert_ignoring_duplicates
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .domain import LedgerKind, LedgerTotals, PaymentStatus, Transition, ledger_amount
+from .domain import VELOCITY_DECLINE_CODE, LedgerKind, LedgerTotals, PaymentStatus, Transition, ledger_amount
 from .events import payment_event
-from .models import LedgerEntry, Payment
+from .models import CardUse, LedgerEntry, Payment
 
 
 class PaymentStore:
@@ -122,3 +124,43 @@ class PaymentStore:
         return LedgerTotals(captured_cents=captured, refunded_cents=refunded, captures=captures, refunds=refunds,
                             payments_by_status=by_status)
 
+    # --- velocity -----------------------------------------------------------------------------
+
+    async def declined_cards(self, customer_id: str, *, since: datetime) -> list[datetime]:
+        """When each different card of the customer was last declined by the processor since
+        ``since`` (payments' own velocity refusals are not counted: no card was tried)."""
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(func.max(Payment.updated_at))
+                .where(Payment.customer_id == customer_id, Payment.status == PaymentStatus.DECLINED,
+                       Payment.updated_at > since, Payment.card_last4.is_not(None),
+                       or_(Payment.decline_code.is_(None), Payment.decline_code != VELOCITY_DECLINE_CODE))
+                .group_by(Payment.card_last4)
+            )
+            return [when for (when,) in rows.all()]
+
+    async def use_card(self, customer_id: str, card_last4: str, *, now: datetime, since: datetime) -> list[datetime]:
+        """Note that the customer uses this card now, and return when each of the customer's other
+        cards was last used since ``since``. The use is written (and committed) before the others are
+        counted, so of concurrent new cards none can miss the others: replicas included."""
+        async with self.db.transaction() as session:
+            await session.execute(delete(CardUse).where(CardUse.customer_id == customer_id,
+                                                        CardUse.last_used_at <= since))
+            values = {"customer_id": customer_id, "card_last4": card_last4, "last_used_at": now}
+            touched = await session.execute(
+                update(CardUse).where(CardUse.customer_id == customer_id, CardUse.card_last4 == card_last4)
+                .values(last_used_at=now))
+            if touched.rowcount == 0:
+                await session.execute(insert_ignoring_duplicates(session.bind.dialect.name, CardUse.__table__,
+                                                                 values))
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(CardUse.last_used_at).where(CardUse.customer_id == customer_id,
+                                                   CardUse.card_last4 != card_last4, CardUse.last_used_at > since))
+            return list(rows.scalars())
+
+    async def forget_card(self, customer_id: str, card_last4: str) -> None:
+        """Take back a use that was refused: a refused attempt does not count as a card used."""
+        async with self.db.transaction() as session:
+            await session.execute(delete(CardUse).where(CardUse.customer_id == customer_id,
+                                                        CardUse.card_last4 == card_last4))
