@@ -3,30 +3,50 @@ verify): log in, register a customer, top up the demo catalog's stock."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Collection
+from typing import Any
 
 import aiohttp
 
 from .catalog import DEMO_CATALOG
 
 
+# users refuses at once what its hashing queue cannot take (503) and what its rate limits do not
+# allow (429), each with Retry-After: a burst of sign-ups (bench's 32 customers) comes back then.
+_COME_BACK = {429, 503}
+_ATTEMPTS = 20
+_LONGEST_WAIT = 5.0
+
+
+async def _post_until_accepted(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """POST ``body``, waiting as told and posting again while the answer is 429 or 503."""
+    for attempt in range(_ATTEMPTS):
+        async with http.post(url, json=body) as reply:
+            if reply.status not in _COME_BACK or attempt == _ATTEMPTS - 1:
+                return reply.status, await reply.json(content_type=None)
+            wait = min(_LONGEST_WAIT, float(reply.headers.get("Retry-After", "1")))
+        await asyncio.sleep(wait)
+    raise AssertionError("unreachable: the last attempt returns")
+
+
 async def login(http: aiohttp.ClientSession, login_url: str, email: str, password: str) -> str:
     """An access token from users' ``/login`` (through the gateway or straight to users)."""
-    async with http.post(login_url, json={"email": email, "password": password}) as reply:
-        if reply.status != 200:
-            raise RuntimeError(f"login as {email} failed: HTTP {reply.status}")
-        return (await reply.json())["access_token"]
+    status, body = await _post_until_accepted(http, login_url, {"email": email, "password": password})
+    if status != 200:
+        raise RuntimeError(f"login as {email} failed: HTTP {status}")
+    return body["access_token"]
 
 
 async def new_customer(http: aiohttp.ClientSession, gateway: str, prefix: str) -> str:
     """Register a fresh customer through the gateway and return its token."""
     # users refuses a password containing the name ("Bench"), so the password is not made of it.
     email, password = f"{prefix}-{uuid.uuid4().hex[:12]}@example.com", f"pw-{uuid.uuid4().hex[:16]}"
-    async with http.post(f"{gateway}/api/users/register",
-                         json={"email": email, "password": password, "name": prefix.title()}) as reply:
-        if reply.status != 202:  # the same answer for a new and a taken e-mail
-            raise RuntimeError(f"registering a {prefix} customer failed: HTTP {reply.status}")
+    status, _ = await _post_until_accepted(http, f"{gateway}/api/users/register",
+                                           {"email": email, "password": password, "name": prefix.title()})
+    if status != 202:  # the same answer for a new and a taken e-mail
+        raise RuntimeError(f"registering a {prefix} customer failed: HTTP {status}")
     return await login(http, f"{gateway}/api/users/login", email, password)
 
 

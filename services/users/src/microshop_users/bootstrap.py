@@ -35,6 +35,7 @@ def build(settings: UsersSettings | None = None, *, verifier: JwtVerifier | None
                                 settings.registration_window_seconds),
     ))
     host.provide(ClientAddresses, ClientAddresses(settings.trusted_proxies))
+    host.on_stop(passwords.close, "password-hashing")
     host.on_start(keys.load, "signing-keys")
     host.on_start(lambda: users.ensure_admin(email=settings.admin_email, password=settings.admin_password), "admin")
     host.outbox_relay(db, host.broker())
