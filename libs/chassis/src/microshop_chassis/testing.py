@@ -231,15 +231,18 @@ def sqlite_url(tmp_path) -> str:
 
 
 class RunningApp:
-    """A FastAPI app served by a real uvicorn on a free port inside the test's event loop."""
+    """A FastAPI app served by a real uvicorn on a free port inside the test's event loop, with the
+    server configuration services run with (runner.server_config: bounded request head, no banner)."""
 
-    def __init__(self, app, port: int | None = None) -> None:
+    def __init__(self, app, port: int | None = None, *, max_header_bytes: int = 16 * 1024) -> None:
         import uvicorn
+
+        from .runner import server_config
 
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False,
-                                lifespan="on")
+        config = server_config(app, host="127.0.0.1", port=self.port, max_header_bytes=max_header_bytes,
+                               lifespan="on")
         self.server = uvicorn.Server(config)
         self._task: asyncio.Task | None = None
 
