@@ -12,7 +12,6 @@ import aiohttp
 
 from .catalog import DEMO_CATALOG
 
-
 # users refuses at once what its hashing queue cannot take (503) and what its rate limits do not
 # allow (429), each with Retry-After: a burst of sign-ups (bench's 32 customers) comes back then.
 _COME_BACK = {429, 503}
