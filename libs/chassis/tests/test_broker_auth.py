@@ -5,15 +5,25 @@ configuration (testing.NatsServer writes the same one)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import stat
+import subprocess
+import urllib.request
 
 import nats
 import pytest
 from microshop_chassis.broker import Broker, ensure_stream, redacted_url
-from microshop_chassis.broker_auth import service_user
+from microshop_chassis.broker_auth import new_passwords, server_config, service_user, write_private_file
 from microshop_chassis.consumer import EventConsumer
 from microshop_chassis.events import STREAM, Event
-from microshop_chassis.testing import NatsServer, wait_until
+from microshop_chassis.testing import (
+    NatsServer,
+    free_port,
+    nats_server_binary,
+    port_open,
+    wait_for_sync,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -122,3 +132,22 @@ def test_the_server_configuration_is_private_and_urls_are_shown_without_password
     assert redacted_url(server.url) == server.bare_url
     broker = Broker(server.url_for("orders"), "orders")
     assert server.passwords["orders"] not in broker.url
+
+
+@pytest.mark.parametrize("sync_every_write", [True, False])
+def test_jetstream_syncs_every_write_to_disk_before_acknowledging(tmp_path, sync_every_write):
+    """What the launcher's configuration does to a real nats-server, read back from its /varz."""
+    config = tmp_path / "nats-server.conf"
+    write_private_file(config, server_config(new_passwords(), sync_every_write=sync_every_write))
+    port, monitor = free_port(), free_port()
+    process = subprocess.Popen([nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port),
+                                "-m", str(monitor), "-js", "-sd", str(tmp_path / "js")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_sync(lambda: port_open(monitor), 10, "nats-server monitoring")
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/varz", timeout=5) as reply:
+            jetstream = json.load(reply)["jetstream"]["config"]
+        assert jetstream.get("sync_always", False) is sync_every_write
+    finally:
+        process.terminate()
+        process.wait(10)
