@@ -30,11 +30,11 @@ def build(settings: NotificationsSettings | None = None, *, verifier: JwtVerifie
         db, consumer=CONSUMER, retry_backoff=settings.retry_backoff_seconds,
         retry_backoff_max=settings.retry_backoff_max_seconds))
     mail = mail or SmtpSender(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds)
-    # First round at once: sends what an earlier run left PENDING.
+    # First round at once: sends what an earlier run left PENDING (on SQLite, leased rows too).
     delivery = host.worker(DeliveryWorker(
         notifications, mail, mail_from=settings.mail_from, batch_size=settings.delivery_batch_size,
         interval=settings.delivery_interval_seconds, lease_seconds=settings.delivery_lease_seconds,
-        metrics=host.metrics))
+        take_over_at_start=db.is_sqlite, metrics=host.metrics))
     host.consumer(broker, durable=CONSUMER, subjects=subjects_of(*TYPE_FOR_EVENT),
                   handler=event_handler(notifications, on_recorded=delivery.wake))
     host.health(delivery.backlog)

@@ -60,10 +60,13 @@ class DeliveryWorker(BackgroundWorker):
         batch_size: int,
         interval: float,
         lease_seconds: float,
+        take_over_at_start: bool = False,
         metrics: ServiceMetrics | None = None,
     ) -> None:
         """``lease_seconds`` must outlast the worst case for one batch, so a live worker never
-        loses its lease mid-batch."""
+        loses its lease mid-batch. ``take_over_at_start``: the first round also takes the rows a
+        killed predecessor had leased (they would wait out its lease, two minutes by default) -
+        right only when no other process shares the database (SQLite)."""
         self.notifications = notifications
         self.mail = mail
         self.mail_from = mail_from
@@ -73,6 +76,7 @@ class DeliveryWorker(BackgroundWorker):
         self.backoff_initial = min(self.backoff_initial, interval)
         self.backoff_max = interval
         self.lease_seconds = lease_seconds
+        self._ignore_leases = take_over_at_start
         self.deliveries = (metrics or ServiceMetrics()).counter(
             "notifications_delivery_attempts_total", "Attempts to hand a notification to SMTP.", ["type", "outcome"])
 
@@ -81,7 +85,9 @@ class DeliveryWorker(BackgroundWorker):
 
     async def deliver_due(self) -> int:
         """Send one batch of due notifications over one connection; return the batch size."""
-        batch = await self.notifications.claim_due(limit=self.batch_size, lease_seconds=self.lease_seconds)
+        batch = await self.notifications.claim_due(limit=self.batch_size, lease_seconds=self.lease_seconds,
+                                                   ignore_leases=self._ignore_leases)
+        self._ignore_leases = False
         if not batch:
             return 0
         handled = 0

@@ -121,15 +121,18 @@ class Notifications:
 
     # --- delivery bookkeeping (the delivery worker's) -------------------------------------------
 
-    async def claim_due(self, *, limit: int, lease_seconds: float) -> list[Notification]:
+    async def claim_due(self, *, limit: int, lease_seconds: float, ignore_leases: bool = False) -> list[Notification]:
         """Take the oldest PENDING notifications that are due, and lease them for ``lease_seconds``.
 
         Leasing (moving next_attempt_at into the future) in one UPDATE keeps replicas sharing a
         PostgreSQL database from sending the same mail, without holding a transaction during SMTP.
         A worker that dies mid-batch leaves its lease to expire; then the rows are due again.
+        ``ignore_leases`` takes every PENDING row, leased or waiting for a retry: for the only
+        process of a database (SQLite) at its start, whose predecessor's leases are a dead one's.
         """
         now = utcnow()
-        is_due = (Notification.status == DeliveryStatus.PENDING, Notification.next_attempt_at <= now)
+        is_due = (Notification.status == DeliveryStatus.PENDING,
+                  *(() if ignore_leases else (Notification.next_attempt_at <= now,)))
         oldest_due = (
             select(Notification.id)
             .where(*is_due)

@@ -5,6 +5,7 @@ import asyncio
 from datetime import timedelta
 
 from microshop_chassis.db import utcnow
+from microshop_notifications.delivery import DeliveryWorker
 from microshop_notifications.domain import retry_delay
 
 
@@ -98,3 +99,24 @@ async def test_a_claimed_batch_is_leased_to_one_worker(world):
     claimed = await world.notifications.claim_due(limit=10, lease_seconds=60)
     assert len(claimed) == 2
     assert await world.notifications.claim_due(limit=10, lease_seconds=60) == []  # another replica's claim
+
+
+async def test_a_restarted_worker_takes_over_what_a_killed_one_had_leased(world):
+    """A worker killed mid-batch leaves its rows leased for two minutes. The next process of a
+    SQLite database is the only one: its first round sends them at once; a replica sharing a
+    database (take_over_at_start off) leaves another live worker's lease alone."""
+    [notification] = await record_orders(world, 1)
+    killed = await world.notifications.claim_due(limit=10, lease_seconds=120)  # then never sent
+    assert [n.id for n in killed] == [notification.id]
+
+    def restarted(take_over: bool) -> DeliveryWorker:
+        return DeliveryWorker(world.notifications, world.mail, mail_from="shop <shop@microshop.local>",
+                              batch_size=10, interval=1.0, lease_seconds=60, take_over_at_start=take_over)
+
+    replica = restarted(take_over=False)
+    assert await replica.deliver_due() == 0 and world.mail.sent == []
+    successor = restarted(take_over=True)
+    assert await successor.deliver_due() == 1
+    assert world.mail.recipients() == [notification.recipient]
+    assert (await by_id(world))[notification.id].status == "SENT"
+    assert await successor.deliver_due() == 0  # only its first round ignores leases
