@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
+from . import postgres
 from .components import (
     CHAOS_PORTS,
     DEFAULT_PORTS,
@@ -84,11 +85,18 @@ class SystemConfig:
     components: ComponentFactory = default_components
     host: str = HOST
     ready_timeout: float = 60.0  # per start step
-    stop_timeout: float = 10.0  # per process, then SIGKILL
+    # Per process, then SIGKILL: a service drains for up to MICROSHOP_DRAIN_SECONDS (10 s by default)
+    # after SIGTERM, then stops its parts; the margin keeps a full drain from being cut.
+    stop_timeout: float = 15.0
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     # A fault-injection proxy in front of every service (``microshop chaos``), seeded for replay.
     chaos_proxies: bool = False
     chaos_seed: int = 0
+    # None: SQLite files in the data dir. postgres.EMBEDDED: a PostgreSQL the supervisor runs in the
+    # data dir. A postgresql:// URL: an existing server (a role that may create roles and databases).
+    postgres: str | None = None
+    # Put before every database and role name on an existing server: two systems can share one.
+    postgres_prefix: str = ""
 
     def __post_init__(self) -> None:
         # Absolute, because children and a detached supervisor may not share our working directory.
@@ -123,6 +131,7 @@ class System:
             raise MicroshopError("component names must be unique")
         self.env: dict[str, str] = {}
         self._broker_passwords: dict[str, str] = {}
+        self.postgres: postgres.PostgresPlan | None = None
         self.ready_seconds: float | None = None
         self.seed_report: SeedReport | None = None
         self._lock = SupervisorLock(self.paths)
@@ -214,6 +223,7 @@ class System:
             "data_dir": str(self.paths.root),
             "gateway_url": gateway.component.url if gateway else None,
             "ready_seconds": self.ready_seconds,
+            "databases": postgres.describe_databases(self.postgres, self.env),
             "processes": {
                 name: {
                     "pid": managed.process.pid,
@@ -246,6 +256,10 @@ class System:
                 "MICROSHOP_SERVICE_SECRET") or service_secret(self.paths)
             self._broker_passwords = nats_passwords(self.paths)
             self.env = process_env(self.config, secret)
+            self.postgres = postgres.plan(self.config, self.paths)
+            if self.postgres and self.postgres.embedded:
+                if await asyncio.to_thread(postgres.initialise_cluster, self.paths):
+                    self._log(logging.INFO, "PostgreSQL cluster created in %s", self.paths.postgres)
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT),
                 connector=aiohttp.TCPConnector(force_close=True),  # no pooled sockets to dead processes
@@ -254,7 +268,11 @@ class System:
             self._status = "starting"
             self._write_state()
             self._log(logging.INFO, "starting %d components in %s", len(self._managed), self.paths.root)
+            databases_ready = self.postgres is None
             for step in self._steps():
+                if not databases_ready and any(m.component.name in postgres.relational_services() for m in step):
+                    await self._provision_databases()
+                    databases_ready = True
                 await self._start_step(step)
             self.ready_seconds = time.monotonic() - began
             self._log(logging.INFO, "all components ready in %.2f s", self.ready_seconds)
@@ -268,6 +286,13 @@ class System:
         except BaseException:
             await self.stop()
             raise
+
+    async def _provision_databases(self) -> None:
+        """Before the first service starts (and after the embedded server is ready)."""
+        began = time.monotonic()
+        await postgres.provision(self.postgres, self.paths.root, timeout=self.config.ready_timeout)
+        self._log(logging.INFO, "PostgreSQL databases ready at %s:%d in %.2f s", self.postgres.host,
+                  self.postgres.port, time.monotonic() - began)
 
     def _steps(self) -> list[list[_Managed]]:
         steps: dict[int, list[_Managed]] = {}
@@ -309,11 +334,15 @@ class System:
             log_file.write(f"----- {_iso(datetime.now(UTC))} microshop: starting {component.name}: "
                            f"{shlex.join(component.command)}\n".encode())
             log_file.flush()
+            # Its own secrets (broker user, database URL) only: never in the environment all share.
+            own = {**broker_env(component.name, self._broker_passwords),
+                   **postgres.database_env(component.name, self.postgres)}
+            account = {"user": component.user, "group": component.user, "extra_groups": []} if component.user else {}
             try:
                 managed.process = await asyncio.create_subprocess_exec(
                     *component.command,
                     stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    env={**self.env, **broker_env(component.name, self._broker_passwords)},
+                    env={**self.env, **own}, **account,
                     # Own session: Ctrl-C in the terminal reaches the supervisor only, which stops in order.
                     start_new_session=True,
                     preexec_fn=_child_setup(os.getpid()),
@@ -418,12 +447,12 @@ class System:
         if process is None or process.returncode is not None:
             return
         # The whole process group: anything the component started goes too.
-        _signal_group(process.pid, signal.SIGTERM)
+        _signal_group(process.pid, managed.component.stop_signal)
         try:
             await asyncio.wait_for(process.wait(), self.config.stop_timeout)
         except TimeoutError:
-            self._log(logging.WARNING, "%s (pid %d) ignored SIGTERM for %g s; killing it",
-                      managed.component.name, process.pid, self.config.stop_timeout)
+            self._log(logging.WARNING, "%s (pid %d) ignored %s for %g s; killing it", managed.component.name,
+                      process.pid, signal.Signals(managed.component.stop_signal).name, self.config.stop_timeout)
             _signal_group(process.pid, signal.SIGKILL)
             await process.wait()
 

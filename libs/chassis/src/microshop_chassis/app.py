@@ -36,6 +36,7 @@ def create_app(
     routers: Sequence[APIRouter] = (),
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     readiness: dict[str, ReadinessCheck] | None = None,
+    draining: Callable[[], bool] = lambda: False,
     health_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     messaging: MessagingReport | None = None,
     messaging_admin: bool = True,
@@ -45,7 +46,8 @@ def create_app(
 ) -> ServiceApp:
     """``messaging_admin=False`` leaves out ``GET /admin/messaging`` (for an app that verifies no
     tokens and runs no relay or consumer: the gateway). ``readiness`` and ``breakers`` are read at
-    each request, so parts added later are seen."""
+    each request, so parts added later are seen. While ``draining()`` is true (a graceful stop is
+    under way) ``/ready`` answers 503 without running the checks."""
     metrics = metrics or ServiceMetrics()
     report = messaging or MessagingReport(settings.service_name, metrics)
     app = ServiceApp(
@@ -80,6 +82,9 @@ def create_app(
 
     @app.get("/ready", tags=["operations"], summary="Readiness: database and broker reachable")
     async def ready() -> JSONResponse:
+        if draining():  # so a balancer or a caller's discovery stops choosing this process
+            return problem_response(NOT_READY("The service is draining: it finishes what it accepted, "
+                                              "then stops; send new requests elsewhere.", draining=True))
         results = await asyncio.gather(*(_run_check(check) for check in checks.values()))
         report = dict(zip(checks, results, strict=True))
         if all(result == "ok" for result in report.values()):

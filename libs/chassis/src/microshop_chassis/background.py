@@ -5,8 +5,11 @@ A worker's ``round()`` does one batch of work. Then the loop waits ``interval`` 
 if ``wake()`` is called; a round that returns True (more is waiting) runs again at once. A round
 that raises is logged and tried again after a capped exponential backoff, so a database or broker
 outage slows a loop down but never ends it. ``finish()`` ends the loop after its round (a task
-that is retried until it succeeds once, such as connecting to the broker). ``stop()`` cancels the
-loop and waits until it has ended.
+that is retried until it succeeds once, such as connecting to the broker).
+
+Stopping has two halves, so a graceful stop never cuts a round in the middle: ``drain(timeout)``
+starts no new round and lets the one in hand finish (up to ``timeout`` seconds); ``stop()`` then
+cancels whatever is left and waits until the loop has ended. ``stop()`` alone is the hard stop.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class BackgroundWorker(ABC):
 
     _task: asyncio.Task | None = None
     _wake_event: asyncio.Event | None = None
+    _finish_event: asyncio.Event | None = None  # ends a backoff wait early once finished
     _finished = False
     started = False  # between start() and stop(): what /admin/messaging reports
 
@@ -45,6 +49,7 @@ class BackgroundWorker(ABC):
     def start(self) -> None:
         self._finished = False
         self._wake_event = asyncio.Event()
+        self._finish_event = asyncio.Event()
         self._task = asyncio.create_task(self.run(), name=self.name)
         self.started = True
 
@@ -54,8 +59,11 @@ class BackgroundWorker(ABC):
             self._wake_event.set()
 
     def finish(self) -> None:
-        """End the loop once the current round returns."""
+        """End the loop once the current round returns (no new round starts)."""
         self._finished = True
+        if self._finish_event is not None:
+            self._finish_event.set()
+        self.wake()
 
     async def run(self) -> None:
         failures = 0
@@ -68,7 +76,9 @@ class BackgroundWorker(ABC):
                 log.warning(self.failure_event, worker=self.name, error=f"{type(exc).__name__}: {exc}",
                             retry_in=delay)
                 await self.on_failure(exc)
-                await asyncio.sleep(delay)
+                if self._finished:  # draining: a failed round is left to the next start
+                    break
+                await self._wait_unless_finished(delay)
                 continue
             failures = 0
             if more or self._finished:
@@ -83,6 +93,23 @@ class BackgroundWorker(ABC):
         except TimeoutError:
             pass
         self._wake_event.clear()
+
+    async def _wait_unless_finished(self, delay: float) -> None:
+        if self._finish_event is None:
+            await asyncio.sleep(delay)
+            return
+        try:
+            await asyncio.wait_for(self._finish_event.wait(), delay)
+        except TimeoutError:
+            pass
+
+    async def drain(self, timeout: float) -> None:
+        """Start no new round and wait up to ``timeout`` seconds for the one in hand to finish;
+        ``stop()`` then ends whatever is left."""
+        self.finish()
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait({task}, timeout=max(0.0, timeout))
 
     async def stop(self) -> None:
         self.started = False

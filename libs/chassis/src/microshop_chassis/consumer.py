@@ -11,7 +11,8 @@ Delivery semantics, the same for every consumer:
 Dead-lettering copies the message to ``deadletter.<consumer>`` (a stream of its own, visible to
 operators), with a de-duplication id of ``<consumer>:<event id>`` so a redelivery is not parked
 twice, then terminates it: one poison event never blocks the stream. ``pause()`` holds deliveries
-(no handler runs until ``resume()``) without giving up the subscription.
+(no handler runs until ``resume()``) without giving up the subscription. A graceful stop
+(``drain``, then ``stop``) fetches nothing new and acks what it holds before unsubscribing.
 
 Effects happen once only with an inbox: see inbox.with_inbox (SQL) or keep processed ids in the
 same transaction as the effect (reports does, in DuckDB). This module imports no SQL library.
@@ -103,6 +104,13 @@ class EventConsumer(BackgroundWorker):
         return not self._resumed.is_set()
 
     # --- the loop -----------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """No new fetch; the messages in hand are handled and acked (up to ``timeout``), so none is
+        redelivered to another member after the stop. A paused consumer handles nothing more."""
+        connected = self.broker.nc is not None and self.broker.nc.is_connected
+        # Paused, or waiting for the broker: nothing is in hand, and waiting would not change that.
+        await super().drain(timeout if connected and not self.paused else 0.0)
 
     async def stop(self) -> None:
         await super().stop()

@@ -4,9 +4,10 @@ A service's bootstrap builds a ``ServiceHost`` from its settings and declares, i
 what it is made of: its database (and migrations), the broker, an outbox relay, event consumers,
 background workers, clients of other services, the collaborators its routes need, its routers.
 The host then owns the lifecycle: parts start in the order declared and stop in reverse, every
-task awaited; readiness is composed from the parts; ``/admin/messaging`` reports the relay and
-consumers it holds; ``/health`` the breakers of the clients it holds; its HTTP session, metrics
-registry and tracer provider belong to this one service, so several can live in one process.
+task awaited, a stop being a drain first (``begin_drain``); readiness is composed from the parts;
+``/admin/messaging`` reports the relay and consumers it holds; ``/health`` the breakers of the
+clients it holds; its HTTP session, metrics registry and tracer provider belong to this one
+service, so several can live in one process.
 
     host = ServiceHost(settings, version=__version__, description="...")
     db = host.database("microshop_payments:migrations")
@@ -19,7 +20,9 @@ registry and tracer provider belong to this one service, so several can live in 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,6 +64,8 @@ class _Step:
     name: str
     start: Action | None = None
     stop: Action | None = None
+    # At a graceful stop, before ``stop``: finish the work in hand within the seconds given.
+    drain: Callable[[float], Awaitable[Any]] | None = None
 
 
 class ServiceHost:
@@ -89,9 +94,13 @@ class ServiceHost:
         self._clients: list[ServiceClient] = []
         self._health: list[Callable[[], Awaitable[dict[str, Any]]]] = []
         self._service_tokens: ServiceTokenProvider | None = None
+        self._drain_actions: list[Action] = []
+        self._drain_tasks: list[asyncio.Task] = []
+        self._drain_deadline: float | None = None  # time.monotonic() by which the drain must end
         self.app: ServiceApp = create_app(
             settings=settings, version=version, description=description, lifespan=self._lifespan,
-            readiness=self._checks, health_extra=self._health_extra, messaging=self.messaging,
+            readiness=self._checks, draining=lambda: self.draining, health_extra=self._health_extra,
+            messaging=self.messaging,
             messaging_admin=verifies_tokens, breakers=self._breakers, metrics=self.metrics,
             tracer_provider=provider,
         )
@@ -130,11 +139,13 @@ class ServiceHost:
         consumer = EventConsumer(broker, durable=durable, subjects=subjects, handler=handler,
                                  metrics=self.metrics, tracer_provider=self.tracer_provider, **options)
         self.messaging.add_consumer(consumer)
+        self.on_drain(consumer.finish, f"{consumer.name}-fetch")  # no delivery is taken once draining
         return self.worker(consumer)
 
     def worker(self, worker: W) -> W:
-        """A loop that runs while the service runs (started here in order, stopped in reverse)."""
-        self._steps.append(_Step(worker.name, worker.start, worker.stop))
+        """A loop that runs while the service runs (started here in order; at stop, in reverse,
+        its round in hand finishes within the drain timeout, then it is cancelled)."""
+        self._steps.append(_Step(worker.name, worker.start, worker.stop, worker.drain))
         return worker
 
     def on_start(self, action: Action, name: str = "on-start") -> None:
@@ -143,6 +154,12 @@ class ServiceHost:
     def on_stop(self, action: Action, name: str = "on-stop") -> None:
         """Runs at stop, before whatever was declared earlier is stopped."""
         self._steps.append(_Step(name, stop=action))
+
+    def on_drain(self, action: Action, name: str = "on-drain") -> None:
+        """Runs as soon as the drain begins (SIGTERM), while requests in flight still finish: a
+        part that takes new work stops taking it (a consumer's fetch; a registration that tells
+        callers to pick another replica)."""
+        self._drain_actions.append(action)
 
     def client(self, target: str, base_url: str, *, authenticated: bool = True, **options: Any) -> ServiceClient:
         """A client of another service (``authenticated``: it presents this service's token) or of
@@ -186,6 +203,36 @@ class ServiceHost:
 
     # --- lifecycle ------------------------------------------------------------------------------
 
+    @property
+    def draining(self) -> bool:
+        return self._drain_deadline is not None
+
+    def begin_drain(self) -> None:
+        """The first half of a graceful stop (SIGTERM; see runner.py): from now on ``/ready``
+        answers 503 and the drain actions run (consumers stop fetching). The server then stops
+        accepting connections and lets the requests in flight finish; then the parts stop in
+        reverse order, each finishing what it holds (the outbox relay publishes what was
+        committed). All of it within ``settings.drain_seconds``; whatever is left then is
+        cancelled. Safe to call more than once."""
+        if self._drain_deadline is not None:
+            return
+        self._drain_deadline = time.monotonic() + self.settings.drain_seconds
+        log.info("drain_started", timeout_seconds=self.settings.drain_seconds)
+        for action in self._drain_actions:
+            try:
+                result = action()
+            except Exception:  # one action failing must not keep the drain from going on
+                log.exception("drain_action_failed")
+                continue
+            if inspect.isawaitable(result):
+                self._drain_tasks.append(asyncio.ensure_future(result))
+
+    def drain_time_left(self) -> float:
+        """Seconds left until the drain must have ended (the whole timeout before it began)."""
+        if self._drain_deadline is None:
+            return self.settings.drain_seconds
+        return max(0.0, self._drain_deadline - time.monotonic())
+
     @asynccontextmanager
     async def _lifespan(self, _app: FastAPI):
         service_var.set(self.name)  # this task's logs, and every task it starts, name the service
@@ -197,14 +244,37 @@ class ServiceHost:
                 started.append(step)
             yield
         finally:
+            began = time.monotonic()
+            self.begin_drain()  # a stop without a signal (a test's server, an embedding process)
+            await self._finish_drain_actions()
             for step in reversed(started):
+                if step.drain is not None:
+                    try:
+                        await step.drain(self.drain_time_left())
+                    except Exception:  # the step's stop below still runs
+                        log.exception("drain_failed", part=step.name)
                 if step.stop is not None:
                     try:
                         await _call(step.stop)
                     except Exception:  # one part failing to stop must not keep the others running
                         log.exception("stop_failed", part=step.name)
             await self.http.close()
+            log.info("stopped", parts_seconds=round(time.monotonic() - began, 3))
             self.tracer_provider.shutdown()
+
+    async def _finish_drain_actions(self) -> None:
+        tasks, self._drain_tasks = self._drain_tasks, []
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=self.drain_time_left())
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        for task in tasks:
+            if task in late or task.cancelled():
+                continue
+            if task.exception() is not None:
+                log.warning("drain_action_failed", error=repr(task.exception()))
 
     def _breakers(self) -> Iterator:
         return (client.breaker for client in self._clients if client.breaker is not None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -73,6 +74,22 @@ class OutboxRelay(BackgroundWorker):
     async def round(self) -> bool:
         await self.broker.wait_connected()
         return await self.publish_batch() == self.batch_size
+
+    async def drain(self, timeout: float) -> None:
+        """At a graceful stop: publish what was committed before it, while the broker is reachable
+        and time is left (``timeout`` seconds); the rest waits in the table for the next start."""
+        deadline = time.monotonic() + timeout
+        connected = self.broker.nc is not None and self.broker.nc.is_connected
+        await super().drain(timeout if connected else 0.0)  # its round would wait for the broker
+        try:
+            await self.broker.ping()
+            await asyncio.wait_for(self._publish_all(), max(0.0, deadline - time.monotonic()))
+        except Exception as exc:  # broker away or out of time: nothing is lost, only delayed
+            log.warning("outbox_left_for_next_start", error=f"{type(exc).__name__}: {exc}")
+
+    async def _publish_all(self) -> None:
+        while await self.publish_batch() == self.batch_size:
+            pass
 
     async def publish_batch(self) -> int:
         """Publish the oldest pending events; return how many were published."""

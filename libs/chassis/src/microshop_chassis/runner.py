@@ -9,11 +9,28 @@ ASGI middleware can act:
   (and forwarded by the gateway) before the app saw it. A head still incomplete past
   ``max_header_bytes`` plus room for the request line gets 431 and the connection is closed.
 - uvicorn's own answer to bytes that are not HTTP (a text/plain 400) is problem+json like the rest.
+
+A graceful stop (SIGTERM or SIGINT) is a drain, so it never fails a request already accepted:
+
+1. ``/ready`` answers 503 at once (``ServiceHost.begin_drain``): a balancer or a caller's
+   discovery stops choosing this process; consumers stop fetching.
+2. The listener closes: new connections are refused (a client then tries another replica).
+3. Requests in flight finish and are answered with ``Connection: close``. An idle keep-alive
+   connection stays open meanwhile, and a request that arrives on it is served the same way
+   (uvicorn alone closes idle connections at once, and a request already on its way to one gets a
+   reset). Once no request is in flight, the idle connections are closed.
+4. The host stops its parts in reverse order, each finishing what it holds (host.py).
+5. The process exits 0. All within ``drain_seconds`` (``MICROSHOP_DRAIN_SECONDS``); a request
+   still running then is cancelled (logged as an error: it failed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -29,7 +46,10 @@ log = structlog.get_logger("microshop.http")
 # Room for the request line (method, target, version) on top of the headers: URLs here are short.
 REQUEST_LINE_ALLOWANCE = 8 * 1024
 # The parts of uvicorn's HttpToolsProtocol (checked against 0.54) the subclass relies on.
-_PROTOCOL_HOOKS = ("data_received", "send_400_response", "on_message_begin", "on_headers_complete")
+_PROTOCOL_HOOKS = ("data_received", "send_400_response", "on_message_begin", "on_headers_complete",
+                   "on_response_complete", "shutdown")
+# How often the drain looks whether the requests in flight have finished.
+_DRAIN_POLL_SECONDS = 0.05
 
 
 def serve(host: ServiceHost) -> None:
@@ -37,7 +57,90 @@ def serve(host: ServiceHost) -> None:
     configure_logging(host.name, settings.log_level, settings.log_format)
     config = server_config(host.app, host=settings.host, port=settings.port,
                            max_header_bytes=settings.max_header_bytes)
-    uvicorn.Server(config).run()
+    # Once stopped, uvicorn restores the handler it found and raises the signal it stopped for
+    # again, which would end a process that drained cleanly with "killed by SIGTERM": the handler
+    # it finds takes that second delivery as done.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, _already_stopped)
+    DrainingServer(config, host).run()
+
+
+def _already_stopped(_signal: int, _frame: Any) -> None:
+    """The process has drained; exiting normally is all that is left."""
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server whose stop is the drain of the module docstring."""
+
+    def __init__(self, config: uvicorn.Config, host: ServiceHost) -> None:
+        super().__init__(config)
+        self.host = host
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining = False
+
+    async def startup(self, sockets: list | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self.should_exit and self._loop is not None:
+            # At the loop's next turn, rather than when uvicorn looks at should_exit (every
+            # 0.1 s); and not here: a signal handler runs between any two bytecodes.
+            self._loop.call_soon_threadsafe(self._begin_drain)
+        super().handle_exit(sig, frame)
+
+    def _begin_drain(self) -> None:
+        """Steps 1 to 3 of the drain at once: /ready answers 503, the listener is closed, every
+        request from now on is answered with Connection: close. Safe to call more than once."""
+        if self._draining:
+            return
+        self._draining = True
+        self.host.begin_drain()
+        connections = self.server_state.connections
+        log.info("http_draining", requests_in_flight=sum(not _idle(c) for c in connections),
+                 connections=len(connections), timeout_seconds=self.host.drain_time_left())
+        for server in getattr(self, "servers", ()):  # none yet if the signal came during startup
+            server.close()  # new connections are refused from here on
+        for connection in list(connections):
+            getattr(connection, "begin_drain", connection.shutdown)()
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        began = time.monotonic()
+        self._begin_drain()  # also when should_exit was set without a signal
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        connections = self.server_state.connections
+        await self._until(lambda: all(_idle(c) for c in connections))
+        for connection in list(connections):
+            getattr(connection, "close_if_idle", connection.shutdown)()
+        await self._until(lambda: not self.server_state.tasks)
+        tasks = list(self.server_state.tasks)
+        if tasks:
+            log.error("drain_timeout_requests_cancelled", requests=len(tasks),
+                      timeout_seconds=self.host.settings.drain_seconds)
+            for task in tasks:
+                task.cancel(msg="the drain timeout passed")
+            await asyncio.wait(tasks, timeout=1.0)
+        log.info("http_drained", seconds=round(time.monotonic() - began, 3))
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()``, the end of the drain time, or a second Ctrl+C."""
+        # Polled, as uvicorn does: no event says "a connection went idle".
+        while not done() and not self.force_exit and self.host.drain_time_left() > 0:  # noqa: ASYNC110
+            await asyncio.sleep(min(_DRAIN_POLL_SECONDS, self.host.drain_time_left()))
+
+
+def _idle(connection: Any) -> bool:
+    """No request in progress on ``connection`` (not even one whose head is still arriving)."""
+    idle = getattr(connection, "idle", None)
+    if idle is not None:
+        return idle
+    cycle = getattr(connection, "cycle", None)  # uvicorn's own protocols: only requests being answered
+    return cycle is None or cycle.response_complete
 
 
 def server_config(app, *, host: str, port: int, max_header_bytes: int, **overrides: Any) -> uvicorn.Config:
@@ -69,15 +172,41 @@ def bounded_protocol(max_header_bytes: int) -> type[HttpToolsProtocol] | str:
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _head_bytes = 0
         _reading_head = True
+        # Requests whose first byte arrived, and responses finished: equal when the connection is idle.
+        _requests_begun = 0
+        _responses_sent = 0
+        _draining = False
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._head_bytes = 0
             self._reading_head = True
+            self._requests_begun += 1
 
         def on_headers_complete(self) -> None:
             self._reading_head = False
             super().on_headers_complete()
+            if self._draining and self.cycle is not None:
+                self.cycle.keep_alive = False  # answered with Connection: close
+
+        def on_response_complete(self) -> None:
+            self._responses_sent += 1
+            super().on_response_complete()
+
+        @property
+        def idle(self) -> bool:
+            return self._requests_begun == self._responses_sent
+
+        def begin_drain(self) -> None:
+            """Like uvicorn's shutdown(), but an idle connection stays open: a request already on
+            its way is served (with Connection: close) rather than reset."""
+            self._draining = True
+            if not self.idle:
+                super().shutdown()  # the request in progress is answered with Connection: close
+
+        def close_if_idle(self) -> None:
+            if self.idle:
+                self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             reading_head_before = self._reading_head

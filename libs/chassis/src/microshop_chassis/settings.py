@@ -58,6 +58,8 @@ class _Settings(BaseSettings):
     # This service's own broker user (the launcher gives each service one; see broker_auth).
     nats_user: str = shared("", "NATS_USER")
     nats_password: str = Field("", validation_alias=AliasChoices("MICROSHOP_NATS_PASSWORD"), repr=False)
+    # A graceful stop (SIGTERM) finishes what was accepted within this many seconds (host.py).
+    drain_seconds: float = shared(10.0, "DRAIN_SECONDS")
     # Default deadline for one call to another service, in seconds.
     http_timeout: float = shared(5.0, "HTTP_TIMEOUT")
     # A caller's X-Request-Timeout below this is raised to it, in seconds: a client may not make a

@@ -9,6 +9,7 @@ backoff), and all of them at start on a single-writer database.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
 import structlog
@@ -205,6 +206,11 @@ class SagaRunner:
             raise LookupError(order_id)
         return order
 
+    async def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the sagas driven here to end or stall."""
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=timeout)
+
     async def stop(self) -> None:
         """Cancel the sagas driven here and wait for them (each resumes from its step later)."""
         for task in list(self._running.values()):
@@ -234,6 +240,13 @@ class SagaRecovery(BackgroundWorker):
             log.info("saga_resumed", order_id=order_id)
             self.saga.start(order_id)
         return False
+
+    async def drain(self, timeout: float) -> None:
+        """At a graceful stop, the sagas under way finish their steps (up to ``timeout``): one cut
+        short would wait for its lease to run out before another replica resumes it."""
+        deadline = time.monotonic() + timeout
+        await super().drain(timeout)
+        await self.saga.wait(max(0.0, deadline - time.monotonic()))
 
     async def stop(self) -> None:
         await super().stop()

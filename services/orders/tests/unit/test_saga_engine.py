@@ -1,6 +1,7 @@
 """The saga engine on orders' real store (SQLite in memory) with in-memory inventory and
 payments: deadlines, technical failures, two drivers of one saga, recovery."""
 
+import asyncio
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -92,6 +93,27 @@ async def test_recovery_takes_over_open_sagas_at_start_on_a_single_writer_databa
     later = SagaRecovery(world.saga, interval=0.01, take_over_at_start=False)
     await later.round()  # nothing open is left
     assert world.saga.running() == set()
+
+
+async def test_a_graceful_stop_lets_the_sagas_under_way_finish(world, make_checkout):
+    order = await _pending(world, make_checkout)
+    charging, release = asyncio.Event(), asyncio.Event()
+    charge = world.payments.charge
+
+    async def held_charge(**kwargs):
+        charging.set()
+        await release.wait()
+        return await charge(**kwargs)
+
+    world.payments.charge = held_charge
+    recovery = SagaRecovery(world.saga, interval=0.01, take_over_at_start=True)
+    recovery.start()
+    await charging.wait()  # a saga is mid-step when the stop begins
+    draining = asyncio.create_task(recovery.drain(5))
+    release.set()
+    await draining
+    await recovery.stop()
+    assert (await world.saga.load(order.id)).status == OrderStatus.CONFIRMED
 
 
 async def _return(value):
