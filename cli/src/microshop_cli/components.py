@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from microshop_chassis import services as registry
 from microshop_chassis.broker_auth import OPERATOR, url_with_credentials
 
+from . import postgres
 from .errors import MicroshopError, PortInUseError
 from .state import DataDir
 
@@ -30,6 +32,7 @@ HOST = "127.0.0.1"
 # The services' own come from the one list of services (microshop_chassis.services).
 DEFAULT_PORTS: dict[str, int] = {
     "nats": 14222,  # not 4222: a developer's own NATS may already be there
+    "postgres": 15432,  # `up --postgres` only; not 5432, for the same reason
     "smtp": 1025,
     "mail-catcher": 8025,
     "card-processor": 8090,
@@ -91,6 +94,10 @@ class Component:
     # Further ports it listens on, by label (checked free before start): {"smtp": 1025}.
     other_ports: dict[str, int] = field(default_factory=dict)
     host: str = HOST
+    # Run as this account (None: the launcher's own); the embedded PostgreSQL when we are root.
+    user: str | None = None
+    # What asks it to stop (then SIGKILL after the stop timeout).
+    stop_signal: int = signal.SIGTERM
 
     @property
     def url(self) -> str:
@@ -118,7 +125,8 @@ def nats_server_binary() -> str:
 
 
 def default_components(config: SystemConfig) -> list[Component]:
-    """The whole microshop: NATS, the two simulators, the six services and the gateway."""
+    """The whole microshop: NATS (and PostgreSQL with ``--postgres``), the two simulators, the six
+    services and the gateway."""
     data, ports, host, python = config.data_dir, config.ports, config.host, sys.executable
     components = [
         Component(
@@ -141,6 +149,8 @@ def default_components(config: SystemConfig) -> list[Component]:
             ports["card-processor"], step=1, ready_path="/health", host=host,
         ),
     ]
+    if config.postgres == postgres.EMBEDDED:
+        components.append(postgres.embedded_component(config))
     for offset, names in enumerate(SERVICE_STEPS, start=1):
         for name in names:
             package = registry.service(name).package
@@ -183,6 +193,8 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
     """The environment of every child: the caller's, then ours, then ``extra_env``."""
     host, ports = config.host, config.ports
     env = dict(os.environ)
+    if config.postgres:  # each service gets its own URL (database_env), and no other's
+        env = {key: value for key, value in env.items() if not key.endswith("_DATABASE_URL")}
     admin_email, admin_password = admin_credentials()
     env.update(
         MICROSHOP_DATA_DIR=str(config.data_dir),

@@ -30,6 +30,7 @@ from .components import (
 )
 from .errors import MicroshopError
 from .logtail import follow, sizes, tail_lines
+from .postgres import EMBEDDED
 from .state import DataDir, read_state, running_supervisor
 from .status import check_all, format_uptime
 from .system import SystemConfig, run_until_signalled
@@ -41,6 +42,9 @@ app.add_typer(chaos_app, name="chaos")
 app.command("verify")(verify_command)
 
 DETACH_TIMEOUT = 180.0
+# How `up --detach` hands an existing server's URL (it may hold a password) to the supervisor it
+# starts: in that process's environment, which the supervisor empties at once; never in its argv.
+POSTGRES_URL_ENV = "MICROSHOP_LAUNCHER_POSTGRES_URL"
 DOWN_TIMEOUT = 30.0
 LOG_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_red", "bright_cyan", "bright_magenta",
                "bright_green", "bright_yellow", "bright_blue", "white")
@@ -56,7 +60,17 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command()
 def up(
+    postgres_url: str | None = typer.Argument(
+        None, metavar="URL", show_default=False,
+        help="With --postgres: an existing server's URL instead of the embedded one, e.g. "
+             "postgresql://postgres@127.0.0.1:5432/postgres (a role that may create roles and databases)."),
     data_dir: Path = DataDirOption,
+    postgres: bool = typer.Option(False, "--postgres",
+                                  help="PostgreSQL instead of SQLite files: the embedded server, run in the data "
+                                       "dir, or the server at URL. A database and a role per service."),
+    postgres_prefix: str = typer.Option("", "--postgres-prefix", metavar="NAME",
+                                        help="With --postgres URL: name the databases and roles "
+                                             "NAME_microshop_<service>, so two systems can share a server."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background; stop with `microshop down`."),
     no_seed: bool = typer.Option(False, "--no-seed", help="Do not create the demo catalog."),
     port: list[str] = typer.Option([], "--port", "-p", metavar="NAME=PORT",
@@ -68,10 +82,21 @@ def up(
     supervise_only: bool = typer.Option(False, "--supervise-only", hidden=True,
                                         help="Internal: the detached supervisor (no console output)."),
 ) -> None:
-    """Start the whole system, wait until every part is ready, seed a demo catalog, then supervise."""
+    """Start the whole system, wait until every part is ready, seed a demo catalog, then supervise.
+
+    `microshop up --postgres [URL]` puts the services' data in PostgreSQL instead of SQLite files."""
+    if supervise_only and postgres:
+        postgres_url = postgres_url or os.environ.pop(POSTGRES_URL_ENV, None)
     try:
+        if postgres_url and not postgres:
+            raise MicroshopError(f"up takes a URL only after --postgres (microshop up --postgres {postgres_url})")
+        if postgres_prefix and not postgres_url:
+            raise MicroshopError("--postgres-prefix is for an existing server: microshop up --postgres URL "
+                                 "--postgres-prefix NAME")
         config = SystemConfig(data_dir=data_dir, ports=_parse_ports(port), seed=not no_seed,
-                              chaos_proxies=chaos_proxies, chaos_seed=chaos_seed)
+                              chaos_proxies=chaos_proxies, chaos_seed=chaos_seed,
+                              postgres=(postgres_url or EMBEDDED) if postgres else None,
+                              postgres_prefix=postgres_prefix)
         if components:
             config.components = load_factory(components)
         paths = DataDir(config.data_dir)
@@ -103,10 +128,15 @@ def _up_detached(config: SystemConfig, ports: list[str], components: str | None,
     command += ["--components", components] if components else []
     command += ["--no-seed"] if no_seed else []
     command += ["--chaos-proxies", "--chaos-seed", str(config.chaos_seed)] if config.chaos_proxies else []
+    command += ["--postgres"] if config.postgres else []
+    command += ["--postgres-prefix", config.postgres_prefix] if config.postgres_prefix else []
+    environment = dict(os.environ)
+    if config.postgres and config.postgres != EMBEDDED:
+        environment[POSTGRES_URL_ENV] = config.postgres
     log_offset = paths.supervisor_log.stat().st_size if paths.supervisor_log.exists() else 0
     with paths.supervisor_log.open("ab") as log_file:
         daemon = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+                                  start_new_session=True, env=environment)
     deadline = time.monotonic() + DETACH_TIMEOUT
     with console.status(f"starting microshop (supervisor pid {daemon.pid})…"):
         while True:
@@ -140,6 +170,13 @@ def format_circuits(breakers: dict[str, str]) -> Text:
         return Text("closed", style="green")
     return Text(", ".join(f"{t}: {s}" for t, s in troubled.items()),
                 style="bold red" if "open" in troubled.values() else "yellow")
+
+
+def format_database(database: dict | None) -> str:
+    """'postgresql microshop_orders', 'sqlite orders.db'; '-' for a component without one."""
+    if not database:
+        return "-"
+    return f"{database.get('kind', '?')} {database.get('database', '')}".strip()
 
 
 def _alive(pid: int) -> bool:
@@ -195,7 +232,7 @@ def status(data_dir: Path = DataDirOption,
         else:
             console.print(f"microshop is not running ({paths.root}).")
         raise typer.Exit(1)
-    components = asyncio.run(check_all(state.get("processes", {})))
+    components = asyncio.run(check_all(state.get("processes", {}), state.get("databases", {})))
     all_ok = bool(components) and all(component.health == "ok" for component in components)
     if as_json:
         print(json.dumps({
@@ -204,13 +241,14 @@ def status(data_dir: Path = DataDirOption,
         }, indent=2))
     else:
         table = Table(title=f"microshop — supervisor pid {pid}, {state.get('status')} — {paths.root}")
-        for column in ("component", "pid", "port", "health", "version", "restarts", "uptime", "circuits"):
+        for column in ("component", "pid", "port", "health", "version", "restarts", "uptime", "database",
+                       "circuits"):
             table.add_column(column, justify="right" if column in ("pid", "port", "restarts") else "left")
         for component in components:
             health = Text(component.health, style="green" if component.health == "ok" else "bold red")
             table.add_row(component.name, str(component.pid or "-"), str(component.port or "-"), health,
                           component.version or "-", str(component.restarts), format_uptime(component.uptime_seconds),
-                          format_circuits(component.circuit_breakers))
+                          format_database(component.database), format_circuits(component.circuit_breakers))
         console.print(table)
     if not all_ok:
         raise typer.Exit(1)
@@ -264,7 +302,7 @@ def _log_sources(paths: DataDir) -> dict[str, Path]:
 
 
 def _default_order() -> list[str]:
-    return ["nats", "mail-catcher", "card-processor", *ALL_SERVICES]
+    return ["nats", "postgres", "mail-catcher", "card-processor", *ALL_SERVICES]
 
 
 def _parse_ports(values: list[str]) -> dict[str, int]:
@@ -297,9 +335,11 @@ def _print_panel(state: dict) -> None:
         row("Card processor", processes["card-processor"]["url"])
     if "nats" in processes:
         row("NATS", processes["nats"]["url"])
+    if "postgres" in processes:
+        row("PostgreSQL", f"{processes['postgres']['url']}   (a database and a role per service)")
     if "chaos-proxy" in processes:
         row("Chaos proxies", f"{processes['chaos-proxy']['url']}/proxies   (microshop chaos --help)")
-    known = {"nats", "mail-catcher", "card-processor", "chaos-proxy", *ALL_SERVICES}
+    known = {"nats", "postgres", "mail-catcher", "card-processor", "chaos-proxy", *ALL_SERVICES}
     for name, info in processes.items():
         if name not in known:
             row(name, info["url"])

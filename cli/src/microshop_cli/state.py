@@ -7,6 +7,7 @@ when that process dies, so a stale state.json or a reused pid never looks like a
 from __future__ import annotations
 
 import fcntl
+import grp
 import json
 import os
 import stat
@@ -18,6 +19,10 @@ from microshop_chassis.broker_auth import new_passwords, server_config, write_pr
 from microshop_chassis.settings import PRIVATE_DIR_MODE, local_service_secret
 
 from .errors import AlreadyRunningError
+
+# As root, the embedded PostgreSQL runs as this system account (it refuses to run as root); the
+# data dir then lets the account's group enter (0710), see postgres.py.
+POSTGRES_ACCOUNT = "embedded_postgres"
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,16 @@ class DataDir:
     def nats_config_file(self) -> Path:
         return self.secrets / "nats-server.conf"
 
+    @property
+    def postgres(self) -> Path:
+        """The embedded PostgreSQL's cluster (``up --postgres``)."""
+        return self.root / "postgres"
+
+    @property
+    def postgres_passwords_file(self) -> Path:
+        """The password of each PostgreSQL role the launcher made (and of the embedded superuser)."""
+        return self.secrets / "postgres-passwords.json"
+
     def log_file(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
@@ -77,10 +92,20 @@ class DataDir:
         for folder in (self.root, self.logs, self.run, self.secrets):
             folder.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
             status = folder.stat()
-            if status.st_uid == os.getuid() and stat.S_IMODE(status.st_mode) & 0o077:
+            if status.st_uid == os.getuid() and stat.S_IMODE(status.st_mode) & 0o077 & ~self._let_through(folder):
                 folder.chmod(PRIVATE_DIR_MODE)
                 tightened.append(folder)
         return tightened
+
+    def _let_through(self, folder: Path) -> int:
+        """Mode bits a folder of ours may have beyond 0700: the root's group-enter for the
+        embedded PostgreSQL's account when it runs as that account (see POSTGRES_ACCOUNT)."""
+        if folder != self.root:
+            return 0
+        try:
+            return stat.S_IXGRP if grp.getgrgid(folder.stat().st_gid).gr_name == POSTGRES_ACCOUNT else 0
+        except KeyError:
+            return 0
 
 
 def read_state(data_dir: DataDir) -> dict | None:

@@ -25,19 +25,23 @@ class ComponentStatus:
     uptime_seconds: float | None
     # The circuit breaker of each downstream this component calls, as it reports it in /health.
     circuit_breakers: dict[str, str] = field(default_factory=dict)
+    # Its database: {"kind": "postgresql", "database": "microshop_orders", ...}; never a password.
+    database: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-async def check_all(processes: dict[str, dict]) -> list[ComponentStatus]:
-    """Probe every component of a state.json's ``processes`` at once."""
+async def check_all(processes: dict[str, dict], databases: dict[str, dict] | None = None) -> list[ComponentStatus]:
+    """Probe every component of a state.json's ``processes`` at once (``databases``: its own, per name)."""
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+    databases = databases or {}
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        return list(await asyncio.gather(*(_check(session, name, info) for name, info in processes.items())))
+        return list(await asyncio.gather(*(_check(session, name, info, databases.get(name))
+                                           for name, info in processes.items())))
 
 
-async def _check(session: aiohttp.ClientSession, name: str, info: dict) -> ComponentStatus:
+async def _check(session: aiohttp.ClientSession, name: str, info: dict, database: dict | None) -> ComponentStatus:
     breakers: dict[str, str] = {}
     if info.get("health_url"):
         healthy, version, breakers = await _http_health(session, info["health_url"])
@@ -49,7 +53,7 @@ async def _check(session: aiohttp.ClientSession, name: str, info: dict) -> Compo
         name=name, pid=info.get("pid"), port=info.get("port"), url=info.get("url"),
         health="ok" if healthy else "down", version=version, restarts=info.get("restarts", 0),
         uptime_seconds=round(uptime, 1) if uptime is not None and healthy else None,
-        circuit_breakers=breakers,
+        circuit_breakers=breakers, database=database,
     )
 
 
