@@ -46,7 +46,7 @@ log = structlog.get_logger("microshop.http")
 # Room for the request line (method, target, version) on top of the headers: URLs here are short.
 REQUEST_LINE_ALLOWANCE = 8 * 1024
 # The parts of uvicorn's HttpToolsProtocol (checked against 0.54) the subclass relies on.
-_PROTOCOL_HOOKS = ("data_received", "send_400_response", "on_message_begin", "on_headers_complete",
+_PROTOCOL_HOOKS = ("connection_made", "data_received", "send_400_response", "on_message_begin", "on_headers_complete",
                    "on_response_complete", "shutdown")
 # How often the drain looks whether the requests in flight have finished.
 _DRAIN_POLL_SECONDS = 0.05
@@ -159,6 +159,48 @@ def server_config(app, *, host: str, port: int, max_header_bytes: int, **overrid
     return uvicorn.Config(app, host=host, port=port, **options)
 
 
+# How long a closing connection keeps reading (and discarding) what the client still sends.
+LINGER_SECONDS = 2.0
+# ... and how much of it, at most.
+LINGER_BYTES = 64 * 1024 * 1024
+
+
+class LingeringClose:
+    """The connection's transport, closed in stages (RFC 9112, 9.6): the response is sent, then
+    our side is shut (FIN), and what the client still sends is read and discarded until it closes,
+    ``LINGER_SECONDS`` pass or ``LINGER_BYTES`` arrive. Closing at once with request bytes unread
+    makes the kernel answer with a reset, and a client still sending its body (the one a 413
+    refuses) then loses the answer it was sent."""
+
+    def __init__(self, transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self.lingering = False
+        self._discarded = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.lingering or self._transport.is_closing():
+            return
+        self.lingering = True
+        if not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self._transport.write_eof()  # after what is queued: the response goes out whole
+        self._transport.resume_reading()  # flow control may have paused it: drain the socket
+        self._loop.call_later(LINGER_SECONDS, self._transport.close)
+
+    def discard(self, data: bytes) -> None:
+        self._discarded += len(data)
+        if self._discarded > LINGER_BYTES:
+            self._transport.close()
+
+
 def bounded_protocol(max_header_bytes: int) -> type[HttpToolsProtocol] | str:
     """httptools' protocol with a bounded request head and problem+json for malformed requests;
     uvicorn's plain one if its internals changed (logged: the head is then bounded only by the
@@ -176,6 +218,10 @@ def bounded_protocol(max_header_bytes: int) -> type[HttpToolsProtocol] | str:
         _requests_begun = 0
         _responses_sent = 0
         _draining = False
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.transport = LingeringClose(transport, self.loop)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -209,6 +255,9 @@ def bounded_protocol(max_header_bytes: int) -> type[HttpToolsProtocol] | str:
                 self.transport.close()
 
         def data_received(self, data: bytes) -> None:
+            if self.transport.lingering:  # answered and closing: the rest of the request is not read
+                self.transport.discard(data)
+                return
             reading_head_before = self._reading_head
             super().data_received(data)
             # Counted after parsing, so a chunk that completes the head and carries body bytes is
