@@ -12,6 +12,7 @@ from datetime import datetime
 import pytest
 from cli_dummies import dummy, get_json, process_gone, read_events
 from microshop_chassis.testing import wait_until
+from microshop_cli import nats_cluster
 from microshop_cli.components import CHAOS_PORTS, DEFAULT_PORTS, free_ports
 from microshop_cli.errors import AlreadyRunningError, PortInUseError, SeedError, StartupError
 from microshop_cli.state import DataDir, read_state, running_supervisor
@@ -301,7 +302,7 @@ async def test_each_service_gets_its_own_broker_user_and_no_other_process_sees_i
 
 def test_with_free_ports_gives_every_port_name_a_distinct_free_port(tmp_path):
     config = SystemConfig.with_free_ports(tmp_path, ports={"gateway": 18080})
-    names = {*DEFAULT_PORTS, *CHAOS_PORTS}  # the chaos proxies' ports too, used or not
+    names = {*DEFAULT_PORTS, *CHAOS_PORTS, *nats_cluster.PORT_NAMES}  # chaos proxies', cluster nodes', used or not
     assert set(config.ports) == names
     assert config.ports["gateway"] == 18080
     assert len(set(config.ports.values())) == len(names)

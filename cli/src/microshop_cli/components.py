@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from microshop_chassis import services as registry
 from microshop_chassis.broker_auth import OPERATOR, url_with_credentials
 
-from . import postgres
+from . import nats_cluster, postgres
 from .errors import MicroshopError, PortInUseError
 from .state import DataDir
 
@@ -125,10 +125,10 @@ def nats_server_binary() -> str:
 
 
 def default_components(config: SystemConfig) -> list[Component]:
-    """The whole microshop: NATS (and PostgreSQL with ``--postgres``), the two simulators, the six
-    services and the gateway."""
+    """The whole microshop: NATS (three nodes with ``--nats-cluster``; PostgreSQL with
+    ``--postgres``), the two simulators, the six services and the gateway."""
     data, ports, host, python = config.data_dir, config.ports, config.host, sys.executable
-    components = [
+    components = nats_cluster.components(config) if config.nats_cluster else [
         Component(
             "nats",
             # The configuration holds the broker users (state.nats_passwords); the flags win over it.
@@ -136,6 +136,8 @@ def default_components(config: SystemConfig) -> list[Component]:
              "-p", str(ports["nats"]), "-js", "-sd", str(data / "nats")],
             ports["nats"], step=0, ready_path=None, health_path=None, scheme="nats", host=host,
         ),
+    ]
+    components += [
         Component(
             "mail-catcher",
             [python, "-m", "microshop_mail_catcher", "--host", host, "--smtp-port", str(ports["smtp"]),
@@ -198,7 +200,8 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
     admin_email, admin_password = admin_credentials()
     env.update(
         MICROSHOP_DATA_DIR=str(config.data_dir),
-        MICROSHOP_NATS_URL=f"nats://{host}:{ports['nats']}",
+        MICROSHOP_NATS_URL=",".join(nats_urls(config)),
+        MICROSHOP_NATS_STREAM_REPLICAS=str(nats_cluster.REPLICAS if config.nats_cluster else 1),
         MICROSHOP_CARD_PROCESSOR_URL=peer_url(config, "card-processor"),
         MICROSHOP_SMTP_HOST=host,
         MICROSHOP_SMTP_PORT=str(ports["smtp"]),
@@ -223,9 +226,15 @@ def broker_env(name: str, passwords: dict[str, str]) -> dict[str, str]:
     return {"MICROSHOP_NATS_USER": name, "MICROSHOP_NATS_PASSWORD": passwords[name]}
 
 
+def nats_urls(config: SystemConfig) -> list[str]:
+    """Every NATS node's URL: one, or the three of ``--nats-cluster``."""
+    return nats_cluster.client_urls(config) if config.nats_cluster else [f"nats://{config.host}:{config.ports['nats']}"]
+
+
 def operator_broker_url(config: SystemConfig, passwords: dict[str, str]) -> str:
-    """The broker's URL with the operator's credentials, for the launcher's tools and tests."""
-    return url_with_credentials(f"nats://{config.host}:{config.ports['nats']}", OPERATOR, passwords[OPERATOR])
+    """The broker's URL with the operator's credentials, for the launcher's tools and tests (every
+    node of a cluster, comma-separated)."""
+    return ",".join(url_with_credentials(url, OPERATOR, passwords[OPERATOR]) for url in nats_urls(config))
 
 
 def check_ports_free(components: Sequence[Component]) -> None:

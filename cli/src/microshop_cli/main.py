@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from . import nats_cluster
 from .chaos_cli import chaos_app, verify_command
 from .components import (
     ALL_SERVICES,
@@ -71,10 +72,14 @@ def up(
     postgres_prefix: str = typer.Option("", "--postgres-prefix", metavar="NAME",
                                         help="With --postgres URL: name the databases and roles "
                                              "NAME_microshop_<service>, so two systems can share a server."),
+    nats_cluster: bool = typer.Option(False, "--nats-cluster",
+                                      help="Three NATS nodes keeping every event three times (one node may die "
+                                           "and nothing acknowledged is lost) instead of one."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background; stop with `microshop down`."),
     no_seed: bool = typer.Option(False, "--no-seed", help="Do not create the demo catalog."),
     port: list[str] = typer.Option([], "--port", "-p", metavar="NAME=PORT",
-                                   help=f"Override a port, repeatable. Names: {', '.join(DEFAULT_PORTS)}."),
+                                   help=f"Override a port, repeatable. Names: {', '.join(DEFAULT_PORTS)}; with "
+                                        f"--nats-cluster also {', '.join(nats_cluster.PORT_NAMES)}."),
     chaos_proxies: bool = typer.Option(False, "--chaos-proxies",
                                        help="Put a fault-injection proxy in front of every service (microshop chaos)."),
     chaos_seed: int = typer.Option(0, "--chaos-seed", help="Seed of the proxies' random faults."),
@@ -84,7 +89,8 @@ def up(
 ) -> None:
     """Start the whole system, wait until every part is ready, seed a demo catalog, then supervise.
 
-    `microshop up --postgres [URL]` puts the services' data in PostgreSQL instead of SQLite files."""
+    `microshop up --postgres [URL]` puts the services' data in PostgreSQL instead of SQLite files;
+    `microshop up --nats-cluster` runs three NATS nodes that keep every event three times."""
     if supervise_only and postgres:
         postgres_url = postgres_url or os.environ.pop(POSTGRES_URL_ENV, None)
     try:
@@ -96,7 +102,7 @@ def up(
         config = SystemConfig(data_dir=data_dir, ports=_parse_ports(port), seed=not no_seed,
                               chaos_proxies=chaos_proxies, chaos_seed=chaos_seed,
                               postgres=(postgres_url or EMBEDDED) if postgres else None,
-                              postgres_prefix=postgres_prefix)
+                              postgres_prefix=postgres_prefix, nats_cluster=nats_cluster)
         if components:
             config.components = load_factory(components)
         paths = DataDir(config.data_dir)
@@ -130,6 +136,7 @@ def _up_detached(config: SystemConfig, ports: list[str], components: str | None,
     command += ["--chaos-proxies", "--chaos-seed", str(config.chaos_seed)] if config.chaos_proxies else []
     command += ["--postgres"] if config.postgres else []
     command += ["--postgres-prefix", config.postgres_prefix] if config.postgres_prefix else []
+    command += ["--nats-cluster"] if config.nats_cluster else []
     environment = dict(os.environ)
     if config.postgres and config.postgres != EMBEDDED:
         environment[POSTGRES_URL_ENV] = config.postgres
@@ -302,7 +309,7 @@ def _log_sources(paths: DataDir) -> dict[str, Path]:
 
 
 def _default_order() -> list[str]:
-    return ["nats", "postgres", "mail-catcher", "card-processor", *ALL_SERVICES]
+    return [*nats_cluster.NODES, "postgres", "mail-catcher", "card-processor", *ALL_SERVICES]
 
 
 def _parse_ports(values: list[str]) -> dict[str, int]:
@@ -333,13 +340,16 @@ def _print_panel(state: dict) -> None:
         row("Mail catcher", f"{processes['mail-catcher']['url']}   (web UI: caught e-mail)")
     if "card-processor" in processes:
         row("Card processor", processes["card-processor"]["url"])
-    if "nats" in processes:
+    nodes = [processes[node]["url"] for node in nats_cluster.NODES if node in processes]
+    if len(nodes) > 1:
+        row("NATS cluster", f"{', '.join(nodes)}   (every event kept {nats_cluster.REPLICAS} times)")
+    elif "nats" in processes:
         row("NATS", processes["nats"]["url"])
     if "postgres" in processes:
         row("PostgreSQL", f"{processes['postgres']['url']}   (a database and a role per service)")
     if "chaos-proxy" in processes:
         row("Chaos proxies", f"{processes['chaos-proxy']['url']}/proxies   (microshop chaos --help)")
-    known = {"nats", "postgres", "mail-catcher", "card-processor", "chaos-proxy", *ALL_SERVICES}
+    known = {*nats_cluster.NODES, "postgres", "mail-catcher", "card-processor", "chaos-proxy", *ALL_SERVICES}
     for name, info in processes.items():
         if name not in known:
             row(name, info["url"])

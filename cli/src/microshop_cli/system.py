@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+from microshop_chassis.broker import prepare_streams
 
-from . import postgres
+from . import nats_cluster, postgres
 from .components import (
     CHAOS_PORTS,
     DEFAULT_PORTS,
@@ -97,15 +98,18 @@ class SystemConfig:
     postgres: str | None = None
     # Put before every database and role name on an existing server: two systems can share one.
     postgres_prefix: str = ""
+    # Three NATS nodes keeping the streams three times (nats_cluster.py) instead of one.
+    nats_cluster: bool = False
 
     def __post_init__(self) -> None:
         # Absolute, because children and a detached supervisor may not share our working directory.
         self.data_dir = Path(self.data_dir).resolve()
-        self.ports = {**DEFAULT_PORTS, **CHAOS_PORTS, **self.ports}
+        nats_port = self.ports.get("nats", DEFAULT_PORTS["nats"])
+        self.ports = {**DEFAULT_PORTS, **CHAOS_PORTS, **nats_cluster.derived_ports(nats_port), **self.ports}
 
     @classmethod
     def with_free_ports(cls, data_dir: Path, **options) -> SystemConfig:
-        ports = {**free_ports([*DEFAULT_PORTS, *CHAOS_PORTS]), **options.pop("ports", {})}
+        ports = {**free_ports([*DEFAULT_PORTS, *CHAOS_PORTS, *nats_cluster.PORT_NAMES]), **options.pop("ports", {})}
         return cls(data_dir=data_dir, ports=ports, **options)
 
 
@@ -255,6 +259,8 @@ class System:
             secret = self.config.extra_env.get("MICROSHOP_SERVICE_SECRET") or os.environ.get(
                 "MICROSHOP_SERVICE_SECRET") or service_secret(self.paths)
             self._broker_passwords = nats_passwords(self.paths)
+            if self.config.nats_cluster:
+                nats_cluster.write_configs(self.config, self._broker_passwords)
             self.env = process_env(self.config, secret)
             self.postgres = postgres.plan(self.config, self.paths)
             if self.postgres and self.postgres.embedded:
@@ -269,11 +275,17 @@ class System:
             self._write_state()
             self._log(logging.INFO, "starting %d components in %s", len(self._managed), self.paths.root)
             databases_ready = self.postgres is None
+            streams_ready = not self.config.nats_cluster
             for step in self._steps():
                 if not databases_ready and any(m.component.name in postgres.relational_services() for m in step):
                     await self._provision_databases()
                     databases_ready = True
+                if not streams_ready and not any(m.component.name in nats_cluster.NODES for m in step):
+                    await self._prepare_streams()
+                    streams_ready = True
                 await self._start_step(step)
+            if not streams_ready:  # a component list of the NATS nodes alone
+                await self._prepare_streams()
             self.ready_seconds = time.monotonic() - began
             self._log(logging.INFO, "all components ready in %.2f s", self.ready_seconds)
             for managed in self._managed.values():
@@ -293,6 +305,13 @@ class System:
         await postgres.provision(self.postgres, self.paths.root, timeout=self.config.ready_timeout)
         self._log(logging.INFO, "PostgreSQL databases ready at %s:%d in %.2f s", self.postgres.host,
                   self.postgres.port, time.monotonic() - began)
+
+    async def _prepare_streams(self) -> None:
+        """After the NATS nodes, before any service: the streams with a copy on every node."""
+        began = time.monotonic()
+        await prepare_streams(self.broker_url, replicas=nats_cluster.REPLICAS, timeout=self.config.ready_timeout)
+        self._log(logging.INFO, "NATS cluster ready, streams kept %d times, in %.2f s", nats_cluster.REPLICAS,
+                  time.monotonic() - began)
 
     def _steps(self) -> list[list[_Managed]]:
         steps: dict[int, list[_Managed]] = {}

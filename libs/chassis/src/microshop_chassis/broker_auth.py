@@ -26,6 +26,8 @@ from .events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, STREAM, subject_for
 from .services import SERVICES
 
 OPERATOR = "operator"
+# What the nodes of a NATS cluster present to each other on their route ports (not a client user).
+ROUTE_USER = "route"
 
 # The event types each consuming service reads, and the durable consumer it dead-letters under
 # (``deadletter.<durable>``). Checked against the services' own consumers by their tests
@@ -90,7 +92,29 @@ def broker_users() -> list[BrokerUser]:
     return [*(service_user(spec.name) for spec in SERVICES), operator_user()]
 
 
-def server_config(passwords: dict[str, str], *, sync_every_write: bool = True) -> str:
+@dataclass(frozen=True)
+class ClusterNode:
+    """One node of a NATS cluster whose nodes all listen on ``host``: its name (JetStream
+    clustering needs one per node), its route port and its peers' route ports."""
+
+    server_name: str
+    host: str
+    route_port: int
+    peer_route_ports: tuple[int, ...]
+    cluster_name: str = "microshop"
+
+    def config(self, route_password: str) -> dict:
+        # A route is trusted with everything (every message with interest flows over it, and what
+        # it sends bypasses the users' permissions), and loopback is shared with every local
+        # account: so a route must authenticate, like a client. Its password lives with the users'.
+        credentials = f"{ROUTE_USER}:{route_password}@"
+        return {"name": self.cluster_name, "listen": f"{self.host}:{self.route_port}",
+                "authorization": {"user": ROUTE_USER, "password": route_password},
+                "routes": [f"nats-route://{credentials}{self.host}:{port}" for port in self.peer_route_ports]}
+
+
+def server_config(passwords: dict[str, str], *, sync_every_write: bool = True,
+                  node: ClusterNode | None = None) -> str:
     """The nats-server configuration: its ``authorization`` block for these users' passwords (no
     ``no_auth_user`` and no system account user: a connection without credentials is refused) and
     JetStream's durability.
@@ -99,19 +123,27 @@ def server_config(passwords: dict[str, str], *, sync_every_write: bool = True) -
     by default fsyncs files only every two minutes (``sync_interval``), so a power loss or kernel
     crash can lose acknowledged messages (Jepsen's 2025 analysis of NATS 2.12 lost 14% of them in
     a coordinated power cut). The outbox deletes an event once it is acknowledged: the broker's
-    copy is then the only one, so it must be on disk first (docs/performance.md has the cost)."""
+    copy is then the only one, so it must be on disk first (docs/performance.md has the cost).
+
+    ``node``: this server is one node of a cluster (``server_name`` and a ``cluster`` block whose
+    routes authenticate as ``ROUTE_USER``)."""
     users = [user.config(passwords[user.name]) for user in broker_users()]
     # nats-server's configuration format reads JSON; quoted strings keep `$JS...` literal.
     jetstream = {"sync_interval": "always"} if sync_every_write else {}
-    return ("jetstream: " + json.dumps(jetstream) + "\n"
+    text = ("jetstream: " + json.dumps(jetstream) + "\n"
             + "authorization: " + json.dumps({"users": users}, indent=2) + "\n")
+    if node is not None:
+        text += (f"server_name: {json.dumps(node.server_name)}\n"
+                 + "cluster: " + json.dumps(node.config(passwords[ROUTE_USER]), indent=2) + "\n")
+    return text
 
 
 def new_passwords(existing: dict[str, str] | None = None) -> dict[str, str]:
-    """A random password for every broker user that has none in ``existing`` (kept as they are)."""
+    """A random password for every broker user, and for the cluster routes, that has none in
+    ``existing`` (kept as they are)."""
     passwords = dict(existing or {})
-    for user in broker_users():
-        passwords.setdefault(user.name, secrets.token_hex(24))  # hex: safe in a URL and the config
+    for name in (*(user.name for user in broker_users()), ROUTE_USER):
+        passwords.setdefault(name, secrets.token_hex(24))  # hex: safe in a URL and the config
     return passwords
 
 

@@ -122,7 +122,7 @@ class ServiceHost:
 
     def broker(self) -> Broker:
         broker = Broker(self.settings.nats_url, client_name=self.name, user=self.settings.nats_user,
-                        password=self.settings.nats_password)
+                        password=self.settings.nats_password, stream_replicas=self.settings.nats_stream_replicas)
         self._steps.append(_Step("broker", broker.start, broker.close))
         self.readiness("broker", broker.ping)
         return broker

@@ -47,7 +47,10 @@ class _Settings(BaseSettings):
     max_header_bytes: int = shared(16 * 1024, "MAX_HEADER_BYTES")
 
     data_dir: Path = shared(Path(".microshop"), "DATA_DIR")
+    # One server, or the nodes of a cluster comma-separated (the client fails over between them).
     nats_url: str = shared("nats://127.0.0.1:14222", "NATS_URL")
+    # Copies of the event streams a NATS cluster keeps (3 with `microshop up --nats-cluster`).
+    nats_stream_replicas: int = shared(1, "NATS_STREAM_REPLICAS")
     log_level: str = shared("INFO", "LOG_LEVEL")
     log_format: str = shared("json", "LOG_FORMAT")
     # "local" (or unset) with a loopback host is local mode (see the module docstring).

