@@ -1,10 +1,10 @@
 """The delivery worker's rounds against an in-memory mail server: what is sent, what waits, and
 when it is tried again."""
 
-import asyncio
 from datetime import timedelta
 
 from microshop_chassis.db import utcnow
+from microshop_chassis.testing import wait_until
 from microshop_notifications.delivery import DeliveryWorker
 from microshop_notifications.domain import retry_delay
 
@@ -78,18 +78,22 @@ async def test_a_mail_server_away_delays_mail_and_never_loses_it(world):
 
 async def test_failed_attempts_back_off_exponentially_and_are_retried_when_due(world):
     [notification] = await record_orders(world, 1)
-    world.notifications.retry_backoff = 0.01
+    # Long enough that "not due yet" holds on a busy machine, short enough for a quick test.
+    world.notifications.retry_backoff = 0.2
+
+    async def claim():
+        return await world.notifications.claim_due(limit=10, lease_seconds=60)
+
     for attempts in (1, 2, 3):
-        [claimed] = await world.notifications.claim_due(limit=10, lease_seconds=60)
+        [claimed] = await wait_until(claim, timeout=10, what="the notification due again")
         before = utcnow()
         await world.notifications.mark_failed([claimed], "SMTPServerDisconnected: gone")
         stored = (await by_id(world))[notification.id]
         assert stored.attempts == attempts and stored.status == "PENDING"
-        delay = retry_delay(attempts, base=0.01, cap=300.0)
+        delay = retry_delay(attempts, base=0.2, cap=300.0)
         assert before + timedelta(seconds=delay) <= stored.next_attempt_at <= utcnow() + timedelta(seconds=delay)
-        assert await world.notifications.claim_due(limit=10, lease_seconds=60) == []  # not due yet
-        await asyncio.sleep(delay)
-    await world.delivery.deliver_due()
+        assert await claim() == []  # not due yet
+    assert await wait_until(world.delivery.deliver_due, timeout=10, what="the last retry") == 1
     stored = (await by_id(world))[notification.id]
     assert (stored.status, stored.attempts) == ("SENT", 3)  # failures are history, not reset
 
