@@ -10,7 +10,6 @@ proxies: the fault here is the broker node's death, not the network between serv
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import nats
@@ -18,7 +17,7 @@ import pytest
 import pytest_asyncio
 from microshop_chassis.broker import server_urls
 from microshop_chassis.events import STREAM
-from microshop_chassis.testing import wait_until
+from microshop_chassis.testing import until_answered, wait_until
 from microshop_cli.chaos import Chaos
 from microshop_cli.experiment import Target, stock_up, verify
 from microshop_cli.load import CheckoutLoad
@@ -56,7 +55,7 @@ async def test_a_nats_node_killed_under_load_loses_no_event(cluster_system):
     nc = await nats.connect(server_urls(system.broker_url))  # the operator, on every node's URL
     try:
         js = nc.jetstream(timeout=2)
-        info = await _answered(lambda: js.stream_info(STREAM))
+        info = await until_answered(lambda: js.stream_info(STREAM))
         assert info.config.num_replicas == len(NODES) and info.cluster.leader in NODES, info.cluster
         stored_before = info.state.messages
 
@@ -65,7 +64,7 @@ async def test_a_nats_node_killed_under_load_loses_no_event(cluster_system):
         loading = asyncio.create_task(load.run(seconds=LOAD_SECONDS))
         await wait_until(lambda: _stored(js, stored_before + EVENTS_BEFORE_KILL), timeout=LOAD_SECONDS,
                          what=f"{EVENTS_BEFORE_KILL} events of the load stored")
-        leader = (await _answered(lambda: js.stream_info(STREAM))).cluster.leader
+        leader = (await until_answered(lambda: js.stream_info(STREAM))).cluster.leader
         restarts_before = system.restarts(leader)
         await Chaos(target.paths, target.state).kill(leader)  # SIGKILL: no clean step-down
         successor = await wait_until(lambda: _leader_other_than(js, leader), timeout=LOAD_SECONDS,
@@ -98,14 +97,3 @@ async def _leader_other_than(js: JetStreamContext, killed: str) -> str | None:
         return None
     return leader if leader not in (None, killed) else None
 
-
-async def _answered(call, timeout: float = 20.0):
-    """``call()`` until the JetStream API answers it (it may not while a leader is elected)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await call()
-        except nats.errors.Error:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)

@@ -14,7 +14,7 @@ from microshop_chassis.db import Database
 from microshop_chassis.events import STREAM, Event, subject_for
 from microshop_chassis.outbox import OutboxRelay, add_event
 from microshop_chassis.tables import chassis_metadata
-from microshop_chassis.testing import NatsCluster, wait_until
+from microshop_chassis.testing import NatsCluster, until_answered, wait_until
 from nats.js.api import ConsumerConfig
 from structlog.testing import capture_logs
 
@@ -91,7 +91,7 @@ async def _consume_once(url: str, source: str, *, expect: int) -> list[str]:
     try:
         js = nc.jetstream(timeout=5)
         durable = f"{source}-reader"
-        subscription = await _retrying(lambda: js.pull_subscribe(
+        subscription = await until_answered(lambda: js.pull_subscribe(
             subject_for(source, "*"), durable=durable, stream=STREAM, config=ConsumerConfig(ack_wait=30)))
         received: list[str] = []
         deadline = time.monotonic() + 20
@@ -103,24 +103,12 @@ async def _consume_once(url: str, source: str, *, expect: int) -> list[str]:
             for message in messages:
                 received.append(Event.model_validate_json(message.data).id)
                 await message.ack_sync()
-        info = await _retrying(lambda: js.consumer_info(STREAM, durable))
+        info = await until_answered(lambda: js.consumer_info(STREAM, durable))
         assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
         return received
     finally:
         await nc.close()
 
-
-async def _retrying(call, timeout: float = 20.0):
-    """``call()`` until it is answered: the JetStream API (consumers, metadata) is unanswered while
-    the survivors of a killed node elect its successor as metadata leader."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await call()
-        except nats.errors.Error:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 async def test_a_stream_with_fewer_replicas_is_reported_then_updated_by_the_operator(cluster):

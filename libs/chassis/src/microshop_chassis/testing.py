@@ -18,13 +18,15 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
 if TYPE_CHECKING:
     from .broker_auth import ClusterNode
     from .db import Database
+
+T = TypeVar("T")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "MICROSHOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -163,6 +165,21 @@ def wait_for_sync(predicate: Callable[[], bool], timeout: float, what: str, inte
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+async def until_answered(call: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
+    """``call()`` (a JetStream API request) until it is answered: a cluster leaves the API
+    unanswered while the survivors of a killed node elect a new metadata or stream leader."""
+    import nats
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except nats.errors.Error:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 async def wait_until(
