@@ -20,7 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from microshop_chassis.broker_auth import ClusterNode, server_config, write_private_file
+from microshop_chassis.broker_auth import ClusterNode, server_config
+from microshop_chassis.private_files import write_private_file
 
 from .state import DataDir
 

@@ -35,8 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from microshop_chassis import services as registry
-from microshop_chassis.broker_auth import write_private_file
-from microshop_chassis.settings import PRIVATE_DIR_MODE
+from microshop_chassis.private_files import make_private_dir, write_private_file
 from sqlalchemy.engine import URL, make_url
 
 from .errors import MicroshopError, StartupError
@@ -128,7 +127,7 @@ def _passwords(paths: DataDir, roles: list[str]) -> dict[str, str]:
     for role in roles:
         passwords.setdefault(role, secrets.token_hex(24))
     if passwords != stored:
-        paths.secrets.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        make_private_dir(paths.secrets)
         write_private_file(target, json.dumps(passwords, indent=2) + "\n")
     return passwords
 

@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from microshop_chassis.broker_auth import new_passwords, server_config, write_private_file
-from microshop_chassis.settings import PRIVATE_DIR_MODE, local_service_secret
+from microshop_chassis.broker_auth import new_passwords, server_config
+from microshop_chassis.private_files import PRIVATE_DIR_MODE, make_private_dir, write_private_file
+from microshop_chassis.settings import local_service_secret
 
 from .errors import AlreadyRunningError
 
@@ -127,7 +128,7 @@ def service_secret(data_dir: DataDir) -> str:
     target = data_dir.secrets / "service-secret"
     if not target.exists() and data_dir.legacy_secrets_file.exists():
         legacy = json.loads(data_dir.legacy_secrets_file.read_text())["service_secret"]
-        data_dir.secrets.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        make_private_dir(data_dir.secrets)
         write_private_file(target, legacy)
         data_dir.legacy_secrets_file.unlink()
     return local_service_secret(data_dir.root)
@@ -141,7 +142,7 @@ def nats_passwords(data_dir: DataDir) -> dict[str, str]:
     except FileNotFoundError:
         stored = {}
     passwords = new_passwords(stored)
-    data_dir.secrets.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    make_private_dir(data_dir.secrets)
     if passwords != stored:
         write_private_file(data_dir.nats_passwords_file, json.dumps(passwords, indent=2) + "\n")
     write_private_file(data_dir.nats_config_file, server_config(passwords))

@@ -13,9 +13,10 @@ import urllib.request
 import nats
 import pytest
 from microshop_chassis.broker import Broker, ensure_stream, redacted_url
-from microshop_chassis.broker_auth import new_passwords, server_config, service_user, write_private_file
+from microshop_chassis.broker_auth import new_passwords, server_config, service_user
 from microshop_chassis.consumer import EventConsumer
 from microshop_chassis.events import STREAM, Event
+from microshop_chassis.private_files import write_private_file
 from microshop_chassis.testing import (
     NatsServer,
     free_port,

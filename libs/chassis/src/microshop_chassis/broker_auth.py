@@ -15,10 +15,8 @@ of that call, so notifications or reports could read any event through a consume
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import quote
 
 from .contracts import EventType
@@ -145,15 +143,6 @@ def new_passwords(existing: dict[str, str] | None = None) -> dict[str, str]:
     for name in (*(user.name for user in broker_users()), ROUTE_USER):
         passwords.setdefault(name, secrets.token_hex(24))  # hex: safe in a URL and the config
     return passwords
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Write ``path`` readable by this user only (0600 from creation), replacing it atomically."""
-    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
-    os.replace(draft, path)
 
 
 def url_with_credentials(url: str, user: str, password: str) -> str:

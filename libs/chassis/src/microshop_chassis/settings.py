@@ -13,17 +13,16 @@ started on one data directory agrees. Anywhere else a missing secret stops the s
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .private_files import create_private_file, make_private_dir
 from .services import routed
 
 LOCAL_ENVIRONMENT = "local"
-PRIVATE_DIR_MODE = 0o700
 
 
 def shared(default, name: str):
@@ -103,31 +102,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and missing parents) readable by this user only. An existing directory's
-    mode is left as it is (the launcher tightens its data directory itself)."""
-    missing = [folder for folder in (path, *path.parents) if not folder.exists()]
-    for folder in reversed(missing):  # mkdir(parents=True) would give the parents the umask's mode
-        folder.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
-    return path
-
-
 def local_service_secret(data_dir: Path) -> str:
-    """The data directory's service secret, created 0600 at first use. Race-safe: the file
-    appears with its content at once (link of a finished temporary file), and of several
-    processes starting together the first link wins and the others read it."""
+    """The data directory's service secret, created 0600 at first use; of several processes
+    starting together the first one's secret is everyone's."""
     path = make_private_dir(data_dir / "secrets") / "service-secret"
     if not path.exists():
-        draft = path.with_name(f".service-secret.{os.getpid()}.{secrets.token_hex(4)}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(secrets.token_urlsafe(32))
-        try:
-            os.link(draft, path)
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
+        create_private_file(path, secrets.token_urlsafe(32))
     return path.read_text().strip()
 
 

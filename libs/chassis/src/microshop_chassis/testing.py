@@ -87,7 +87,8 @@ class NatsServer:
         return url_with_credentials(self.bare_url, user, self.passwords[user])
 
     def start(self, timeout: float = 10.0) -> NatsServer:
-        from .broker_auth import server_config, write_private_file
+        from .broker_auth import server_config
+        from .private_files import write_private_file
 
         self.store_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_private_file(self.config_file, server_config(self.passwords, node=self.node))

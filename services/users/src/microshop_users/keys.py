@@ -3,7 +3,7 @@ of a database every replica, backup and SQL client can read.
 
 Layout, in the keys directory (0700; ``MICROSHOP_USERS_KEYS_DIR``, default ``<data dir>/keys/users``)::
 
-    <kid>.pem    the private key, PKCS#8 (0600, created with O_EXCL: never overwritten, never chmod-ed)
+    <kid>.pem    the private key, PKCS#8 (0600 from its first byte, never overwritten, never chmod-ed)
     <kid>.json   {"kid", "created_at", "signs_from"}: written last, so a key exists for readers once
                  its metadata does
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import stat
 import time
 import uuid
@@ -37,6 +36,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from microshop_chassis.auth import ALGORITHM, AUDIENCE, ISSUER
+from microshop_chassis.private_files import create_private_file, make_private_dir, write_private_file
 
 # Clocks of replicas differ a little, and a replica may sign once more while the new key appears.
 RETIREMENT_LEEWAY_SECONDS = 60
@@ -90,7 +90,7 @@ class SigningKeys:
         await asyncio.to_thread(self._load)
 
     def _load(self) -> None:
-        _make_private_dir(self.directory)
+        make_private_dir(self.directory)
         _refuse_if_shared(self.directory)
         if not self._live_keys():
             self._create(signs_from=self._clock())  # nothing to wait for: no token of it is out yet
@@ -157,13 +157,12 @@ class SigningKeys:
         pem = key.private_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        _write_new(self.directory / f"{key.kid}.pem", pem)
-        # The metadata goes last and appears whole (renamed into place): a replica listing the
-        # directory never sees a key whose private half is not written yet.
-        temporary = self.directory / f".{key.kid}.json.tmp"
+        if not create_private_file(self.directory / f"{key.kid}.pem", pem):  # a fresh kid: never there
+            raise KeyFileError(f"a key file named {key.kid}.pem is already there")
+        # The metadata goes last (and appears whole): a replica listing the directory never sees a
+        # key whose private half is not written yet.
         metadata = {"kid": key.kid, "created_at": key.created_at, "signs_from": key.signs_from}
-        _write_new(temporary, json.dumps(metadata).encode())
-        os.rename(temporary, self.directory / f"{key.kid}.json")
+        write_private_file(self.directory / f"{key.kid}.json", json.dumps(metadata))
         self._loaded[key.kid] = key
         return key
 
@@ -174,30 +173,6 @@ class SigningKeys:
                 (self.directory / f"{kid}{suffix}").unlink()
             except FileNotFoundError:  # another replica deleted it first
                 pass
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` readable by this account only from the first byte (no window in which it
-    is world-readable, as a chmod after the fact would leave); fails if it exists."""
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-
-
-def _make_private_dir(directory: Path) -> None:
-    """Create ``directory`` and its missing parents 0700 (makedirs' mode applies to the last one only)."""
-    missing = []
-    for path in [directory, *directory.parents]:
-        if path.exists():
-            break
-        missing.append(path)
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:  # a replica made it at the same moment
-            pass
 
 
 def _refuse_if_shared(path: Path) -> None:
