@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from opentelemetry import trace
 
-from .auth import OperatorCaller
+from .auth import OperatorCaller, require_operator
 from .errors import NOT_READY, install_problem_handlers, problem_response
 from .limits import RequestLimits
 from .messaging import MessagingReport, MessagingStatus
@@ -40,12 +40,14 @@ def create_app(
     health_extra: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     messaging: MessagingReport | None = None,
     messaging_admin: bool = True,
+    operator_metrics: bool = False,
     breakers: Callable[[], Iterable[CircuitBreaker]] = tuple,
     metrics: ServiceMetrics | None = None,
     tracer_provider: trace.TracerProvider | None = None,
 ) -> ServiceApp:
     """``messaging_admin=False`` leaves out ``GET /admin/messaging`` (for an app that verifies no
-    tokens and runs no relay or consumer: the gateway). ``readiness`` and ``breakers`` are read at
+    tokens and runs no relay or consumer: the gateway). ``operator_metrics``: ``/metrics`` asks for
+    an admin or service token (the gateway's, whose port is public). ``readiness`` and ``breakers`` are read at
     each request, so parts added later are seen. While ``draining()`` is true (a graceful stop is
     under way) ``/ready`` answers 503 without running the checks."""
     metrics = metrics or ServiceMetrics()
@@ -105,7 +107,8 @@ def create_app(
             dead-letter stream. Answers within about 2 s; 503 when the broker is unreachable."""
             return await report.status()
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False,
+             dependencies=[Depends(require_operator)] if operator_metrics else [])
     async def prometheus_metrics() -> Response:
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

@@ -138,7 +138,7 @@ async def _require_service(principal: Annotated[Principal, Depends(current_princ
     return principal
 
 
-async def _require_operator(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+async def require_operator(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
     if not (principal.is_admin or principal.is_service):
         raise FORBIDDEN("This needs the admin role or a service token.")
     return principal
@@ -148,7 +148,7 @@ CurrentUser = Annotated[Principal, Depends(current_principal)]
 AdminUser = Annotated[Principal, Depends(_require_admin)]
 ServiceCaller = Annotated[Principal, Depends(_require_service)]
 # Operations endpoints: an admin, or a service/operator tool holding a service token.
-OperatorCaller = Annotated[Principal, Depends(_require_operator)]
+OperatorCaller = Annotated[Principal, Depends(require_operator)]
 
 
 class ServiceTokenProvider:

@@ -77,10 +77,12 @@ class ServiceHost:
         description: str = "",
         verifier: JwtVerifier | None = None,
         verifies_tokens: bool = True,
+        operator_metrics: bool = False,
     ) -> None:
         """``verifier`` checks bearer tokens (default: against the JWKS users publishes, fetched on
         first use); ``verifies_tokens=False`` for a service that checks none (the gateway), which
-        then has no ``/admin/messaging`` either."""
+        then has no ``/admin/messaging`` either; ``operator_metrics``: its ``/metrics`` asks for an
+        admin or service token (so it verifies those)."""
         self.settings = settings
         self.name = settings.service_name
         self.version = version
@@ -101,10 +103,11 @@ class ServiceHost:
             settings=settings, version=version, description=description, lifespan=self._lifespan,
             readiness=self._checks, draining=lambda: self.draining, health_extra=self._health_extra,
             messaging=self.messaging,
-            messaging_admin=verifies_tokens, breakers=self._breakers, metrics=self.metrics,
+            messaging_admin=verifies_tokens, operator_metrics=operator_metrics, breakers=self._breakers,
+            metrics=self.metrics,
             tracer_provider=provider,
         )
-        if verifies_tokens:
+        if verifies_tokens or operator_metrics:
             self.provide(JwtVerifier, verifier or JwtVerifier(
                 http_jwks_loader(settings.users_url, self.http, timeout=settings.http_timeout)))
 

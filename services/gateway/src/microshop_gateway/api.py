@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from microshop_chassis.auth import OperatorCaller
 from microshop_chassis.downstream import ServiceUnavailable
 from microshop_chassis.errors import ProblemMap, ProblemType
 from microshop_chassis.provide import Provide
@@ -36,14 +35,6 @@ async def index(gateway: GatewayDep) -> dict:
         "api": {name: f"/api/{name}/" for name in services},
         "docs": {name: f"/api/{name}/docs" for name in services},
     }
-
-
-@router.get("/metrics", tags=["operations"], summary="Prometheus metrics (admin or service token)",
-            include_in_schema=False)
-async def protected_metrics(_: OperatorCaller, gateway: GatewayDep) -> Response:
-    """The gateway is the public entry: its metrics (paths, callers' traffic) are for operators."""
-    body, content_type = gateway.metrics.render()
-    return Response(body, media_type=content_type)
 
 
 @router.get("/api/{service}/docs", include_in_schema=False)

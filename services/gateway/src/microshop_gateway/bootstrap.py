@@ -4,9 +4,7 @@ verifies no tokens for the requests it forwards (every service does that itself)
 
 from __future__ import annotations
 
-from fastapi.routing import APIRoute
-
-from microshop_chassis.auth import JwtVerifier, http_jwks_loader
+from microshop_chassis.auth import JwtVerifier
 from microshop_chassis.host import ServiceHost
 
 from . import __version__
@@ -23,12 +21,9 @@ def build(settings: GatewaySettings | None = None, *, verifier: JwtVerifier | No
           public_api: dict[str, tuple[PublicRoute, ...]] = PUBLIC_API) -> ServiceHost:
     """``public_api``: what is let through (tests of the proxy itself pass their own table)."""
     settings = settings or GatewaySettings()
-    host = ServiceHost(settings, version=__version__, description=DESCRIPTION, verifies_tokens=False)
-    # The host's open /metrics gives way to the gateway's own, which needs an operator's token.
-    host.app.router.routes[:] = [route for route in host.app.router.routes
-                                 if not (isinstance(route, APIRoute) and route.path == "/metrics")]
-    host.provide(JwtVerifier, verifier or JwtVerifier(
-        http_jwks_loader(settings.users_url, host.http, timeout=settings.http_timeout)))
+    # Its port is the public one: its metrics (paths, callers' traffic) are for operators.
+    host = ServiceHost(settings, version=__version__, description=DESCRIPTION, verifier=verifier,
+                       verifies_tokens=False, operator_metrics=True)
     upstreams = settings.upstreams()
     # For each service's OpenAPI document (a page for people: no breaker to report on).
     documents = {name: host.client(name, upstream.base_url, authenticated=False, timeout=5, breaker=None)
