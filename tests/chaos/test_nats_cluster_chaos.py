@@ -66,9 +66,14 @@ async def test_a_nats_node_killed_under_load_loses_no_event(cluster_system):
                          what=f"{EVENTS_BEFORE_KILL} events of the load stored")
         leader = (await until_answered(lambda: js.stream_info(STREAM))).cluster.leader
         restarts_before = system.restarts(leader)
-        await Chaos(target.paths, target.state).kill(leader)  # SIGKILL: no clean step-down
-        successor = await wait_until(lambda: _leader_other_than(js, leader), timeout=LOAD_SECONDS,
-                                     what="a surviving node leading the stream")
+        # SIGKILL: no clean step-down. Held down until a survivor leads: restarted at once, the
+        # node could win the election back before the survivors' leader is ever seen.
+        await Chaos(target.paths, target.state).kill(leader, down_for=60)
+        try:
+            successor = await wait_until(lambda: _leader_other_than(js, leader), timeout=LOAD_SECONDS,
+                                         what="a surviving node leading the stream")
+        finally:
+            system.release(leader)
         assert not loading.done(), "the kill landed after the load: make the load longer"
         result = await loading
     finally:
