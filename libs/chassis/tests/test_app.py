@@ -81,7 +81,8 @@ async def test_health(service, unique):
     running, _ = service
     reply = await ApiClient(running.url).get("/health")
     assert reply.status == 200
-    assert reply.body == {"status": "ok", "service": unique, "version": "9.9.9", "pending": 3}
+    assert reply.body == {"status": "ok", "service": unique, "version": "9.9.9", "instance": f"{unique}-8000",
+                          "pending": 3}
 
 
 async def test_ready_reports_each_check_and_503_problem_when_one_fails(service):

@@ -32,6 +32,7 @@ def create_app(
     *,
     settings: ServiceSettings,
     version: str,
+    instance: str = "",
     description: str = "",
     routers: Sequence[APIRouter] = (),
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
@@ -74,7 +75,8 @@ def create_app(
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process serves requests")
     async def health() -> dict[str, Any]:
-        body = {"status": "ok", "service": settings.service_name, "version": version}
+        body = {"status": "ok", "service": settings.service_name, "version": version,
+                "instance": instance or settings.instance_name()}
         states = breaker_states(breakers())
         if states:  # the state of each downstream this service calls, seen from here
             body["circuit_breakers"] = states

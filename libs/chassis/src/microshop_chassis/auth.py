@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ import aiohttp
 import jwt
 from fastapi import Depends, Request
 
+from .discovery import Endpoints, as_endpoints
 from .errors import AUTH_UNAVAILABLE, FORBIDDEN, UNAUTHORIZED, Problem
 from .http_client import HttpSession
 from .provide import Provide
@@ -100,15 +102,33 @@ class JwtVerifier:
         )
 
 
-def http_jwks_loader(users_url: str, session: HttpSession, timeout: float = 3.0) -> JwksLoader:
+def http_jwks_loader(users: str | Endpoints, session: HttpSession, timeout: float = 3.0) -> JwksLoader:
+    """``users``: its URL, or its replicas (a replica that cannot be reached is skipped next time)."""
+    endpoints = as_endpoints(users)
+
     async def load() -> dict[str, Any]:
-        async with session.get().get(
-            f"{users_url.rstrip('/')}/.well-known/jwks.json", timeout=aiohttp.ClientTimeout(total=timeout)
+        async with _picked(endpoints) as base_url, session.get().get(
+            f"{base_url}/.well-known/jwks.json", timeout=aiohttp.ClientTimeout(total=timeout)
         ) as response:
             response.raise_for_status()
             return await response.json()
 
     return load
+
+
+@asynccontextmanager
+async def _picked(endpoints: Endpoints):
+    """One replica for one call, marked unreachable when the call could not connect."""
+    url = endpoints.pick()
+    endpoints.started(url)
+    reached = True
+    try:
+        yield url
+    except aiohttp.ClientConnectionError:
+        reached = False
+        raise
+    finally:
+        endpoints.finished(url, reached=reached)
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -154,9 +174,9 @@ OperatorCaller = Annotated[Principal, Depends(require_operator)]
 class ServiceTokenProvider:
     """Fetches and caches this service's own token from users (client-credentials style)."""
 
-    def __init__(self, users_url: str, service: str, secret: str, session: HttpSession,
+    def __init__(self, users: str | Endpoints, service: str, secret: str, session: HttpSession,
                  timeout: float = 3.0) -> None:
-        self.url = f"{users_url.rstrip('/')}/service-tokens"
+        self.users = as_endpoints(users)
         self.session = session
         self.service = service
         self.secret = secret
@@ -173,8 +193,8 @@ class ServiceTokenProvider:
             return self._token
         async with self._lock:
             if not self._token or time.monotonic() >= self._expires_at:
-                async with self.session.get().post(
-                    self.url,
+                async with _picked(self.users) as base_url, self.session.get().post(
+                    f"{base_url}/service-tokens",
                     json={"service": self.service, "secret": self.secret},
                     timeout=aiohttp.ClientTimeout(total=self.timeout),
                 ) as response:

@@ -27,14 +27,17 @@ log = structlog.get_logger("microshop.broker")
 class Broker:
     """``user``/``password`` (or credentials in the URL) are this service's broker user; only the
     URL without them is kept in ``url``, which logs and reports show. ``stream_replicas``: how
-    many copies of the streams a cluster keeps (3 with ``microshop up --nats-cluster``)."""
+    many copies of the streams a cluster keeps (3 with ``microshop up --nats-cluster``).
+    ``streams=False``: a connection for plain NATS only (a service with no events, whose
+    directory of replicas still needs the broker), which leaves the streams alone."""
 
     def __init__(self, url: str, client_name: str, *, user: str = "", password: str = "",
-                 stream_replicas: int = 1) -> None:
+                 stream_replicas: int = 1, streams: bool = True) -> None:
         self._servers = server_urls(url)
         self.url = ",".join(redacted_url(server) for server in self._servers)
         self.client_name = client_name
         self.stream_replicas = stream_replicas
+        self.streams = streams
         self._credentials = {"user": user, "password": password} if user else {}
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
@@ -59,7 +62,8 @@ class Broker:
         )
         try:
             js = nc.jetstream(timeout=5)
-            await ensure_stream(js, replicas=self.stream_replicas)
+            if self.streams:
+                await ensure_stream(js, replicas=self.stream_replicas)
         except BaseException:
             await _close_quietly(nc)
             raise

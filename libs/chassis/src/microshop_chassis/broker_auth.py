@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from .contracts import EventType
+from .discovery import ANNOUNCE_PREFIX, HELLO, announce_subject
 from .events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, STREAM, subject_for
 from .services import SERVICES
 
@@ -51,6 +52,10 @@ _CONSUMING = (f"$JS.API.CONSUMER.*.{STREAM}", f"$JS.API.CONSUMER.*.{STREAM}.>",
               f"$JS.ACK.{STREAM}.>")
 
 
+# Every service hears the replicas of the others announce themselves, and answers a newcomer's hello.
+_DIRECTORY_HEARD = (f"{ANNOUNCE_PREFIX}.>", HELLO)
+
+
 @dataclass(frozen=True)
 class BrokerUser:
     name: str
@@ -71,13 +76,15 @@ def service_user(service: str) -> BrokerUser:
     """Its own event subjects to publish, its consumed ones to subscribe, and the JetStream calls
     its relay (publish + acknowledgement) and consumers need."""
     publish = [subject_for(service, event_type.value) for event_type in emits(service)]
-    subscribe = [_INBOX]
+    subscribe = [_INBOX, *_DIRECTORY_HEARD]
     consumed = CONSUMES.get(service, ())
     if publish or consumed:
         publish += _STREAM_SETUP
     if consumed:
         publish += [*_CONSUMING, f"{DEAD_LETTER_PREFIX}.{DURABLES[service]}"]
         subscribe += [subject_for(event_type.source, event_type.value) for event_type in consumed]
+    # Announce itself under its own name only: no service can draw another's calls (discovery.py).
+    publish += [announce_subject(service), HELLO]
     return BrokerUser(service, tuple(publish), tuple(subscribe))
 
 

@@ -24,9 +24,13 @@ class DownstreamError(Exception):
 
 class ServiceUnavailable(DownstreamError):
     """The callee could not be reached, did not answer in time, or was not even tried (circuit
-    open, bulkhead full)."""
+    open, bulkhead full). ``replica``: the address tried, when one was; ``sent``: False when the
+    request certainly never reached it (the connection was refused), so any request may go to
+    another replica."""
 
     verb = "unavailable"
+    replica: str | None = None
+    sent: bool = True
 
 
 # 4xx answers that say "not now" rather than "never": the same request may succeed later.

@@ -38,11 +38,13 @@ from .background import BackgroundWorker
 from .broker import Broker
 from .consumer import EventConsumer, EventHandler
 from .context import service_var
+from .discovery import Directory, Endpoints, FixedEndpoint
 from .errors import ProblemMap, install_domain_error
 from .http_client import HttpSession, ServiceClient
 from .messaging import MessagingReport
 from .metrics import ServiceMetrics
 from .provide import ServiceApp, provide
+from .services import routed
 from .settings import ServiceSettings
 from .telemetry import tracer_provider
 
@@ -85,7 +87,8 @@ class ServiceHost:
         admin or service token (so it verifies those)."""
         self.settings = settings
         self.name = settings.service_name
-        self.version = version
+        self.version = settings.release or version  # a deploy's --version labels the release
+        self.instance = settings.instance_name()
         self.metrics = ServiceMetrics(process=True)
         provider = tracer_provider(self.name, settings.traces_exporter, settings.data_dir)
         self.tracer_provider: trace.TracerProvider = provider
@@ -99,17 +102,25 @@ class ServiceHost:
         self._drain_actions: list[Action] = []
         self._drain_tasks: list[asyncio.Task] = []
         self._drain_deadline: float | None = None  # time.monotonic() by which the drain must end
+        self._broker: Broker | None = None
+        # The replicas of the services it calls, and its own announcement (discovery.py).
+        self.directory: Directory | None = Directory(None) if settings.discovery else None
         self.app: ServiceApp = create_app(
-            settings=settings, version=version, description=description, lifespan=self._lifespan,
+            settings=settings, version=self.version, instance=self.instance, description=description,
+            lifespan=self._lifespan,
             readiness=self._checks, draining=lambda: self.draining, health_extra=self._health_extra,
             messaging=self.messaging,
             messaging_admin=verifies_tokens, operator_metrics=operator_metrics, breakers=self._breakers,
             metrics=self.metrics,
             tracer_provider=provider,
         )
+        if self.directory is not None:
+            self.readiness("announced", self._announced)
+            self.on_drain(self.directory.draining, "directory-draining")
         if verifies_tokens or operator_metrics:
             self.provide(JwtVerifier, verifier or JwtVerifier(
-                http_jwks_loader(settings.users_url, self.http, timeout=settings.http_timeout)))
+                http_jwks_loader(self.endpoints("users", settings.users_url), self.http,
+                                 timeout=settings.http_timeout)))
 
     # --- parts, in start order ------------------------------------------------------------------
 
@@ -126,6 +137,7 @@ class ServiceHost:
     def broker(self) -> Broker:
         broker = Broker(self.settings.nats_url, client_name=self.name, user=self.settings.nats_user,
                         password=self.settings.nats_password, stream_replicas=self.settings.nats_stream_replicas)
+        self._broker = self._broker or broker
         self._steps.append(_Step("broker", broker.start, broker.close))
         self.readiness("broker", broker.ping)
         return broker
@@ -171,14 +183,22 @@ class ServiceHost:
         if authenticated:
             tokens = self.service_tokens()
             options.update(token_provider=tokens, token_refresh=tokens.invalidate)
-        client = ServiceClient(target, base_url, session=self.http, metrics=self.metrics, **options)
+        client = ServiceClient(target, self.endpoints(target, base_url), session=self.http, metrics=self.metrics,
+                               **options)
         self._clients.append(client)
         return client
+
+    def endpoints(self, target: str, url: str) -> Endpoints:
+        """Where calls to ``target`` go: its live replicas when it is a service this process can
+        discover, else ``url`` as it is (an outside system; a platform's load balancer)."""
+        if self.directory is None or target not in _DISCOVERABLE:
+            return FixedEndpoint(url)
+        return self.directory.replicas(target, url)
 
     def service_tokens(self) -> ServiceTokenProvider:
         """This service's own token from users, for calls to other services."""
         if self._service_tokens is None:
-            self._service_tokens = ServiceTokenProvider(self.settings.users_url, self.name,
+            self._service_tokens = ServiceTokenProvider(self.endpoints("users", self.settings.users_url), self.name,
                                                         self.settings.service_secret, self.http)
         return self._service_tokens
 
@@ -240,16 +260,23 @@ class ServiceHost:
     async def _lifespan(self, _app: FastAPI):
         service_var.set(self.name)  # this task's logs, and every task it starts, name the service
         started: list[_Step] = []
+        directory_broker: Broker | None = None
         try:
             for step in self._steps:
                 if step.start is not None:
                     await _call(step.start)
                 started.append(step)
+            if self.directory is not None:
+                directory_broker = await self._start_directory()
             yield
         finally:
             began = time.monotonic()
             self.begin_drain()  # a stop without a signal (a test's server, an embedding process)
             await self._finish_drain_actions()
+            if self.directory is not None:
+                await self.directory.stop()  # "gone": before the broker connection closes
+            if directory_broker is not None:
+                await directory_broker.close()
             for step in reversed(started):
                 if step.drain is not None:
                     try:
@@ -264,6 +291,33 @@ class ServiceHost:
             await self.http.close()
             log.info("stopped", parts_seconds=round(time.monotonic() - began, 3))
             self.tracer_provider.shutdown()
+
+    async def _announced(self) -> None:
+        if not self.directory.announced:
+            raise ConnectionError("not yet announced to the callers (is the broker reachable?)")
+
+    async def _ready_to_announce(self) -> bool:
+        """Every readiness check but the announcement itself passes, and no drain has begun."""
+        if self.draining:
+            return False
+        checks = [check for name, check in self._checks.items() if name != "announced"]
+        results = await asyncio.gather(*(asyncio.wait_for(check(), 2.0) for check in checks),
+                                       return_exceptions=True)
+        return not any(isinstance(result, BaseException) for result in results)
+
+    async def _start_directory(self) -> Broker | None:
+        """After the parts: hear the others' announcements and announce this replica. A service
+        without a broker of its own gets a plain connection for it."""
+        own = None
+        if self._broker is None:
+            own = Broker(self.settings.nats_url, client_name=self.name, user=self.settings.nats_user,
+                         password=self.settings.nats_password, streams=False)
+            own.start()
+        self.directory.connection = self._broker or own
+        self.directory.announce_as(self.name, self.instance, self.settings.own_url(), self.version,
+                                   self._ready_to_announce)
+        self.directory.start()
+        return own
 
     async def _finish_drain_actions(self) -> None:
         tasks, self._drain_tasks = self._drain_tasks, []
@@ -287,6 +341,10 @@ class ServiceHost:
         for extra in self._health:
             body.update(await extra())
         return body
+
+
+# The services a process may find replicas of: those behind the gateway (services.py).
+_DISCOVERABLE = frozenset(spec.name for spec in routed())
 
 
 async def _call(action: Action) -> None:

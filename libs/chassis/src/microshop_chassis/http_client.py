@@ -18,6 +18,12 @@ has passed already is not sent at all. Only a timeout after (about) the client's
 counts against the target: otherwise any client sending a tiny ``X-Request-Timeout`` could open
 the circuit every customer shares.
 
+The target may have several replicas (``discovery``): each attempt goes to one of the live ones,
+and a replica that could not be reached is not chosen again for a while. A retry goes to another
+replica than the one that failed when there is one, and without the backoff (a dead replica says
+nothing of the others). A request refused at connect never reached anyone, so even one that is not
+safe to repeat is sent to another replica.
+
 A technical failure is one of the ``downstream`` family (``ServiceUnavailable``); any answer, even
 a 5xx after the retries, comes back as a ``Reply`` for the caller's adapter to judge.
 """
@@ -37,6 +43,7 @@ import structlog
 from multidict import CIMultiDict
 
 from .context import deadline_var, request_id_var
+from .discovery import Endpoints, FixedEndpoint
 from .downstream import DownstreamError, ServiceUnavailable, UnexpectedReply  # noqa: F401 - re-exported
 from .errors import ProblemType
 from .metrics import ServiceMetrics
@@ -52,6 +59,8 @@ CUT_BY_CALLER = "deadline_exceeded_by_caller"
 # A timeout counts against the target when the caller's deadline left it at least this share of
 # the client's own timeout.
 _FAIR_SHARE = 0.9
+# Failovers to another replica a call makes beyond its retries (requests that reached no one).
+_MAX_FAILOVERS = 3
 
 class HttpSession:
     """A service's one pooled aiohttp session: created on first use (inside the event loop),
@@ -106,7 +115,7 @@ class ServiceClient:
     def __init__(
         self,
         target: str,
-        base_url: str,
+        base_url: str | Endpoints,
         *,
         session: HttpSession | None = None,
         metrics: ServiceMetrics | None = None,
@@ -122,7 +131,8 @@ class ServiceClient:
         self.session = session or HttpSession()
         self.metrics = metrics = metrics or ServiceMetrics()
         self.target = target
-        self.base_url = base_url.rstrip("/")
+        # One address, or the replicas the directory knows (host.endpoints).
+        self.endpoints: Endpoints = FixedEndpoint(base_url) if isinstance(base_url, str) else base_url
         self.timeout = timeout
         self.retries = retries
         self.token_provider = token_provider
@@ -165,6 +175,8 @@ class ServiceClient:
             raise deadline.exceeded(self.target)
         refreshed_token = False
         attempt = 0
+        failed_over = 0
+        avoid: set[str] = set()  # replicas that failed this call
         last: Reply | ServiceUnavailable | None = None  # outcome of the previous attempt
         if self.retry_budget:
             self.retry_budget.deposit()  # only for calls sent: one the caller gave up on adds no load
@@ -175,7 +187,7 @@ class ServiceClient:
                     raise deadline.exceeded(self.target)
                 return _previous(last)
             try:
-                reply = await self._guarded(method, path, json_body, params, headers, deadline)
+                reply = await self._guarded(method, path, json_body, params, headers, deadline, avoid)
             except (CircuitOpen, BulkheadFull, DeadlineExceeded):
                 # Not sent, or cut short by the caller's deadline. On a retry, what the caller
                 # should see is what the target last did, not "not even attempted".
@@ -183,10 +195,17 @@ class ServiceClient:
                     raise
                 return _previous(last)
             except ServiceUnavailable as exc:
-                if attempt >= attempts or not self._may_retry():
+                other_replica = exc.replica is not None and self.endpoints.alternatives(avoid | {exc.replica})
+                if exc.replica is not None:
+                    avoid.add(exc.replica)
+                if not exc.sent and other_replica and failed_over < _MAX_FAILOVERS:
+                    failed_over += 1  # it reached no one: another replica gets it, whatever it is
+                    attempt -= 1
+                elif attempt >= attempts or not self._may_retry():
                     raise
                 last = exc
-                await _backoff(attempt, deadline.at)
+                if not other_replica:
+                    await _backoff(attempt, deadline.at)
                 continue
             if reply.status == 401 and self.token_refresh and not refreshed_token:
                 self.token_refresh()  # the cached service token expired or the keys rotated
@@ -206,7 +225,8 @@ class ServiceClient:
             return False
         return self.retry_budget.try_spend() if self.retry_budget else True
 
-    async def _guarded(self, method, path, json_body, params, extra_headers, deadline: _Deadline) -> Reply:
+    async def _guarded(self, method, path, json_body, params, extra_headers, deadline: _Deadline,
+                       avoid: set[str]) -> Reply:
         """One attempt through the circuit breaker and the bulkhead. The breaker counts
         ``ServiceUnavailable`` (unreachable, timed out) and 5xx replies as failures; 4xx are
         successes: the target is alive and answering. A call cut short by the caller's deadline
@@ -220,7 +240,7 @@ class ServiceClient:
                 if deadline.remaining() <= 0:  # spent waiting for a slot: not sent, no verdict
                     raise deadline.exceeded(self.target)
                 try:
-                    reply = await self._once(method, path, json_body, params, extra_headers, deadline)
+                    reply = await self._once(method, path, json_body, params, extra_headers, deadline, avoid)
                 except DeadlineExceeded:
                     raise
                 except ServiceUnavailable:
@@ -238,9 +258,13 @@ class ServiceClient:
                 else:
                     self.breaker.record(permit, failed=failed)
 
-    async def _once(self, method, path, json_body, params, extra_headers, deadline: _Deadline) -> Reply:
+    async def _once(self, method, path, json_body, params, extra_headers, deadline: _Deadline,
+                    avoid: set[str]) -> Reply:
         start = time.perf_counter()
         outcome = "error"
+        base_url = self.endpoints.pick(avoid)
+        self.endpoints.started(base_url)
+        reached = True
         try:
             # Inside the try: users being down makes the callee unreachable.
             token = await self.token_provider() if self.token_provider else None
@@ -258,7 +282,7 @@ class ServiceClient:
                 headers["Authorization"] = f"Bearer {token}"
             async with self.session.get().request(
                 method,
-                self.base_url + path,
+                base_url + path,
                 json=json_body,
                 params=params,
                 headers=headers,
@@ -277,11 +301,17 @@ class ServiceClient:
             raise ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}") from exc
         except (aiohttp.ClientError, OSError) as exc:
             outcome = "unreachable"
-            raise ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}") from exc
+            unavailable = ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}")
+            unavailable.replica = base_url
+            # Refused at connect: the request never left. Reset or cut off: it may have arrived.
+            unavailable.sent = not isinstance(exc, aiohttp.ClientConnectorError)
+            reached = not isinstance(exc, aiohttp.ClientConnectionError | OSError)
+            raise unavailable from exc
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
         finally:
+            self.endpoints.finished(base_url, reached=reached)
             self.metrics.client_requests.labels(self.target, method, outcome).inc()
             self.metrics.client_duration.labels(self.target, method).observe(time.perf_counter() - start)
 

@@ -67,6 +67,16 @@ class _Settings(BaseSettings):
     # A caller's X-Request-Timeout below this is raised to it, in seconds: a client may not make a
     # service's calls to others time out (and count against their circuit breakers) at will.
     min_request_timeout: float = shared(1.0, "MIN_REQUEST_TIMEOUT")
+    # This replica's name among its service's replicas (default: <service>-<port>), and the
+    # release it runs (default: the package's version): both show in /health and `status`.
+    instance: str = shared("", "INSTANCE")
+    release: str = shared("", "RELEASE")
+    # Where callers reach this replica (default: http://<host>:<port>).
+    advertise_url: str = ""
+    # Announce this replica and spread calls over the replicas the others announce (discovery.py).
+    # The launcher turns it on; off, each service is its one configured URL (a platform's load
+    # balancer, one Kubernetes Service per service, or a test's single process).
+    discovery: bool = shared(False, "DISCOVERY")
     # OpenTelemetry: where spans go. "none" keeps propagation on and exports nothing;
     # "console" prints spans; "file" writes JSON lines to <data_dir>/traces/<service>.jsonl.
     traces_exporter: str = shared("none", "TRACES_EXPORTER")
@@ -85,6 +95,12 @@ class _Settings(BaseSettings):
                 )
             self.service_secret = local_service_secret(self.data_dir)
         return self
+
+    def instance_name(self) -> str:
+        return self.instance or f"{self.service_name}-{self.port}"
+
+    def own_url(self) -> str:
+        return (self.advertise_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -28,9 +28,10 @@ def build(settings: GatewaySettings | None = None, *, verifier: JwtVerifier | No
     # For each service's OpenAPI document (a page for people: no breaker to report on).
     documents = {name: host.client(name, upstream.base_url, authenticated=False, timeout=5, breaker=None)
                  for name, upstream in upstreams.items()}
+    endpoints = {name: host.endpoints(name, upstream.base_url) for name, upstream in upstreams.items()}
     host.provide(Gateway, Gateway(upstreams, session=host.http, metrics=host.metrics,
                                   upstream_timeout=settings.upstream_timeout, documents=documents,
-                                  public_api=public_api))
-    host.health(system_health({n: u.base_url for n, u in upstreams.items()}, settings.health_timeout, host.http))
+                                  public_api=public_api, endpoints=endpoints))
+    host.health(system_health(endpoints, settings.health_timeout, host.http))
     host.routes(router, errors=ERRORS)
     return host

@@ -1,8 +1,10 @@
-"""Forwarding one request to a service: bytes in, bytes out, sent once.
+"""Forwarding one request to a service: bytes in, bytes out.
 
-A proxy cannot tell whether repeating a request is safe, so it never retries. (aiohttp itself
-re-sends only idempotent methods, and only when a pooled keep-alive connection turned out closed
-before the request reached the service.)
+A proxy cannot tell whether repeating a request is safe, so it repeats one only to another replica
+of the service, and only when the first could not have acted on it or acting twice does no harm:
+a request refused at connect (it reached no one), or a read (GET, HEAD, OPTIONS) or a request
+carrying an ``Idempotency-Key`` whose replica died before answering. Never after an answer, and
+never after a timeout (the replica may still be working on it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from microshop_chassis.context import deadline_var, request_id_var
+from microshop_chassis.discovery import Endpoints, FixedEndpoint
 from microshop_chassis.errors import ProblemType
 from microshop_chassis.http_client import HttpSession
 from microshop_chassis.metrics import ServiceMetrics
@@ -43,6 +46,11 @@ _SET_ON_RESPONSE = frozenset({"date", "server", "x-request-id"})
 # aiohttp adds these when absent; a proxy sends only what the client sent.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
+# Reads, which a replica that died before answering may be asked again by another.
+_REPEATABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Other replicas one request may be sent to after the first could not be reached.
+_MAX_FAILOVERS = 3
+
 INVALID_PATH = ProblemType("invalid-path", 400)
 UPSTREAM_TIMEOUT = ProblemType("upstream-timeout", 504, "Upstream timed out")
 UPSTREAM_UNAVAILABLE = ProblemType("upstream-unavailable", 503, "Upstream unavailable", headers={"Retry-After": "1"})
@@ -50,23 +58,54 @@ UPSTREAM_BAD_RESPONSE = ProblemType("upstream-bad-response", 502, "Bad upstream 
 
 
 async def forward(request: Request, upstream: Upstream, path: str, time_limit: float, *,
-                  session: HttpSession, metrics: ServiceMetrics) -> Response:
-    """Send the request to the service's resource prefix + ``/path`` and answer with the service's
-    reply as it is."""
+                  session: HttpSession, metrics: ServiceMetrics, endpoints: Endpoints | None = None) -> Response:
+    """Send the request to a replica of the service (its resource prefix + ``/path``) and answer
+    with the replica's reply as it is. ``endpoints``: the service's replicas (default: its URL)."""
     if ".." in path.split("/"):  # a dot-segment could climb out of a base URL that has a path
         raise INVALID_PATH("The path may not contain '..' segments.")
-    service, base_url = upstream.name, upstream.base_url
-    timeout = _call_timeout(time_limit)
-    url = URL(base_url + _upstream_target(request.scope, upstream, path), encoded=True)
+    endpoints = endpoints or FixedEndpoint(upstream.base_url)
+    deadline = time.monotonic() + _call_timeout(time_limit)
+    target = _upstream_target(request.scope, upstream, path)
     body = await request.body()
+    repeatable = request.method in _REPEATABLE_METHODS or "idempotency-key" in request.headers
+    tried: set[str] = set()
+    while True:
+        base_url = endpoints.pick(tried)
+        try:
+            status, raw_headers, content = await _send(request, upstream, base_url, target, body, deadline,
+                                                       session=session, metrics=metrics, endpoints=endpoints)
+        except _Unreachable as unreachable:
+            tried.add(base_url)
+            again = (not unreachable.sent or repeatable) and len(tried) <= _MAX_FAILOVERS
+            if again and endpoints.alternatives(tried) and deadline > time.monotonic():
+                log.info("upstream_failed_over", service=upstream.name, method=request.method, replica=base_url)
+                continue
+            raise unreachable.problem from unreachable.__cause__
+        response = Response(content, status_code=status)  # sets Content-Length for the new hop
+        response.raw_headers.extend(client_response_headers(raw_headers, upstream, base_url))
+        return response
+
+
+class _Unreachable(Exception):
+    def __init__(self, problem: Exception, *, sent: bool) -> None:
+        self.problem = problem
+        self.sent = sent
+
+
+async def _send(request: Request, upstream: Upstream, base_url: str, target: str, body: bytes, deadline: float,
+                *, session: HttpSession, metrics: ServiceMetrics, endpoints: Endpoints):
+    """One attempt at one replica: its status, raw headers and body."""
+    service, method, path = upstream.name, request.method, target
+    timeout = max(0.001, deadline - time.monotonic())  # 0 would mean "no timeout"
     headers = upstream_request_headers(request, upstream, timeout)
-    method = request.method
     start = time.perf_counter()
     outcome = "error"
+    reached = True
+    endpoints.started(base_url)
     try:
         async with session.get().request(
             method,
-            url,
+            URL(base_url + target, encoded=True),
             data=body or None,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout),
@@ -75,27 +114,28 @@ async def forward(request: Request, upstream: Upstream, path: str, time_limit: f
             skip_auto_headers=_NO_AUTO_HEADERS,
         ) as reply:
             content = await reply.read()
-            status, raw_headers = reply.status, reply.raw_headers
-            outcome = str(status)
+            outcome = str(reply.status)
+            return reply.status, reply.raw_headers, content
     except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors too
         outcome = "timeout"
         _log_failure(service, method, path, exc)
         raise UPSTREAM_TIMEOUT(f"{service} did not answer within {timeout:g} s.", service=service) from exc
     except aiohttp.ClientConnectionError as exc:
         outcome = "unreachable"
+        reached = False
         _log_failure(service, method, path, exc)
-        raise UPSTREAM_UNAVAILABLE(f"{service} is not reachable (connection refused or reset).",
-                                   service=service) from exc
+        problem = UPSTREAM_UNAVAILABLE(f"{service} is not reachable (connection refused or reset).",
+                                       service=service)
+        # Refused at connect: the request never left. Reset or cut off: it may have arrived.
+        raise _Unreachable(problem, sent=not isinstance(exc, aiohttp.ClientConnectorError)) from exc
     except aiohttp.ClientError as exc:  # the service answered something that is not valid HTTP
         outcome = "bad-response"
         _log_failure(service, method, path, exc)
         raise UPSTREAM_BAD_RESPONSE(f"{service} sent a reply that could not be read.", service=service) from exc
     finally:
+        endpoints.finished(base_url, reached=reached)
         metrics.client_requests.labels(service, method, outcome).inc()
         metrics.client_duration.labels(service, method).observe(time.perf_counter() - start)
-    response = Response(content, status_code=status)  # sets Content-Length for the new hop
-    response.raw_headers.extend(client_response_headers(raw_headers, upstream))
-    return response
 
 
 def upstream_request_headers(request: Request, upstream: Upstream, timeout: float) -> CIMultiDict[str]:
@@ -121,7 +161,7 @@ def upstream_request_headers(request: Request, upstream: Upstream, timeout: floa
     return headers
 
 
-def client_response_headers(raw_headers, upstream: Upstream) -> list[tuple[bytes, bytes]]:
+def client_response_headers(raw_headers, upstream: Upstream, base_url: str | None = None) -> list[tuple[bytes, bytes]]:
     """The service's response headers minus hop-by-hop ones, as ASGI wants them (lower-case names),
     with Location pointing at the gateway rather than at the service."""
     decoded = [(name.decode("latin-1").lower(), value) for name, value in raw_headers]
@@ -133,16 +173,18 @@ def client_response_headers(raw_headers, upstream: Upstream) -> list[tuple[bytes
         if _is_hop_by_hop(name, named_in_connection) or name in _SET_ON_RESPONSE:
             continue
         if name in ("location", "content-location"):
-            value = public_location(value.decode("latin-1"), upstream).encode("latin-1")
+            value = public_location(value.decode("latin-1"), upstream, base_url).encode("latin-1")
         returned.append((name.encode("latin-1"), value))
     return returned
 
 
-def public_location(location: str, upstream: Upstream) -> str:
-    """A service's Location names its own address (``http://orders:8103/orders/7``) or its own
-    path (``/orders/7``); the client must be sent to ``/api/orders/7`` on the gateway."""
+def public_location(location: str, upstream: Upstream, base_url: str | None = None) -> str:
+    """A service's Location names its own address (``http://orders:8103/orders/7``, the replica's
+    ``base_url``) or its own path (``/orders/7``); the client must be sent to ``/api/orders/7``
+    on the gateway."""
     parts = urlsplit(location)
-    if parts.netloc and parts.netloc != urlsplit(upstream.base_url).netloc:
+    own = {urlsplit(upstream.base_url).netloc, urlsplit(base_url or upstream.base_url).netloc}
+    if parts.netloc and parts.netloc not in own:
         return location  # somewhere else entirely
     if not parts.netloc and not location.startswith("/"):
         return location  # relative: the client resolves it against the public URL already

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request, Response
 
+from microshop_chassis.discovery import Endpoints, FixedEndpoint
 from microshop_chassis.errors import Problem
 from microshop_chassis.http_client import HttpSession, ServiceClient
 from microshop_chassis.metrics import ServiceMetrics
@@ -28,8 +29,11 @@ class DocumentUnavailable(Exception):
 class Gateway:
     def __init__(self, upstreams: dict[str, Upstream], *, session: HttpSession, metrics: ServiceMetrics,
                  upstream_timeout: float, documents: dict[str, ServiceClient],
-                 public_api: dict[str, tuple[PublicRoute, ...]] = PUBLIC_API) -> None:
+                 public_api: dict[str, tuple[PublicRoute, ...]] = PUBLIC_API,
+                 endpoints: dict[str, Endpoints] | None = None) -> None:
         self.upstreams = upstreams
+        # Each service's replicas (discovery.py); by default its one configured URL.
+        self.endpoints = endpoints or {name: FixedEndpoint(u.base_url) for name, u in upstreams.items()}
         self.public_api = public_api
         self.session = session
         self.metrics = metrics
@@ -48,8 +52,8 @@ class Gateway:
         if not is_public(self.public_api, service, request.method, own_path):
             # The same answer as a path that does not exist: no hint that an internal one does.
             raise Problem(404, "Not Found")
-        return await forward(request, self.upstream(service), path, self.upstream_timeout,
-                             session=self.session, metrics=self.metrics)
+        return await forward(request, upstream, path, self.upstream_timeout,
+                             session=self.session, metrics=self.metrics, endpoints=self.endpoints[service])
 
     async def openapi(self, service: str) -> dict:
         """The service's own document, limited to the paths the gateway exposes, with ``servers``
