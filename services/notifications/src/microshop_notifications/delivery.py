@@ -8,6 +8,7 @@ the one resend carries the same Message-ID and receivers drop it as a duplicate.
 
 from __future__ import annotations
 
+import time
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
@@ -63,10 +64,10 @@ class DeliveryWorker(BackgroundWorker):
         take_over_at_start: bool = False,
         metrics: ServiceMetrics | None = None,
     ) -> None:
-        """``lease_seconds`` must outlast the worst case for one batch, so a live worker never
-        loses its lease mid-batch. ``take_over_at_start``: the first round also takes the rows a
-        killed predecessor had leased (they would wait out its lease, two minutes by default) -
-        right only when no other process shares the database (SQLite)."""
+        """``lease_seconds`` must outlast connecting plus one send: the lease on the rest of the
+        batch is renewed before each send. ``take_over_at_start``: the first round also takes the
+        rows a killed predecessor had leased (they would wait out its lease) - right only when no
+        other process shares the database (SQLite)."""
         self.notifications = notifications
         self.mail = mail
         self.mail_from = mail_from
@@ -91,9 +92,13 @@ class DeliveryWorker(BackgroundWorker):
         if not batch:
             return 0
         handled = 0
+        leased_until = time.monotonic() + self.lease_seconds
         try:
             async with self.mail.connect() as connection:
                 for notification in batch:
+                    if leased_until - time.monotonic() < self.lease_seconds / 2:  # renewed before it could run out
+                        await self.notifications.renew_lease([n.id for n in batch[handled:]], self.lease_seconds)
+                        leased_until = time.monotonic() + self.lease_seconds
                     await self._deliver(connection, notification)
                     handled += 1
         except DownstreamError as exc:  # unreachable, or the connection was lost: the rest waits

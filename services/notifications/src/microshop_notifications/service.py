@@ -152,6 +152,19 @@ class Notifications:
             batch = list(claimed)
         return sorted(batch, key=lambda n: (n.created_at, n.id))  # RETURNING has no order
 
+    async def renew_lease(self, notification_ids: Sequence[str], lease_seconds: float) -> None:
+        """Hold these (still PENDING) rows ``lease_seconds`` longer: a worker going through its
+        batch renews before each send, so the lease can be short and a dead worker's rows come
+        due soon, without a live one's ever running out."""
+        if not notification_ids:
+            return
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(Notification)
+                .where(Notification.id.in_(notification_ids), Notification.status == DeliveryStatus.PENDING)
+                .values(next_attempt_at=utcnow() + timedelta(seconds=lease_seconds))
+            )
+
     async def mark_sent(self, notification_id: str) -> None:
         async with self.db.transaction() as session:
             await session.execute(

@@ -24,6 +24,7 @@ class NotificationsSettings(ServiceSettings):
 
     @property
     def delivery_lease_seconds(self) -> float:
-        """How long the delivery worker holds the rows of one batch: longer than the worst case
-        (connecting, then every send timing out), so a live worker never loses its lease mid-batch."""
-        return self.smtp_timeout_seconds * (self.delivery_batch_size + 2)
+        """How long the delivery worker holds the rest of its batch, renewed before each send:
+        longer than connecting plus one send timing out, so a live worker never loses it, and
+        short, so a killed replica's rows are due again for another soon (30 s by default)."""
+        return self.smtp_timeout_seconds * 3
