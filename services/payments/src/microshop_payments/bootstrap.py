@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from microshop_chassis.auth import JwtVerifier
 from microshop_chassis.host import ServiceHost
+from microshop_chassis.resilience import Bulkhead
 
 from . import __version__
 from .api import ERRORS, router
@@ -27,7 +28,10 @@ def build(settings: PaymentsSettings | None = None, *, verifier: JwtVerifier | N
     # outages answer 503 per request instead of taking this service and its reads out of rotation).
     processor = CardProcessor(host.client(PROCESSOR, settings.card_processor_url, authenticated=False,
                                           timeout=settings.card_processor_timeout,
-                                          retries=settings.card_processor_retries))
+                                          retries=settings.card_processor_retries,
+                                          bulkhead=Bulkhead(PROCESSOR, limit=settings.card_processor_connections,
+                                                            max_wait=settings.card_processor_queue_seconds,
+                                                            metrics=host.metrics)))
     host.provide(Payments, Payments(
         db, processor,
         cards_limit=VelocityLimit(settings.velocity_max_cards,

@@ -13,6 +13,11 @@ class PaymentsSettings(ServiceSettings):
     card_processor_timeout: float = 10.0
     # Extra attempts after a timeout, connection error or 503; always with the same Idempotency-Key.
     card_processor_retries: int = 3
+    # Calls to the processor one replica has in flight at most (its connection pool), and how long
+    # one more waits for a free connection before it is refused (503). A processor that limits
+    # each client, or a slow one, then caps what one replica can charge: more replicas charge more.
+    card_processor_connections: int = 100
+    card_processor_queue_seconds: float = 0.2
     # Velocity limits against card testing (many stolen cards tried from one account), per customer.
     # Cards are told apart by their last four digits, so a customer paying again and again with the
     # same card (the bench, the load generator) never meets them. At most this many different cards
