@@ -20,7 +20,7 @@ import aiohttp
 import asyncpg
 import pytest
 from cli_dummies import cli_env, process_gone
-from microshop_chassis.testing import POSTGRES_ADMIN_URL, require_postgres
+from microshop_chassis.testing import POSTGRES_ADMIN_URL, drop_prefixed, require_postgres
 from microshop_cli import postgres
 from microshop_cli.components import default_components, process_env
 from microshop_cli.errors import MicroshopError
@@ -141,18 +141,6 @@ def only(*names: str):
     def factory(config):
         return [component for component in default_components(config) if component.name in names]
     return factory
-
-
-async def drop_prefixed(prefix: str) -> None:
-    connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
-    try:
-        for (name,) in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
-                                              f"{prefix}\\_%"):
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        for (name,) in await connection.fetch("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", f"{prefix}\\_%"):
-            await connection.execute(f'DROP ROLE IF EXISTS "{name}"')
-    finally:
-        await connection.close()
 
 
 async def test_an_existing_server_gets_a_prefixed_database_and_role_per_service(tmp_path):

@@ -63,8 +63,12 @@ class Chaos:
         pid = self.pid(name)
         if down_for > 0:
             hold(self.paths, name, down_for)
-        os.kill(pid, signal.SIGKILL)
-        return self._log(FaultRecord("kill", name, {"pid": pid, "down_for": down_for} if down_for else {"pid": pid}))
+        params: dict = {"pid": pid, "down_for": down_for} if down_for else {"pid": pid}
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # died a moment ago (an earlier fault); not restarted yet
+            params["already_down"] = True
+        return self._log(FaultRecord("kill", name, params))
 
     async def pause(self, name: str, seconds: float) -> FaultRecord:
         """SIGSTOP for ``seconds``, then SIGCONT (also when interrupted): a hung process, not a dead one."""
@@ -175,9 +179,9 @@ class Chaos:
         seconds = round(rng.uniform(0.5, max_seconds), 1)
         match fault:
             case "kill":
-                return await self.kill(rng.choice(KILLABLE))
+                return await self.kill(self._replica(rng, rng.choice(KILLABLE)))
             case "pause":
-                return await self.pause(rng.choice(SERVICES), seconds)
+                return await self.pause(self._replica(rng, rng.choice(SERVICES)), seconds)
             case "broker-restart":
                 return await self.broker_restart()
             case "latency":
@@ -191,6 +195,11 @@ class Chaos:
         raise AssertionError(fault)
 
     # --- helpers ----------------------------------------------------------------------------------
+
+    def _replica(self, rng: random.Random, service: str) -> str:
+        """One of the service's replicas (a service run once draws no number: a seed's plan stays)."""
+        replicas = sorted(name for name, info in self._processes().items() if info.get("service") == service)
+        return rng.choice(replicas) if len(replicas) > 1 else service
 
     def pid(self, name: str) -> int:
         processes = self._processes()

@@ -5,6 +5,7 @@ Services are started as processes (``python -m microshop_<name>``), never import
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import shutil
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from .system import SystemConfig
 
 HOST = "127.0.0.1"
+INSTANCE_ENV = "MICROSHOP_INSTANCE"
+RELEASE_ENV = "MICROSHOP_RELEASE"
 
 # Port names, not only component names: the mail catcher has two ports ("mail-catcher" is its HTTP one).
 # The services' own come from the one list of services (microshop_chassis.services).
@@ -98,6 +101,14 @@ class Component:
     user: str | None = None
     # What asks it to stop (then SIGKILL after the stop timeout).
     stop_signal: int = signal.SIGTERM
+    # A replica of this service (its name is the service's, or ``<service>-<n>``); None: not a service.
+    service: str | None = None
+    # Its own environment, over the shared one: a replica's port, instance name and release.
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def release(self) -> str | None:
+        return self.env.get(RELEASE_ENV)
 
     @property
     def url(self) -> str:
@@ -155,11 +166,32 @@ def default_components(config: SystemConfig) -> list[Component]:
         components.append(postgres.embedded_component(config))
     for offset, names in enumerate(SERVICE_STEPS, start=1):
         for name in names:
-            package = registry.service(name).package
-            components.append(Component(name, [python, "-m", package], ports[name], step=offset, host=host))
+            first = Component(name, [python, "-m", registry.service(name).package], ports[name], step=offset,
+                              host=host, service=name)
+            components += [replica(first, index, ports[replica_name(name, index)])
+                           for index in range(1, config.replicas.get(name, 1) + 1)]
     if config.chaos_proxies:
         components.append(chaos_proxy_component(config))
     return components
+
+
+def replica_name(service: str, index: int) -> str:
+    """``payments``, ``payments-2``, ``payments-3``...: the first replica has the service's name."""
+    return service if index == 1 else f"{service}-{index}"
+
+
+def replica(template: Component, index: int, port: int, *, release: str | None = None,
+            env: dict[str, str] | None = None) -> Component:
+    """Replica ``index`` of the service ``template`` runs, on ``port``: its instance name and port
+    in its own environment, with ``release`` (a label shown in /health) and ``env`` over the
+    template's own (a rollout's configuration change)."""
+    service = template.service or template.name
+    name = replica_name(service, index)
+    own = {**template.env, **(env or {}), f"{registry.service(service).env_prefix}PORT": str(port),
+           INSTANCE_ENV: name}
+    if release is not None:
+        own[RELEASE_ENV] = release
+    return dataclasses.replace(template, name=name, port=port, service=service, env=own)
 
 
 def chaos_proxy_component(config: SystemConfig) -> Component:
@@ -208,6 +240,9 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
         MICROSHOP_SERVICE_SECRET=service_secret,
         MICROSHOP_ADMIN_EMAIL=admin_email,
         MICROSHOP_ADMIN_PASSWORD=admin_password,
+        # Replicas announce themselves and callers spread over them (discovery.py); with chaos
+        # proxies every call must go through its service's proxy instead.
+        MICROSHOP_DISCOVERY="false" if config.chaos_proxies else "true",
         PYTHONUNBUFFERED="1",
     )
     for spec in registry.SERVICES:

@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from . import nats_cluster
+from . import control, nats_cluster
 from .chaos_cli import chaos_app, verify_command
 from .components import (
     ALL_SERVICES,
@@ -32,6 +32,7 @@ from .components import (
 from .errors import MicroshopError
 from .logtail import follow, sizes, tail_lines
 from .postgres import EMBEDDED
+from .scaling import parse_counts
 from .state import DataDir, read_state, running_supervisor
 from .status import check_all, format_uptime
 from .system import SystemConfig, run_until_signalled
@@ -75,6 +76,9 @@ def up(
     nats_cluster: bool = typer.Option(False, "--nats-cluster",
                                       help="Three NATS nodes keeping every event three times (one node may die "
                                            "and nothing acknowledged is lost) instead of one."),
+    replicas: list[str] = typer.Option([], "--replicas", "-r", metavar="SERVICE=N,...",
+                                       help="Start N replicas of a service (needs --postgres), e.g. "
+                                            "payments=3,orders=2; change it later with `microshop scale`."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background; stop with `microshop down`."),
     no_seed: bool = typer.Option(False, "--no-seed", help="Do not create the demo catalog."),
     port: list[str] = typer.Option([], "--port", "-p", metavar="NAME=PORT",
@@ -102,7 +106,8 @@ def up(
         config = SystemConfig(data_dir=data_dir, ports=_parse_ports(port), seed=not no_seed,
                               chaos_proxies=chaos_proxies, chaos_seed=chaos_seed,
                               postgres=(postgres_url or EMBEDDED) if postgres else None,
-                              postgres_prefix=postgres_prefix, nats_cluster=nats_cluster)
+                              postgres_prefix=postgres_prefix, nats_cluster=nats_cluster,
+                              replicas=parse_counts(replicas))
         if components:
             config.components = load_factory(components)
         paths = DataDir(config.data_dir)
@@ -111,7 +116,7 @@ def up(
             raise MicroshopError(f"microshop is already running for {paths.root} (supervisor pid {pid}); "
                                  "stop it with `microshop down` first")
         if detach:
-            _up_detached(config, port, components, no_seed)
+            _up_detached(config, port, components, no_seed, replicas)
             return
         if not supervise_only:
             logging.getLogger("microshop").setLevel(logging.INFO)
@@ -124,7 +129,8 @@ def up(
         console.print("microshop stopped.")
 
 
-def _up_detached(config: SystemConfig, ports: list[str], components: str | None, no_seed: bool) -> None:
+def _up_detached(config: SystemConfig, ports: list[str], components: str | None, no_seed: bool,
+                 replicas: list[str]) -> None:
     """Start a supervisor in its own session and wait until its state file says the system runs."""
     check_ports_free(config.components(config))  # fail here, clearly, before anything starts
     paths = DataDir(config.data_dir)
@@ -137,6 +143,7 @@ def _up_detached(config: SystemConfig, ports: list[str], components: str | None,
     command += ["--postgres"] if config.postgres else []
     command += ["--postgres-prefix", config.postgres_prefix] if config.postgres_prefix else []
     command += ["--nats-cluster"] if config.nats_cluster else []
+    command += [argument for value in replicas for argument in ("--replicas", value)]
     environment = dict(os.environ)
     if config.postgres and config.postgres != EMBEDDED:
         environment[POSTGRES_URL_ENV] = config.postgres
@@ -262,6 +269,63 @@ def status(data_dir: Path = DataDirOption,
 
 
 @app.command()
+def scale(
+    counts: list[str] = typer.Argument(..., metavar="SERVICE=N...", help="e.g. payments=3 (or payments=1 to scale "
+                                                                          "back down)."),
+    data_dir: Path = DataDirOption,
+) -> None:
+    """Run N replicas of a service on the running system: new ones serve once ready, removed ones
+    drain first (what they accepted, they finish). Needs `up --postgres`; reports and the gateway
+    stay one process each."""
+    paths = _running(data_dir)
+    for service, count in parse_counts(counts).items():
+        outcome = _control(paths, "scale", {"service": service, "replicas": count})
+        console.print(f"{service}: {len(outcome['replicas'])} replica(s) ({', '.join(outcome['replicas'])}) "
+                      f"in {outcome['seconds']:.1f} s")
+
+
+@app.command()
+def deploy(
+    service: str = typer.Argument(..., help="The service to roll out."),
+    version: str | None = typer.Option(None, "--version", help="The release label the new replicas show in "
+                                                                 "/health and `status` (default: unchanged)."),
+    env: list[str] = typer.Option([], "--env", metavar="KEY=VALUE",
+                                  help="A configuration change rolled out with it, repeatable."),
+    ready_timeout: float = typer.Option(60.0, "--ready-timeout", help="Seconds a new replica has to become ready."),
+    data_dir: Path = DataDirOption,
+) -> None:
+    """Replace a service's replicas one at a time with new processes (the code installed now): start
+    one, wait for /ready, drain and stop an old one. Exit 1 if a new replica never became ready:
+    the replicas it replaced are then replaced back (rollback) and the service runs as before."""
+    paths = _running(data_dir)
+    changes = dict(item.split("=", 1) for item in env if "=" in item)
+    if len(changes) != len(env):
+        raise fail("--env takes KEY=VALUE")
+    with console.status(f"deploying {service}…"):
+        outcome = _control(paths, "deploy", {"service": service, "release": version, "env": changes,
+                                             "ready_timeout": ready_timeout})
+    console.print(f"{service} deployed in {outcome['seconds']:.1f} s: {', '.join(outcome['replaced'])} replaced by "
+                  f"{', '.join(outcome['replicas'])}" + (f" (release {version})" if version else ""))
+
+
+def _running(data_dir: Path) -> DataDir:
+    paths = DataDir(data_dir.resolve())
+    if running_supervisor(paths) is None:
+        raise fail(f"microshop is not running ({paths.root}).")
+    return paths
+
+
+def _control(paths: DataDir, action: str, body: dict) -> dict:
+    try:
+        outcome = control.request(paths, action, body)
+    except MicroshopError as exc:
+        raise fail(str(exc)) from None
+    if not outcome.get("ok"):
+        raise fail(outcome.get("error", "the supervisor refused"))
+    return outcome
+
+
+@app.command()
 def logs(
     service: str | None = typer.Argument(None, help="A component (or `supervisor`); all when left out."),
     data_dir: Path = DataDirOption,
@@ -334,8 +398,10 @@ def _print_panel(state: dict) -> None:
     if state.get("gateway_url"):
         row("Gateway", f"{state['gateway_url']}   (API docs: {state['gateway_url']}/docs)")
     for name in SERVICES:
-        if name in processes:
-            row(f"{name} docs", processes[name]["url"] + "/docs")
+        replicas = [other for other, info in processes.items() if info.get("service") == name]
+        if replicas:
+            more = f"   ({len(replicas)} replicas: {', '.join(replicas)})" if len(replicas) > 1 else ""
+            row(f"{name} docs", processes[replicas[0]]["url"] + "/docs" + more)
     if "mail-catcher" in processes:
         row("Mail catcher", f"{processes['mail-catcher']['url']}   (web UI: caught e-mail)")
     if "card-processor" in processes:
@@ -351,7 +417,7 @@ def _print_panel(state: dict) -> None:
         row("Chaos proxies", f"{processes['chaos-proxy']['url']}/proxies   (microshop chaos --help)")
     known = {*nats_cluster.NODES, "postgres", "mail-catcher", "card-processor", "chaos-proxy", *ALL_SERVICES}
     for name, info in processes.items():
-        if name not in known:
+        if name not in known and not info.get("service"):
             row(name, info["url"])
     row("Admin", " / ".join(admin_credentials()))
     row("Data dir", state.get("data_dir", ""))

@@ -37,7 +37,7 @@ async def check_all(processes: dict[str, dict], databases: dict[str, dict] | Non
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
     databases = databases or {}
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        return list(await asyncio.gather(*(_check(session, name, info, databases.get(name))
+        return list(await asyncio.gather(*(_check(session, name, info, databases.get(info.get("service") or name))
                                            for name, info in processes.items())))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 from microshop_chassis.broker import prepare_streams
 
-from . import nats_cluster, postgres
+from . import nats_cluster, postgres, scaling
 from .components import (
     CHAOS_PORTS,
     DEFAULT_PORTS,
@@ -38,7 +38,10 @@ from .components import (
     free_ports,
     operator_broker_url,
     process_env,
+    replica,
+    replica_name,
 )
+from .control import ControlServer
 from .errors import MicroshopError, StartupError
 from .logtail import tail_lines
 from .seed import SeedReport, seed_catalog
@@ -100,12 +103,24 @@ class SystemConfig:
     postgres_prefix: str = ""
     # Three NATS nodes keeping the streams three times (nats_cluster.py) instead of one.
     nats_cluster: bool = False
+    # Replicas per service at start (1 where not named); see scaling.py for which may have more.
+    replicas: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Absolute, because children and a detached supervisor may not share our working directory.
         self.data_dir = Path(self.data_dir).resolve()
         nats_port = self.ports.get("nats", DEFAULT_PORTS["nats"])
-        self.ports = {**DEFAULT_PORTS, **CHAOS_PORTS, **nats_cluster.derived_ports(nats_port), **self.ports}
+        for service, count in self.replicas.items():
+            scaling.check_replicas(service, count, postgres=self.postgres is not None)
+            if count > 1 and self.chaos_proxies:
+                raise MicroshopError("--chaos-proxies puts one proxy in front of each service, so it runs "
+                                     "without replicas; with replicas, faults come from kills "
+                                     "(microshop chaos kill payments-2)")
+        # The first replica has the service's port; the others take free ones (`-p payments-2=PORT` pins one).
+        extra = [replica_name(service, index) for service, count in self.replicas.items()
+                 for index in range(2, count + 1) if replica_name(service, index) not in self.ports]
+        self.ports = {**DEFAULT_PORTS, **CHAOS_PORTS, **nats_cluster.derived_ports(nats_port), **free_ports(extra),
+                      **self.ports}
 
     @classmethod
     def with_free_ports(cls, data_dir: Path, **options) -> SystemConfig:
@@ -143,6 +158,9 @@ class System:
         self._started_at: datetime | None = None
         self._status = "stopped"
         self._stopping: asyncio.Future | None = None
+        self._changing = asyncio.Lock()  # one scale or deploy at a time
+        self._replicas_started = dict(config.replicas)  # per service, the highest replica number so far
+        self._control = ControlServer(self)  # how `microshop scale` and `deploy` reach us
 
     # --- the API tests use -------------------------------------------------------------------
 
@@ -236,11 +254,109 @@ class System:
                     "health_url": managed.component.health_url,
                     "restarts": managed.restarts,
                     "started_at": _iso(managed.started_at),
+                    "service": managed.component.service,
                 }
                 for name, managed in self._managed.items()
                 if managed.process is not None
             },
         }
+
+    # --- replicas: scale and deploy ------------------------------------------------------------
+
+    def replicas(self, service: str) -> list[str]:
+        """The names of ``service``'s replicas, oldest first."""
+        return [name for name, managed in self._managed.items() if managed.component.service == service]
+
+    async def scale(self, service: str, count: int) -> dict:
+        """Start or stop replicas of ``service`` until it has ``count``: a new one serves once
+        ready (callers hear of it then); one that goes drains first (the newest go first)."""
+        scaling.check_replicas(service, count, postgres=self.postgres is not None)
+        async with self._changing:
+            current = self.replicas(service)
+            if not current:
+                raise MicroshopError(f"{service} is not part of this system")
+            began = time.monotonic()
+            added = [await self._add_replica(service) for _ in range(count - len(current))]
+            removed = list(reversed(current))[:max(0, len(current) - count)]
+            for name in removed:
+                await self._retire(self._managed[name])
+            self._log(logging.INFO, "%s scaled from %d to %d replicas in %.2f s", service, len(current), count,
+                      time.monotonic() - began)
+            return {"service": service, "replicas": self.replicas(service), "added": added, "removed": removed,
+                    "seconds": round(time.monotonic() - began, 2)}
+
+    async def deploy(self, service: str, release: str | None = None, *, env: dict[str, str] | None = None,
+                     ready_timeout: float | None = None) -> dict:
+        """Replace ``service``'s replicas one at a time: start a new one (``release`` labels it,
+        ``env`` changes its configuration), wait until it is ready, then drain and stop an old one.
+        If a new replica never becomes ready, it is stopped, the replicas already replaced are
+        replaced back (rollback) and ``DeployFailed`` is raised: the service runs as before."""
+        async with self._changing:
+            old = self.replicas(service)
+            if not old:
+                raise MicroshopError(f"{service} is not part of this system")
+            began = time.monotonic()
+            done: list[tuple[str, Component]] = []  # (new replica, the old one it replaced)
+            for name in old:
+                previous = self._managed[name].component
+                try:
+                    new = await self._add_replica(service, release=release, env=env, ready_timeout=ready_timeout,
+                                                  template=previous)
+                except StartupError as exc:
+                    self._log(logging.ERROR, "deploy of %s stopped: %s; rolling back %d replaced replica(s)",
+                              service, exc, len(done))
+                    for replaced_by, was in reversed(done):
+                        await self._add_replica(service, release=was.release, template=was)
+                        await self._retire(self._managed[replaced_by])
+                    raise DeployFailed(f"{service}: a new replica never became ready, so the rollout was rolled "
+                                       f"back and {service} runs as before. {exc}") from exc
+                await self._retire(self._managed[name])
+                done.append((new, previous))
+            seconds = time.monotonic() - began
+            self._log(logging.INFO, "%s deployed (release %s) in %.2f s: %s replaced by %s", service,
+                      release or "unchanged", seconds, ", ".join(old), ", ".join(new for new, _ in done))
+            return {"service": service, "release": release, "replaced": old, "replicas": self.replicas(service),
+                    "seconds": round(seconds, 2)}
+
+    async def _add_replica(self, service: str, *, release: str | None = None, env: dict[str, str] | None = None,
+                           ready_timeout: float | None = None, template: Component | None = None) -> str:
+        """Start one more replica of ``service`` (like ``template``, by default its newest), wait
+        until it is ready, then supervise it. Raises ``StartupError`` (the replica is stopped)."""
+        template = template or self._managed[self.replicas(service)[-1]].component
+        # Never a name used before in this run: logs, metrics and `status` tell old and new apart.
+        index = self._replicas_started[service] = self._replicas_started.get(service, 1) + 1
+        while replica_name(service, index) in self._managed:  # started from a list with gaps
+            index = self._replicas_started[service] = index + 1
+        port = free_ports(["replica"], self.config.host)["replica"]
+        if release is None:
+            release = template.release
+        managed = _Managed(replica(template, index, port, release=release, env=env), Backoff(self.config.backoff))
+        self._managed[managed.component.name] = managed
+        deadline = time.monotonic() + (ready_timeout or self.config.ready_timeout)
+        try:
+            await self._start_until_ready(managed, deadline)
+        except BaseException:
+            await self._terminate(managed)
+            del self._managed[managed.component.name]
+            self._write_state()
+            raise
+        managed.supervisor = asyncio.create_task(self._supervise(managed))
+        managed.supervisor.add_done_callback(self._report_supervisor_crash)
+        self._write_state()
+        return managed.component.name
+
+    async def _retire(self, managed: _Managed) -> None:
+        """Stop supervising one replica, then stop it: SIGTERM makes it drain (callers stop
+        choosing it at once; what it accepted, it finishes)."""
+        if managed.supervisor is not None:
+            managed.supervisor.cancel()
+            await asyncio.gather(managed.supervisor, return_exceptions=True)
+        began = time.monotonic()
+        await self._terminate(managed)
+        del self._managed[managed.component.name]
+        self._log(logging.INFO, "%s drained and stopped in %.2f s (exit code %s)", managed.component.name,
+                  time.monotonic() - began, managed.process.returncode if managed.process else None)
+        self._write_state()
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -293,6 +409,9 @@ class System:
                 managed.supervisor.add_done_callback(self._report_supervisor_crash)
             if self.config.seed and "gateway" in self._managed:
                 await self._seed()
+            if not await self._control.start():
+                self._log(logging.WARNING, "no control socket (its path is too long): scale and deploy "
+                          "need a shorter --data-dir")
             self._status = "running"
             self._write_state()
         except BaseException:
@@ -353,9 +472,11 @@ class System:
             log_file.write(f"----- {_iso(datetime.now(UTC))} microshop: starting {component.name}: "
                            f"{shlex.join(component.command)}\n".encode())
             log_file.flush()
-            # Its own secrets (broker user, database URL) only: never in the environment all share.
-            own = {**broker_env(component.name, self._broker_passwords),
-                   **postgres.database_env(component.name, self.postgres)}
+            # Its replica settings, and its own secrets (broker user, database URL) only: never in
+            # the environment all share.
+            service = component.service or component.name
+            own = {**component.env, **broker_env(service, self._broker_passwords),
+                   **postgres.database_env(service, self.postgres)}
             account = {"user": component.user, "group": component.user, "extra_groups": []} if component.user else {}
             try:
                 managed.process = await asyncio.create_subprocess_exec(
@@ -451,6 +572,7 @@ class System:
         for task in supervisors:
             task.cancel()
         await asyncio.gather(*supervisors, return_exceptions=True)
+        await self._control.stop()
         for step in reversed(self._steps()):
             await asyncio.gather(*(self._terminate(managed) for managed in step))
         self.paths.state_file.unlink(missing_ok=True)
@@ -495,6 +617,10 @@ class System:
     def _log_tail(self, name: str, lines: int = 15) -> str:
         tail = tail_lines(self.paths.log_file(name), lines)
         return f"; last lines of {self.paths.log_file(name)}:\n" + "\n".join(tail) if tail else ""
+
+
+class DeployFailed(MicroshopError):
+    """A rollout stopped because a new replica never became ready; the old replicas run on."""
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -237,6 +237,22 @@ def create_postgres_database() -> tuple[str, Callable[[], None]]:
     return f"{base}/{name}", drop
 
 
+async def drop_prefixed(prefix: str) -> None:
+    """Drop the databases and roles named ``<prefix>_...`` on the test server (what a system run
+    with ``postgres_prefix`` created)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    try:
+        for (name,) in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
+                                              f"{prefix}\\_%"):
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for (name,) in await connection.fetch("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", f"{prefix}\\_%"):
+            await connection.execute(f'DROP ROLE IF EXISTS "{name}"')
+    finally:
+        await connection.close()
+
+
 def require_postgres() -> None:
     if _postgres_reachable():
         return

@@ -1,0 +1,87 @@
+"""How ``microshop scale`` and ``microshop deploy`` reach the running supervisor: a Unix socket
+in the data directory's ``run/`` folder (0700, so only its owner may connect), answering JSON.
+
+    POST /scale   {"service": "payments", "replicas": 3}
+    POST /deploy  {"service": "orders", "release": "1.1", "env": {...}, "ready_timeout": 60}
+
+A socket and not a signal: the command waits for the rollout and gets its outcome back. Unix
+sockets take paths of up to 107 bytes; a data directory deeper than that gets no socket (logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from .errors import MicroshopError
+from .state import DataDir
+
+if TYPE_CHECKING:
+    from .system import System
+
+MAX_SOCKET_PATH = 107
+
+
+def socket_path(paths: DataDir) -> Path:
+    return paths.run / "control.sock"
+
+
+class ControlServer:
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.path = socket_path(system.paths)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> bool:
+        if len(str(self.path).encode()) > MAX_SOCKET_PATH:
+            return False
+        app = web.Application()
+        app.router.add_post("/scale", self._scale)
+        app.router.add_post("/deploy", self._deploy)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        self.path.unlink(missing_ok=True)
+        await web.UnixSite(self._runner, str(self.path)).start()
+        self.path.chmod(0o600)
+        return True
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.path.unlink(missing_ok=True)
+
+    async def _scale(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return await _answer(self.system.scale(str(body["service"]), int(body["replicas"])))
+
+    async def _deploy(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        return await _answer(self.system.deploy(str(body["service"]), body.get("release"), env=body.get("env") or None,
+                                                ready_timeout=body.get("ready_timeout")))
+
+
+async def _answer(change) -> web.Response:
+    try:
+        return web.json_response({"ok": True, **await change})
+    except MicroshopError as exc:
+        return web.json_response({"ok": False, "error": str(exc)}, status=409)
+
+
+def request(paths: DataDir, action: str, body: dict, timeout: float = 900.0) -> dict:
+    """Send one change to the supervisor and wait for its outcome (``{"ok": ..., ...}``)."""
+    path = socket_path(paths)
+    if not path.exists():
+        raise MicroshopError(f"the supervisor of {paths.root} has no control socket ({path})")
+
+    async def send() -> dict:
+        connector = aiohttp.UnixConnector(path=str(path))
+        async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.post(f"http://supervisor/{action}", json=body) as reply:
+                return await reply.json()
+
+    return asyncio.run(send())
