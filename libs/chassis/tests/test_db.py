@@ -3,13 +3,20 @@ and the chassis' own tables."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.resources
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import alembic.command
 import pytest
 import sqlalchemy as sa
 from microshop_chassis.db import Database, UtcDateTime, newest_revision, utcnow
 from microshop_chassis.tables import chassis_metadata
+from microshop_chassis.testing import create_postgres_database, require_postgres
 
 metadata = sa.MetaData()
 notes = sa.Table(
@@ -162,3 +169,48 @@ async def test_chassis_tables_match_their_migrations(db, make_migrations):
             assert getattr(twin.type, "length", None) == getattr(column.type, "length", None), column
             assert twin.type._type_affinity == column.type._type_affinity, column
     assert [u["column_names"] for u in uniques] == [["event_id"]]
+
+
+async def test_an_older_release_starts_on_the_schema_a_newer_one_expanded(db, make_migrations):
+    """A rollback: the code knows revisions up to 0001, the database is at 0002. It runs on it
+    (expand-only migrations keep the old code working) instead of stopping at a revision Alembic
+    cannot find."""
+    location = make_migrations({"0001_widgets.py": WIDGETS,
+                                "0002_gadgets.py": 'op.add_column("widgets", sa.Column("colour", sa.String(20)))'})
+    await db.migrate(location)
+    versions = Path(str(importlib.resources.files(location.partition(":")[0]))) / "migrations" / "versions"
+    (versions / "0002_gadgets.py").unlink()  # what the older release has
+    assert newest_revision(location) == "0001"
+    await db.migrate(location)
+    assert await _revision(db) == "0002"
+
+
+def test_replicas_migrating_together_apply_each_revision_once(make_migrations):
+    """Replicas starting together, each its own process, on one PostgreSQL database: one takes the
+    advisory lock and migrates, the others then find the schema current. (SQLite has one process
+    per database, and Alembic's context is process-wide: so processes, and PostgreSQL only.)"""
+    require_postgres()
+    url, drop = create_postgres_database()
+    location = make_migrations({"0001_widgets.py": WIDGETS,
+                                "0002_gadgets.py": 'op.add_column("widgets", sa.Column("colour", sa.String(20)))'})
+    root = Path(str(importlib.resources.files(location.partition(":")[0]))).parent
+    script = ("import asyncio, sys\nfrom microshop_chassis.db import Database\n"
+              "async def main():\n    db = Database(sys.argv[1])\n    await db.migrate(sys.argv[2])\n"
+              "    await db.dispose()\nasyncio.run(main())\n")
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    try:
+        replicas = [subprocess.Popen([sys.executable, "-c", script, url, location], env=environment,
+                                     stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        errors = [replica.communicate(timeout=60)[1] for replica in replicas]
+        assert [replica.returncode for replica in replicas] == [0] * 4, errors
+        assert asyncio.run(_revision_at(url)) == "0002"
+    finally:
+        drop()
+
+
+async def _revision_at(url: str) -> str | None:
+    db = Database(url)
+    try:
+        return await _revision(db)
+    finally:
+        await db.dispose()

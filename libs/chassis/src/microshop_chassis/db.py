@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+import structlog
 from sqlalchemy import DateTime, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -25,6 +26,8 @@ from sqlalchemy.pool import StaticPool
 
 from .clock import utcnow  # noqa: F401 - where the services with a database take it from
 from .sqlite_inline import inline_creator
+
+log = structlog.get_logger("microshop.db")
 
 
 class Database:
@@ -74,7 +77,13 @@ class Database:
         there, Alembic is not even imported: that is a third of a service's start-up time.
         Alembic's env.py runs its own event loop, so an upgrade runs in a worker thread.
         """
-        if await self._schema_revision() == newest_revision(script_location):
+        current, newest = await self._schema_revision(), newest_revision(script_location)
+        if current == newest:
+            return
+        if current and newest and current.isdigit() and int(current) > int(newest):
+            # A rollback: an older release on the schema a newer one expanded (docs/operations.md,
+            # expand then contract). Alembic would stop on the revision it does not know.
+            log.warning("schema_newer_than_code", schema_revision=current, code_revision=newest)
             return
         from alembic import command
         from alembic.config import Config

@@ -40,6 +40,9 @@ def _migrate(connection, target_metadata: sa.MetaData) -> None:
         # Replicas of one service may start together: one migrates, the others wait.
         lock_id = zlib.crc32(str(connection.engine.url.database).encode())
         connection.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": lock_id})
+        # The lock belongs to the session and outlives this transaction. Ended here, the migrations
+        # run in a transaction of Alembic's own (which an autocommit_block may step out of).
+        connection.commit()
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -48,6 +51,7 @@ def _migrate(connection, target_metadata: sa.MetaData) -> None:
     with context.begin_transaction():
         context.run_migrations()
     if is_postgres:
+        connection.commit()  # the new revision is visible before a waiting replica gets the lock
         connection.execute(sa.text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
 
 

@@ -7,6 +7,8 @@ Create Date: 2026-11-30
 on_hand == received_units - sold_units from here on (CHECK ck_products_conservation).
 Existing rows are backfilled: sold_units = units of their COMMITTED reservations (RESTOCKED ones
 came back on hand, so they count neither way); received_units = on_hand + sold_units.
+
+Rollout: contract (on_hand written alone, as the version before does: ck_products_conservation refuses it).
 """
 import sqlalchemy as sa
 from alembic import op

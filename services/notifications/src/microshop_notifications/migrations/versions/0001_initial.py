@@ -3,6 +3,8 @@
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-24
+
+Rollout: expand.
 """
 import sqlalchemy as sa
 from alembic import op

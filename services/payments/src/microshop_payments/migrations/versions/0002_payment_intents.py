@@ -3,6 +3,8 @@
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-01
+
+Rollout: expand.
 """
 import sqlalchemy as sa
 from alembic import op

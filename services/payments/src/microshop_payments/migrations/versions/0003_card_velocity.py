@@ -3,6 +3,8 @@
 Revision ID: 0003
 Revises: 0002
 Create Date: 2027-01-10
+
+Rollout: expand.
 """
 import sqlalchemy as sa
 from alembic import op

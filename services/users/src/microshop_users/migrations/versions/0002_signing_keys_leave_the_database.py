@@ -7,6 +7,8 @@ Create Date: 2026-12-01
 The keys that were here are dropped, not exported: tokens they signed stop verifying (users log in
 again; services fetch a new service token on the 401), which is what a key that every replica,
 backup and SQL client could read deserves. The new key is created in the keys directory at start.
+
+Rollout: contract (signing_keys: the keys are files from this release on; the version before still reads it).
 """
 import sqlalchemy as sa
 from alembic import op
