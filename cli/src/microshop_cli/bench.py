@@ -29,6 +29,8 @@ from .system import System, SystemConfig
 APPROVED_CARD = {"card_number": "4242424242424242", "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Not the load: the supervisor's probes, status checks and this bench's own scrapes.
+OPERATIONS_ROUTES = ("/health", "/ready", "/metrics")
 
 
 @dataclass
@@ -81,11 +83,13 @@ def process_usage(pid: int) -> tuple[float, float]:
 
 class Bench:
     def __init__(self, gateway: str, admin_email: str, admin_password: str, pids: dict[str, int],
-                 reports_timeout: float = 60.0) -> None:
+                 reports_timeout: float = 60.0, urls: dict[str, str] | None = None) -> None:
+        """``urls``: the services' (and replicas') own addresses, for the requests each served."""
         self.gateway = gateway.rstrip("/")
         self.admin_email = admin_email
         self.admin_password = admin_password
         self.pids = pids
+        self.urls = urls or {}
         self.reports_timeout = reports_timeout
 
     async def run(self, checkouts: int, concurrency: int) -> BenchResult:
@@ -96,6 +100,7 @@ class Bench:
             tokens = await asyncio.gather(*(new_customer(http, self.gateway, "bench") for _ in range(concurrency)))
             sales_before = await self._confirmed_in_report(http, admin)
             cpu_before = {name: process_usage(pid)[1] for name, pid in self.pids.items()}
+            served_before = await self._served(http, admin)
 
             result = BenchResult(checkouts, concurrency, 0.0)
             queue: asyncio.Queue[int] = asyncio.Queue()
@@ -105,9 +110,12 @@ class Bench:
             await asyncio.gather(*(self._worker(http, token, skus, queue, result) for token in tokens))
             result.seconds = time.perf_counter() - start
 
+            served = await self._served(http, admin)
             for name, pid in self.pids.items():
                 rss, cpu = process_usage(pid)
                 result.processes[name] = {"rss_mb": round(rss, 1), "cpu_s": round(cpu - cpu_before[name], 2)}
+                if name in served and name in served_before:
+                    result.processes[name]["requests"] = int(served[name] - served_before[name])
             result.read_model_lag_seconds = await self._read_model_lag(
                 http, admin, sales_before + result.confirmed
             )
@@ -138,6 +146,22 @@ class Bench:
             if outcome == "CONFIRMED":
                 result.latencies.append(time.perf_counter() - began)
 
+    async def _served(self, http, admin: str) -> dict[str, float]:
+        """Requests each service process has served so far (but its probes and scrapes), from its
+        /metrics: how the load spread over a service's replicas."""
+        async def one(url: str) -> float | None:
+            try:
+                async with http.get(f"{url}/metrics", headers={"Authorization": f"Bearer {admin}"}) as reply:
+                    text = await reply.text() if reply.status == 200 else ""
+            except (aiohttp.ClientError, TimeoutError):
+                return None
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("http_server_requests_total{")
+                       and not any(f'route="{route}"' in line for route in OPERATIONS_ROUTES)) if text else None
+
+        counts = await asyncio.gather(*(one(url) for url in self.urls.values()))
+        return {name: count for name, count in zip(self.urls, counts, strict=True) if count is not None}
+
     async def _stock_up(self, http, admin: str, checkouts: int) -> list[str]:
         """Enough stock that no checkout is refused for lack of it: the bench measures the happy path."""
         skus = await stock_up(http, self.gateway, admin, checkouts)
@@ -164,14 +188,16 @@ async def bench(data_dir: Path, checkouts: int, concurrency: int) -> BenchResult
     state = read_state(paths) if running_supervisor(paths) else None
     if state:
         pids = {name: p["pid"] for name, p in state["processes"].items()}
-        runner = Bench(state["gateway_url"], *admin_credentials(), pids)
+        urls = {name: p["url"] for name, p in state["processes"].items() if p.get("service")}
+        runner = Bench(state["gateway_url"], *admin_credentials(), pids, urls=urls)
         return await runner.run(checkouts, concurrency)
     with tempfile.TemporaryDirectory(prefix="microshop-bench-") as tmp:
         started = time.perf_counter()
         async with System(SystemConfig.with_free_ports(Path(tmp))) as system:
             ready = time.perf_counter() - started
             pids = {name: system.pid(name) for name in system.names}
-            runner = Bench(system.url("gateway"), system.admin_email, system.admin_password, pids)
+            urls = {name: system.url(name) for name in system.names if system.component(name).service}
+            runner = Bench(system.url("gateway"), system.admin_email, system.admin_password, pids, urls=urls)
             result = await runner.run(checkouts, concurrency)
             result.ready_seconds = round(system.ready_seconds or ready, 2)
             return result

@@ -469,8 +469,8 @@ def bench(
         summary.add_row("up: all ready in", f"{result.ready_seconds} s")
     console.print(summary)
     processes = Table(title="processes during the run")
-    for column in ("component", "RSS MB", "CPU s"):
+    for column in ("component", "RSS MB", "CPU s", "requests"):
         processes.add_column(column, justify="left" if column == "component" else "right")
     for name, usage in figures["processes"].items():
-        processes.add_row(name, f"{usage['rss_mb']:.1f}", f"{usage['cpu_s']:.2f}")
+        processes.add_row(name, f"{usage['rss_mb']:.1f}", f"{usage['cpu_s']:.2f}", str(usage.get("requests", "-")))
     console.print(processes)
