@@ -78,6 +78,14 @@ async def get_json(url: str) -> tuple[int, object]:
             return reply.status, await reply.json(content_type=None)
 
 
+def broker_and_users(config) -> list[Component]:
+    """For `microshop up --components cli_dummies:broker_and_users`: NATS and the real users
+    service, nothing else (a real service to scale and deploy, started in a few seconds)."""
+    from microshop_cli.components import default_components
+
+    return [component for component in default_components(config) if component.name in ("nats", "users")]
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment for `python -m microshop_cli.main` subprocesses that use these dummies."""
     python_path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))

@@ -24,7 +24,7 @@ def parse_counts(values: list[str] | str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for item in items:
         name, equals, number = item.partition("=")
-        if not equals or not number.strip().isdigit():
+        if not equals or not name.strip() or not number.strip().isdigit():
             raise MicroshopError(f"replicas must look like SERVICE=N (payments=3), not {item!r}")
         counts[name.strip()] = int(number)
     return counts
