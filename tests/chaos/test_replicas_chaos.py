@@ -8,15 +8,12 @@ replicas by themselves), so the faults are the process faults: kill, pause, brok
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from microshop_chassis.testing import POSTGRES_ADMIN_URL, drop_prefixed, require_postgres
 from microshop_cli.chaos import PROCESS_FAULTS
 from microshop_cli.experiment import Target, run_experiment
-from microshop_cli.system import System, SystemConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -27,20 +24,10 @@ SCALED = ("users", "inventory", "orders", "payments", "notifications")
 ENV = {"MICROSHOP_ORDERS_RECOVERY_INTERVAL_SECONDS": "0.2", "MICROSHOP_LOG_LEVEL": "INFO"}
 
 
-@pytest.fixture(scope="module")
-def postgres_server() -> None:
-    require_postgres()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def target(tmp_path_factory, postgres_server) -> AsyncIterator[Target]:
-    prefix = f"c{uuid.uuid4().hex[:8]}"
-    config = SystemConfig.with_free_ports(tmp_path_factory.mktemp("replicas-chaos"), extra_env=ENV,
-                                          postgres=POSTGRES_ADMIN_URL, postgres_prefix=prefix,
-                                          replicas=dict.fromkeys(SCALED, 2))
-    async with System(config) as system:
+async def target(replicated_system) -> AsyncIterator[Target]:
+    async with replicated_system("replicas-chaos", ENV) as system:
         yield Target.of(system)
-    await drop_prefixed(prefix)
 
 
 async def test_process_chaos_on_postgresql_with_replicas(target):
@@ -48,7 +35,8 @@ async def test_process_chaos_on_postgresql_with_replicas(target):
                                   settle_seconds=SETTLE)
     killed = {fault.target for fault in report.faults if fault.fault == "kill"}
     print(f"\nreplicas chaos run: {[f.describe() for f in report.faults]}\n{report.load.summary()}")
-    assert any("-" in name and name.split("-")[0] in SCALED for name in killed) or len(killed) >= 6, killed
+    # The monkey picks among a service's replicas, not only the first one (payments-2, ...).
+    assert {name for name in killed if name.rpartition("-")[0] in SCALED}, killed
     assert {fault.fault for fault in report.faults} >= set(PROCESS_FAULTS)
     assert report.violations == 0, [c for c in report.checks if not c.ok]
     outcomes = report.load.outcomes()

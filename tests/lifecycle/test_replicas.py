@@ -9,41 +9,30 @@ each on the PostgreSQL server of this machine (databases and roles under a prefi
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 import pytest_asyncio
-from microshop_chassis.testing import POSTGRES_ADMIN_URL, drop_prefixed, require_postgres, wait_until
+from microshop_chassis.testing import wait_until
 from microshop_cli.experiment import Target, stock_up, verify
 from microshop_cli.load import CheckoutLoad, LoadResult
-from microshop_cli.system import DeployFailed, System, SystemConfig
+from microshop_cli.system import DeployFailed, System
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SEED = 20261206
 RATE = 8.0  # checkouts per second: steady, well inside what the box serves
 SETTLE = 60.0
-SCALED = ("users", "inventory", "orders", "payments", "notifications")
+SCALED = ("users", "inventory", "orders", "payments", "notifications")  # as tests/conftest.py runs them
 ENV = {"MICROSHOP_ORDERS_RECOVERY_INTERVAL_SECONDS": "0.5", "MICROSHOP_LOG_LEVEL": "INFO"}
 
 
-@pytest.fixture(scope="module")
-def postgres_server() -> None:
-    require_postgres()  # in CI a missing server fails the run instead of skipping it
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def system(tmp_path_factory, postgres_server) -> AsyncIterator[System]:
-    prefix = f"r{uuid.uuid4().hex[:8]}"
-    config = SystemConfig.with_free_ports(tmp_path_factory.mktemp("replicas"), extra_env=ENV,
-                                          postgres=POSTGRES_ADMIN_URL, postgres_prefix=prefix,
-                                          replicas=dict.fromkeys(SCALED, 2))
-    async with System(config) as running:
+async def system(replicated_system) -> AsyncIterator[System]:
+    async with replicated_system("replicas", ENV) as running:
         await stock_up(Target.of(running), 2000)
         yield running
-    await drop_prefixed(prefix)
 
 
 def load(system: System, seed: int) -> CheckoutLoad:
