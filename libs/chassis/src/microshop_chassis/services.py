@@ -92,9 +92,9 @@ def importlinter_config() -> str:
     )
 
 
-# The packages that are not services: the chassis and the launcher, and the outside-system
+# The packages that are not services: the chassis, the launcher and its telemetry receiver, and the outside-system
 # simulators and the fault-injection proxy, which use no microshop code at all.
-_PLATFORM = ("microshop_chassis", "microshop_cli")
+_PLATFORM = ("microshop_chassis", "microshop_cli", "microshop_telemetry")
 _STANDALONE = ("microshop_card_processor", "microshop_mail_catcher", "microshop_chaos_proxy")
 
 
