@@ -183,8 +183,18 @@ def test_with_postgres_the_shared_environment_holds_no_database_url(tmp_path, mo
     config = SystemConfig.with_free_ports(tmp_path, postgres=postgres.EMBEDDED)
     assert not any(key.endswith("_DATABASE_URL") for key in process_env(config, "secret"))
     plan = postgres.plan(config, DataDir(config.data_dir))
-    assert postgres.database_env("orders", plan) == {"MICROSHOP_ORDERS_DATABASE_URL": plan.service_url("orders")}
+    assert postgres.database_env("orders", plan) == {"MICROSHOP_ORDERS_DATABASE_URL": plan.service_url("orders"),
+                                                     "MICROSHOP_DATABASE_POOL_SIZE": "10"}
     assert postgres.database_env("reports", plan) == {} and postgres.database_env("gateway", plan) == {}
+
+
+def test_replicas_share_the_servers_connections():
+    """Ten processes on a server taking 100 connections: pools of 4 (at most 8 each, 80 in all)."""
+    plan = postgres.PostgresPlan(embedded=False, admin_url="", host="h", port=1, prefix="", passwords={
+        "microshop_orders": "x"})
+    sizes = [postgres.database_env("orders", plan, processes=n, max_connections=100)["MICROSHOP_DATABASE_POOL_SIZE"]
+             for n in (1, 5, 10, 40)]
+    assert sizes == ["10", "9", "4", "2"]
 
 
 def test_a_bad_prefix_or_url_is_refused_clearly(tmp_path):

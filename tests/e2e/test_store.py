@@ -12,6 +12,8 @@ import uuid
 import pytest
 from microshop_chassis.testing import ApiClient, wait_until
 from microshop_cli.catalog import DEMO_CATALOG, LOW_STOCK_SKU
+from microshop_cli.trace import find_traces, trace_command
+from rich.console import Console
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -276,3 +278,41 @@ async def test_one_checkout_is_one_trace_across_the_services(shop):
 
     found = await wait_until(all_logged, timeout=10, what="every hop's log line")
     assert len(set().union(*found.values())) == 1, found
+
+
+async def test_a_checkout_is_one_stored_trace_through_every_service_and_the_consumers(shop):
+    """Every service exports its spans to the launcher's telemetry receiver; `microshop trace
+    ORDER_ID` finds the checkout's trace there: the gateway, orders, inventory, payments with their
+    statements, the card processor call, each event's publish and the consumers of notifications
+    and reports (across the outbox), and draws it."""
+    token, _ = await shop.new_customer()
+    reply = await shop.api(token).post("/api/orders", json=body(), headers={"Idempotency-Key": str(uuid.uuid4())})
+    assert reply.status == 201 and reply.body["status"] == "CONFIRMED"
+    order_id, receiver = reply.body["id"], shop.system.url("telemetry")
+    wanted = {("gateway", "server"), ("orders", "server"), ("inventory", "server"), ("payments", "server"),
+              ("orders", "producer"), ("payments", "producer"), ("notifications", "consumer"),
+              ("reports", "consumer"), ("payments", "client"), ("orders", "client")}
+
+    seen: set = set()
+
+    async def whole_trace():
+        traces = await asyncio.to_thread(find_traces, order_id, receiver)
+        seen.update((span["service"], span["kind"]) for spans in traces for span in spans)
+        return traces if wanted <= seen else None
+
+    try:
+        [spans] = await wait_until(whole_trace, timeout=30, what="the checkout's spans from every service")
+    except TimeoutError:
+        pytest.fail(f"spans never stored: {sorted(wanted - seen)}")
+    assert len({span["trace_id"] for span in spans}) == 1
+    by_id = {span["span_id"]: span for span in spans}
+    consumer = next(s for s in spans if s["service"] == "notifications" and s["kind"] == "consumer")
+    assert by_id[consumer["parent_span_id"]]["kind"] == "producer"  # its parent: the publish, across the outbox
+    assert any(s["service"] == "payments" and s["name"].startswith("INSERT ") for s in spans)  # statements
+    steps = [s["attributes"].get("microshop.saga.step") for s in spans if s["name"].startswith("saga ")]
+    assert steps == ["reserve_stock", "charge_payment", "commit_stock"], steps  # the saga's timeline
+    assert all(s["attributes"]["microshop.order.id"] == order_id for s in spans if s["name"].startswith("saga "))
+    console = Console(record=True, width=200)
+    assert trace_command(order_id, receiver, console) == 0
+    drawn = console.export_text()
+    assert "POST /orders" in drawn and "consume OrderConfirmed" in drawn

@@ -73,8 +73,11 @@ class Chaos:
     async def pause(self, name: str, seconds: float) -> FaultRecord:
         """SIGSTOP for ``seconds``, then SIGCONT (also when interrupted): a hung process, not a dead one."""
         pid = self.pid(name)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:  # died a moment ago (an earlier fault); not restarted yet
+            return self._log(FaultRecord("pause", name, {"pid": pid, "already_down": True}, 0.0))
         record = self._log(FaultRecord("pause", name, {"pid": pid}, seconds))
-        os.kill(pid, signal.SIGSTOP)
         try:
             await asyncio.sleep(seconds)
         finally:

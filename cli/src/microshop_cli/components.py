@@ -35,6 +35,7 @@ RELEASE_ENV = "MICROSHOP_RELEASE"
 # The services' own come from the one list of services (microshop_chassis.services).
 DEFAULT_PORTS: dict[str, int] = {
     "nats": 14222,  # not 4222: a developer's own NATS may already be there
+    "telemetry": 14318,  # OTLP/HTTP; not 4318, where a developer's own collector may listen
     "postgres": 15432,  # `up --postgres` only; not 5432, for the same reason
     "smtp": 1025,
     "mail-catcher": 8025,
@@ -150,6 +151,12 @@ def default_components(config: SystemConfig) -> list[Component]:
     ]
     components += [
         Component(
+            "telemetry",
+            [python, "-m", "microshop_telemetry", "--host", host, "--port", str(ports["telemetry"]),
+             "--db", str(data / "telemetry.db")],
+            ports["telemetry"], step=1, ready_path="/health", host=host,
+        ),
+        Component(
             "mail-catcher",
             [python, "-m", "microshop_mail_catcher", "--host", host, "--smtp-port", str(ports["smtp"]),
              "--http-port", str(ports["mail-catcher"]), "--db", str(data / "mail.db")],
@@ -235,6 +242,9 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
         MICROSHOP_NATS_URL=",".join(nats_urls(config)),
         MICROSHOP_NATS_STREAM_REPLICAS=str(nats_cluster.REPLICAS if config.nats_cluster else 1),
         MICROSHOP_CARD_PROCESSOR_URL=peer_url(config, "card-processor"),
+        # Every service's spans, over OTLP/HTTP (telemetry.py); OTEL_EXPORTER_OTLP_* set by the
+        # user send them to another backend as well.
+        MICROSHOP_TELEMETRY_URL=f"http://{host}:{ports['telemetry']}",
         MICROSHOP_SMTP_HOST=host,
         MICROSHOP_SMTP_PORT=str(ports["smtp"]),
         MICROSHOP_SERVICE_SECRET=service_secret,

@@ -326,6 +326,25 @@ def _control(paths: DataDir, action: str, body: dict) -> dict:
 
 
 @app.command()
+def trace(
+    target: str = typer.Argument(..., help="An order id, or a trace id (32 hex digits)."),
+    url: str | None = typer.Option(None, "--url", envvar="MICROSHOP_TELEMETRY_URL",
+                                   help="A telemetry receiver (default: the one `microshop up` runs in the data dir)."),
+    data_dir: Path = DataDirOption,
+) -> None:
+    """Print a trace as a tree with timings, errors in red: every trace of an order, or one by id."""
+    from .trace import trace_command
+
+    if url is None:
+        paths = _running(data_dir)
+        telemetry = (read_state(paths) or {}).get("processes", {}).get("telemetry")
+        if telemetry is None:
+            raise fail("this system runs no telemetry receiver; pass --url")
+        url = telemetry["url"]
+    raise typer.Exit(trace_command(target, url))
+
+
+@app.command()
 def logs(
     service: str | None = typer.Argument(None, help="A component (or `supervisor`); all when left out."),
     data_dir: Path = DataDirOption,
@@ -406,6 +425,8 @@ def _print_panel(state: dict) -> None:
         row("Mail catcher", f"{processes['mail-catcher']['url']}   (web UI: caught e-mail)")
     if "card-processor" in processes:
         row("Card processor", processes["card-processor"]["url"])
+    if "telemetry" in processes:
+        row("Telemetry", f"{processes['telemetry']['url']}   (OTLP/HTTP traces; microshop trace ORDER_ID)")
     nodes = [processes[node]["url"] for node in nats_cluster.NODES if node in processes]
     if len(nodes) > 1:
         row("NATS cluster", f"{', '.join(nodes)}   (every event kept {nats_cluster.REPLICAS} times)")
@@ -415,7 +436,8 @@ def _print_panel(state: dict) -> None:
         row("PostgreSQL", f"{processes['postgres']['url']}   (a database and a role per service)")
     if "chaos-proxy" in processes:
         row("Chaos proxies", f"{processes['chaos-proxy']['url']}/proxies   (microshop chaos --help)")
-    known = {*nats_cluster.NODES, "postgres", "mail-catcher", "card-processor", "chaos-proxy", *ALL_SERVICES}
+    known = {*nats_cluster.NODES, "postgres", "mail-catcher", "card-processor", "chaos-proxy", "telemetry",
+             *ALL_SERVICES}
     for name, info in processes.items():
         if name not in known and not info.get("service"):
             row(name, info["url"])

@@ -50,6 +50,8 @@ EMBEDDED = "embedded"
 SUPERUSER = "postgres"
 # Each service keeps a pool of 10 (+10 overflow) connections; room for a few replicas of each.
 MAX_CONNECTIONS = 300
+# What a service's database pool holds at most (and as much again in overflow) when connections are plenty.
+DEFAULT_POOL_SIZE = 10
 # With --postgres URL: a prefix keeps the names of two systems on one server apart (tests use it).
 PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,20}$")
 CONNECT_TIMEOUT = 2.0
@@ -231,13 +233,15 @@ def _let_the_account_in(paths: DataDir, account: pwd.struct_passwd) -> None:
 # --- databases and roles ------------------------------------------------------------------------
 
 
-async def provision(plan: PostgresPlan, data_dir: Path, *, timeout: float) -> None:
+async def provision(plan: PostgresPlan, data_dir: Path, *, timeout: float) -> int:
     """Create (or keep) a role and a database per service, each role reaching its own database only.
-    Idempotent: on a restart existing roles and databases are kept (the passwords set again)."""
+    Idempotent: on a restart existing roles and databases are kept (the passwords set again).
+    Returns the server's max_connections, which the services' pools share."""
     import asyncpg
 
     connection = await _connect(plan, timeout)
     try:
+        max_connections = int(await connection.fetchval("SHOW max_connections"))
         marker = f"microshop data dir {data_dir}"
         for service in relational_services():
             role, database = plan.role(service), plan.database(service)
@@ -259,6 +263,7 @@ async def provision(plan: PostgresPlan, data_dir: Path, *, timeout: float) -> No
         if plan.embedded:  # our own cluster: the databases every cluster has are not the services' either
             for shared in ("postgres", "template1"):
                 await connection.execute(f'REVOKE CONNECT ON DATABASE "{shared}" FROM PUBLIC')
+        return max_connections
     except asyncpg.PostgresError as exc:
         raise MicroshopError(f"creating the services' roles and databases on {plan.host}:{plan.port} "
                              f"failed: {exc}") from exc
@@ -284,11 +289,17 @@ async def _connect(plan: PostgresPlan, timeout: float):
         await asyncio.sleep(RETRY_INTERVAL)
 
 
-def database_env(name: str, plan: PostgresPlan | None) -> dict[str, str]:
-    """A service process's own database URL (never in the environment every child shares)."""
+def database_env(name: str, plan: PostgresPlan | None, processes: int = 1,
+                 max_connections: int = MAX_CONNECTIONS) -> dict[str, str]:
+    """A service process's own database URL (never in the environment every child shares), and
+    its connection pool's size: the server's connections shared by the ``processes`` (replicas
+    included) that use it, each opening at most twice its pool (pool plus overflow), a tenth kept
+    for the launcher and for people."""
     if plan is None or name not in relational_services():
         return {}
-    return {f"{registry.service(name).env_prefix}DATABASE_URL": plan.service_url(name)}
+    pool = max(2, min(DEFAULT_POOL_SIZE, int(max_connections * 0.9) // (2 * max(1, processes))))
+    return {f"{registry.service(name).env_prefix}DATABASE_URL": plan.service_url(name),
+            "MICROSHOP_DATABASE_POOL_SIZE": str(pool)}
 
 
 def describe_databases(plan: PostgresPlan | None, env: dict[str, str]) -> dict[str, dict]:

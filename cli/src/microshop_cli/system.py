@@ -151,6 +151,7 @@ class System:
         self.env: dict[str, str] = {}
         self._broker_passwords: dict[str, str] = {}
         self.postgres: postgres.PostgresPlan | None = None
+        self._postgres_connections = postgres.MAX_CONNECTIONS  # the server's, once provisioned
         self.ready_seconds: float | None = None
         self.seed_report: SeedReport | None = None
         self._lock = SupervisorLock(self.paths)
@@ -421,7 +422,8 @@ class System:
     async def _provision_databases(self) -> None:
         """Before the first service starts (and after the embedded server is ready)."""
         began = time.monotonic()
-        await postgres.provision(self.postgres, self.paths.root, timeout=self.config.ready_timeout)
+        self._postgres_connections = await postgres.provision(self.postgres, self.paths.root,
+                                                              timeout=self.config.ready_timeout)
         self._log(logging.INFO, "PostgreSQL databases ready at %s:%d in %.2f s", self.postgres.host,
                   self.postgres.port, time.monotonic() - began)
 
@@ -476,7 +478,8 @@ class System:
             # the environment all share.
             service = component.service or component.name
             own = {**component.env, **broker_env(service, self._broker_passwords),
-                   **postgres.database_env(service, self.postgres)}
+                   **postgres.database_env(service, self.postgres, processes=self._database_processes(),
+                                            max_connections=self._postgres_connections)}
             account = {"user": component.user, "group": component.user, "extra_groups": []} if component.user else {}
             try:
                 managed.process = await asyncio.create_subprocess_exec(
@@ -492,6 +495,11 @@ class System:
         managed.started_at = datetime.now(UTC)
         self._log(logging.INFO, "started %s (pid %d)", component.name, managed.process.pid)
         self._write_state()
+
+    def _database_processes(self) -> int:
+        """Processes (replicas included) that use the PostgreSQL server: they share its connections."""
+        relational = postgres.relational_services()
+        return sum(1 for managed in self._managed.values() if managed.component.service in relational)
 
     async def _probe_ready(self, component: Component) -> bool:
         if component.ready_url is None:

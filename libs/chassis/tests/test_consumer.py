@@ -13,7 +13,7 @@ from microshop_chassis.events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, Eve
 from microshop_chassis.inbox import with_inbox
 from microshop_chassis.outbox import OutboxRelay, add_event
 from microshop_chassis.tables import chassis_metadata, inbox
-from microshop_chassis.telemetry import tracer
+from microshop_chassis.telemetry import inject_headers, tracer
 from microshop_chassis.testing import wait_until
 from nats.js.errors import NotFoundError
 from opentelemetry.trace import SpanKind
@@ -211,7 +211,12 @@ async def test_trace_context_travels_from_the_outbox_to_the_consumer_span(
 
         span = await wait_until(consumer_span, timeout=5, what="consumer span")
         assert span.context.trace_id == trace_id  # one trace from the request to the consumer
-        assert span.parent.span_id == request_span.get_span_context().span_id
+        # request -> the relay's publish span -> the consumer's span
+        [publish] = [s for s in span_exporter.get_finished_spans()
+                     if s.kind == SpanKind.PRODUCER and s.attributes.get("messaging.message.id") == ev.id]
+        assert publish.parent.span_id == request_span.get_span_context().span_id
+        assert publish.name == "publish ThingHappened"
+        assert span.parent.span_id == publish.context.span_id
         assert span.name == "consume ThingHappened"
         assert span.attributes["messaging.consumer.group.name"] == unique
     finally:
@@ -263,6 +268,42 @@ async def test_batch_handler_applies_a_batch_in_one_call_and_acks(broker, consum
     await wait_until(lambda: _pending_is(consumer, 0), timeout=10, what="batch acked")
     assert batches == [[ev.id for ev in events]]
     assert singles == []
+
+
+async def test_each_batched_event_has_a_consumer_span_in_its_own_trace_linked_to_the_batch(
+    broker, consumers, unique, span_exporter
+):
+    js = await broker.wait_connected()
+    events, requests = [event(unique, n=n) for n in range(3)], []
+    for ev in events:  # three requests, three traces, one batch
+        with tracer("chassis-tests").start_as_current_span(f"request {ev.id}") as request:
+            await js.publish(ev.subject, ev.model_dump_json().encode(),
+                             headers={**inject_headers({}), "Nats-Msg-Id": ev.id})
+        requests.append(request.get_span_context())
+    batches: list[int] = []
+
+    async def batch_handler(batch: list[Event]) -> None:
+        batches.append(len(batch))
+
+    async def one_by_one(_: Event) -> None:
+        raise AssertionError("the batch was applied at once")
+
+    consumers.start(EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=one_by_one,
+                                  batch_handler=batch_handler, batch_size=10))
+    await wait_until(_async(lambda: batches), timeout=10, what="batch handled")
+
+    async def per_event_spans():
+        spans = [s for s in span_exporter.get_finished_spans()
+                 if s.kind == SpanKind.CONSUMER and s.attributes.get("messaging.message.id") in {e.id for e in events}]
+        return spans if len(spans) == 3 else None
+
+    spans = await wait_until(per_event_spans, timeout=5, what="a consumer span per event")
+    [batch] = [s for s in span_exporter.get_finished_spans() if s.name == "consume batch of 3"]
+    for request, ev in zip(requests, events, strict=True):
+        [span] = [s for s in spans if s.attributes["messaging.message.id"] == ev.id]
+        assert span.context.trace_id == request.trace_id and span.parent.span_id == request.span_id
+        assert [link.context.span_id for link in span.links] == [batch.context.span_id]
+    assert {link.context.trace_id for link in batch.links} == {request.trace_id for request in requests}
 
 
 async def test_batch_linger_gathers_a_trickle_into_one_batch(broker, consumers, unique):

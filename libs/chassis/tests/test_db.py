@@ -17,6 +17,9 @@ import sqlalchemy as sa
 from microshop_chassis.db import Database, UtcDateTime, newest_revision, utcnow
 from microshop_chassis.tables import chassis_metadata
 from microshop_chassis.testing import create_postgres_database, require_postgres
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 metadata = sa.MetaData()
 notes = sa.Table(
@@ -214,3 +217,21 @@ async def _revision_at(url: str) -> str | None:
         return await _revision(db)
     finally:
         await db.dispose()
+
+
+async def test_each_statement_is_a_client_span_in_the_trace_of_the_code_that_ran_it(database_url):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    db = Database(database_url, tracer_provider=provider)
+    try:
+        with provider.get_tracer("test").start_as_current_span("the request") as request:
+            async with db.transaction() as session:
+                await session.execute(sa.text("SELECT 1 AS secret_value"))
+    finally:
+        await db.dispose()
+    [statement] = [span for span in exporter.get_finished_spans() if span.kind.name == "CLIENT"]
+    assert statement.parent.span_id == request.get_span_context().span_id
+    assert statement.name.startswith("SELECT ")
+    assert statement.attributes["db.system.name"] in ("sqlite", "postgresql")
+    assert statement.attributes["db.operation.name"] == "SELECT"

@@ -261,7 +261,13 @@ async def test_request_id_and_traceparent_are_sent(http_server, span_exporter, h
     headers = script.requests[0]
     assert headers["X-Request-ID"] == "req-abc-123"
     version, sent_trace, sent_parent, _flags = headers["traceparent"].split("-")
-    assert (version, sent_trace, sent_parent) == ("00", trace_id, span_id)
+    # The callee's parent is the call's own client span, a child of the caller's span.
+    client_span = next(s for s in span_exporter.get_finished_spans()
+                       if format(s.context.span_id, "016x") == sent_parent)
+    assert (version, sent_trace) == ("00", trace_id)
+    assert client_span.name == "GET things" and client_span.kind.name == "CLIENT"
+    assert format(client_span.parent.span_id, "016x") == span_id
+    assert client_span.attributes["http.response.status_code"] == 200
 
 
 async def test_401_refreshes_the_token_once_and_uses_the_new_one(http_server, http_session):

@@ -104,7 +104,7 @@ async def test_the_trace_continues_into_the_service(gateway):
     assert parent_span != "b7ad6b7169203331" and len(parent_span) == 16  # the gateway's span is the parent
 
 
-async def test_one_server_span_per_request_and_it_is_the_services_parent(gateway):
+async def test_one_server_span_and_one_client_span_per_request_and_the_client_span_is_the_services_parent(gateway):
     # FastAPI's own tracing would add a second server span beside the chassis edge span.
     exporter = InMemorySpanExporter()
     processor = SimpleSpanProcessor(exporter)
@@ -116,9 +116,12 @@ async def test_one_server_span_per_request_and_it_is_the_services_parent(gateway
     spans = [span for span in exporter.get_finished_spans()
              if format(span.context.trace_id, "032x") == CLIENT_TRACE_ID]
     [server_span] = [span for span in spans if span.kind == SpanKind.SERVER]
-    assert len(spans) == 1  # no operation spans either
+    [client_span] = [span for span in spans if span.kind == SpanKind.CLIENT]
+    assert len(spans) == 2  # no operation spans either
+    assert client_span.parent.span_id == server_span.context.span_id
+    assert client_span.name == "GET users" and client_span.attributes["http.response.status_code"] == 200
     [traceparent] = seen_headers(reply.body)["traceparent"]
-    assert traceparent.split("-")[2] == format(server_span.context.span_id, "016x")
+    assert traceparent.split("-")[2] == format(client_span.context.span_id, "016x")
 
 
 async def test_problem_bodies_from_a_service_pass_unchanged(gateway, fake_users):

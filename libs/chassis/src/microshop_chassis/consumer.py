@@ -27,7 +27,7 @@ import structlog
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
 from .background import BackgroundWorker
@@ -176,13 +176,29 @@ class EventConsumer(BackgroundWorker):
             events = [Event.model_validate_json(msg.data) for msg in messages]
         except ValidationError:
             return False  # the one-by-one path dead-letters the unparseable one
-        with self._tracer.start_as_current_span(f"consume batch of {len(events)}", kind=SpanKind.CONSUMER):
+        contexts = [trace.get_current_span(extract_context(msg.headers or {})).get_span_context() for msg in messages]
+        with self._tracer.start_as_current_span(
+            f"consume batch of {len(events)}", kind=SpanKind.CONSUMER,
+            links=[trace.Link(context) for context in contexts if context.is_valid],
+        ) as batch:
+            # And a span per event in the trace of the request that caused it, linked to the batch
+            # that applied it: so each checkout's trace shows its consumers, batched or not.
+            spans = [self._tracer.start_span(
+                f"consume {event.type}", context=extract_context(msg.headers or {}), kind=SpanKind.CONSUMER,
+                links=[trace.Link(batch.get_span_context())],
+                attributes=self._span_attributes(msg, event) | {"messaging.batch.message_count": len(events)})
+                for msg, event in zip(messages, events, strict=True)]
             try:
                 await self.batch_handler(events)
             except Exception as exc:
                 log.warning("event_batch_failed", consumer=self.durable, size=len(events),
                             error=f"{type(exc).__name__}: {exc}")
+                for span in spans:
+                    span.set_status(Status(StatusCode.ERROR, "batch failed: handled one by one"))
                 return False
+            finally:
+                for span in spans:
+                    span.end()
         for msg, event in zip(messages, events, strict=True):
             await msg.ack()
             self.metrics.events_consumed.labels(self.durable, event.type, "ok").inc()
@@ -199,8 +215,7 @@ class EventConsumer(BackgroundWorker):
         with self._tracer.start_as_current_span(
             f"consume {event.type}", context=context, kind=SpanKind.CONSUMER
         ) as span:
-            span.set_attribute("messaging.consumer.group.name", self.durable)
-            span.set_attribute("messaging.message.id", event.id)
+            span.set_attributes(self._span_attributes(msg, event))
             try:
                 await self.handler(event)
             except PoisonEvent as exc:
@@ -227,6 +242,11 @@ class EventConsumer(BackgroundWorker):
                 return
             await msg.ack()
             self.metrics.events_consumed.labels(self.durable, event.type, "ok").inc()
+
+    def _span_attributes(self, msg, event: Event) -> dict:
+        return {"messaging.system": "nats", "messaging.operation.type": "process",
+                "messaging.destination.name": msg.subject, "messaging.consumer.group.name": self.durable,
+                "messaging.message.id": event.id}
 
     async def _dead_letter(self, msg, event: Event | None, reason: str) -> None:
         js = await self.broker.wait_connected()

@@ -16,8 +16,11 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import PurePath
 
 import structlog
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import DateTime, TypeDecorator, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -26,12 +29,14 @@ from sqlalchemy.pool import StaticPool
 
 from .clock import utcnow  # noqa: F401 - where the services with a database take it from
 from .sqlite_inline import inline_creator
+from .telemetry import tracer
 
 log = structlog.get_logger("microshop.db")
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, tracer_provider: trace.TracerProvider | None = None) -> None:
+        """``tracer_provider``: a client span per statement, in the trace of the code that ran it."""
         self.url = url
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -47,6 +52,11 @@ class Database:
             self.engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
+        if tracer_provider is not None:
+            name = make_url(url).database or ""
+            _trace_statements(self.engine.sync_engine, tracer("microshop.db", tracer_provider),
+                              "sqlite" if self.is_sqlite else "postgresql",
+                              PurePath(name).stem if self.is_sqlite else name)  # orders.db -> orders
         # A Session subclass of our own, so session events (the outbox's after_commit) listen to
         # this database only.
         self.sync_session_class = type("ServiceSession", (Session,), {})
@@ -112,6 +122,33 @@ def newest_revision(script_location: str) -> str | None:
     versions = importlib.resources.files(package) / folder / "versions"
     numbers = [m.group(1) for entry in versions.iterdir() if (m := _REVISION_FILE.match(entry.name))]
     return max(numbers, default=None)
+
+
+# Why not opentelemetry-instrumentation-sqlalchemy: it is two hooks like these, plus a dependency
+# whose releases trail the SDK's; the statement is kept to its first words (no values, which may
+# be personal data).
+def _trace_statements(engine, statement_tracer: trace.Tracer, system: str, database: str) -> None:
+    def before(conn, _cursor, statement, _parameters, context, _executemany) -> None:
+        operation = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+        context._microshop_span = statement_tracer.start_span(
+            f"{operation} {database}".strip(), kind=SpanKind.CLIENT,
+            attributes={"db.system.name": system, "db.namespace": database, "db.operation.name": operation,
+                        "db.query.summary": " ".join(statement.split()[:6])})
+
+    def after(conn, _cursor, _statement, _parameters, context, _executemany) -> None:
+        span = getattr(context, "_microshop_span", None)
+        if span is not None:
+            span.end()
+
+    def failed(exception_context) -> None:
+        span = getattr(exception_context.execution_context, "_microshop_span", None)
+        if span is not None:
+            span.set_status(Status(StatusCode.ERROR, type(exception_context.original_exception).__name__))
+            span.end()
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    event.listen(engine, "handle_error", failed)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -16,8 +16,11 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .telemetry import PROBLEM_TYPE_ATTRIBUTE
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://microshop.dev/problems/"
@@ -152,6 +155,8 @@ def problem_for(problem_type: ProblemType, exc: Exception) -> Problem:
 
 
 def problem_response(problem: Problem, instance: str | None = None) -> JSONResponse:
+    # On the request's server span, so a trace search finds the requests that answered this problem.
+    trace.get_current_span().set_attribute(PROBLEM_TYPE_ATTRIBUTE, problem.type)
     return JSONResponse(
         problem.body(instance), status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers
     )

@@ -90,7 +90,8 @@ class ServiceHost:
         self.version = settings.release or version  # a deploy's --version labels the release
         self.instance = settings.instance_name()
         self.metrics = ServiceMetrics(process=True)
-        provider = tracer_provider(self.name, settings.traces_exporter, settings.data_dir)
+        provider = tracer_provider(self.name, settings.traces_exporter, settings.data_dir,
+                                   telemetry_url=settings.telemetry_url, instance=settings.instance_name())
         self.tracer_provider: trace.TracerProvider = provider
         self.http = HttpSession()
         self.messaging = MessagingReport(self.name, self.metrics)
@@ -128,7 +129,8 @@ class ServiceHost:
         """The service's database; migrated to the newest revision of ``migrations`` at start."""
         from .db import Database
 
-        db = Database(url or self.settings.resolved_database_url())
+        db = Database(url or self.settings.resolved_database_url(), pool_size=self.settings.database_pool_size,
+                      tracer_provider=self.tracer_provider)
         self._steps.append(_Step("database", (lambda: db.migrate(migrations)) if migrations else None,
                                  db.dispose))
         self.readiness("database", db.ping)
@@ -145,7 +147,7 @@ class ServiceHost:
     def outbox_relay(self, db: Database, broker: Broker, **options: Any) -> OutboxRelay:
         from .outbox import OutboxRelay
 
-        relay = OutboxRelay(db, broker, metrics=self.metrics, **options)
+        relay = OutboxRelay(db, broker, metrics=self.metrics, tracer_provider=self.tracer_provider, **options)
         self.messaging.add_relay(relay)
         return self.worker(relay)
 
@@ -184,7 +186,7 @@ class ServiceHost:
             tokens = self.service_tokens()
             options.update(token_provider=tokens, token_refresh=tokens.invalidate)
         client = ServiceClient(target, self.endpoints(target, base_url), session=self.http, metrics=self.metrics,
-                               **options)
+                               tracer_provider=self.tracer_provider, **options)
         self._clients.append(client)
         return client
 

@@ -41,6 +41,8 @@ from typing import Any
 import aiohttp
 import structlog
 from multidict import CIMultiDict
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .context import deadline_var, request_id_var
 from .discovery import Endpoints, FixedEndpoint
@@ -48,7 +50,7 @@ from .downstream import DownstreamError, ServiceUnavailable, UnexpectedReply  # 
 from .errors import ProblemType
 from .metrics import ServiceMetrics
 from .resilience import Bulkhead, BulkheadFull, CircuitBreaker, CircuitOpen, DeadlineExceeded, RetryBudget
-from .telemetry import inject_headers
+from .telemetry import inject_headers, tracer
 
 log = structlog.get_logger("microshop.http_client")
 
@@ -126,6 +128,7 @@ class ServiceClient:
         breaker: CircuitBreaker | bool | None = True,
         bulkhead: Bulkhead | bool | None = True,
         retry_budget: RetryBudget | bool | None = True,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         """Built on its own (in a test) the client has a session of its own: ``close()`` it."""
         self.session = session or HttpSession()
@@ -141,6 +144,7 @@ class ServiceClient:
         self.breaker = CircuitBreaker(target, metrics=metrics) if breaker is True else breaker or None
         self.bulkhead = Bulkhead(target, metrics=metrics) if bulkhead is True else bulkhead or None
         self.retry_budget = RetryBudget(target, metrics=metrics) if retry_budget is True else retry_budget or None
+        self._tracer = tracer("microshop.http_client", tracer_provider)
 
     async def close(self) -> None:
         await self.session.close()
@@ -265,55 +269,64 @@ class ServiceClient:
         base_url = self.endpoints.pick(avoid)
         self.endpoints.started(base_url)
         reached = True
-        try:
-            # Inside the try: users being down makes the callee unreachable.
-            token = await self.token_provider() if self.token_provider else None
-            remaining = deadline.remaining()  # what fetching the token left
-            if remaining <= 0:
-                raise TimeoutError("no time left after fetching the service token")
-            headers = {"X-Request-Timeout": f"{remaining:.3f}"}
-            request_id = request_id_var.get()
-            if request_id:
-                headers["X-Request-ID"] = request_id
-            inject_headers(headers)
-            if extra_headers:
-                headers.update(extra_headers)
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            async with self.session.get().request(
-                method,
-                base_url + path,
-                json=json_body,
-                params=params,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=remaining),
-            ) as response:
-                raw = await response.read()
-                outcome = str(response.status)
-                content_type = response.headers.get("Content-Type", "")
-                body: Any = json.loads(raw) if raw and "json" in content_type else raw.decode(errors="replace")
-                return Reply(response.status, body, CIMultiDict(response.headers))
-        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
-            if deadline.by_caller:  # the caller's time ran out, not the client's own timeout
-                outcome = CUT_BY_CALLER
-                raise DeadlineExceeded(self.target, "the caller's deadline ran out during the call") from exc
-            outcome = "timeout"
-            raise ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            outcome = "unreachable"
-            unavailable = ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}")
-            unavailable.replica = base_url
-            # Refused at connect: the request never left. Reset or cut off: it may have arrived.
-            unavailable.sent = not isinstance(exc, aiohttp.ClientConnectorError)
-            reached = not isinstance(exc, aiohttp.ClientConnectionError | OSError)
-            raise unavailable from exc
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
-        finally:
-            self.endpoints.finished(base_url, reached=reached)
-            self.metrics.client_requests.labels(self.target, method, outcome).inc()
-            self.metrics.client_duration.labels(self.target, method).observe(time.perf_counter() - start)
+        # One client span per attempt: a retry to another replica is its own span in the trace.
+        span = self._tracer.start_span(f"{method} {self.target}", kind=SpanKind.CLIENT, attributes={
+            "http.request.method": method, "server.address": self.target, "url.full": base_url + path})
+        with trace.use_span(span, end_on_exit=True):
+            try:
+                # Inside the try: users being down makes the callee unreachable.
+                token = await self.token_provider() if self.token_provider else None
+                remaining = deadline.remaining()  # what fetching the token left
+                if remaining <= 0:
+                    raise TimeoutError("no time left after fetching the service token")
+                headers = {"X-Request-Timeout": f"{remaining:.3f}"}
+                request_id = request_id_var.get()
+                if request_id:
+                    headers["X-Request-ID"] = request_id
+                inject_headers(headers)
+                if extra_headers:
+                    headers.update(extra_headers)
+                if token:
+                    headers["Authorization"] = f"Bearer {token}"
+                async with self.session.get().request(
+                    method,
+                    base_url + path,
+                    json=json_body,
+                    params=params,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=remaining),
+                ) as response:
+                    raw = await response.read()
+                    outcome = str(response.status)
+                    span.set_attribute("http.response.status_code", response.status)
+                    if response.status >= 500:
+                        span.set_status(Status(StatusCode.ERROR))
+                    content_type = response.headers.get("Content-Type", "")
+                    body: Any = json.loads(raw) if raw and "json" in content_type else raw.decode(errors="replace")
+                    return Reply(response.status, body, CIMultiDict(response.headers))
+            except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+                if deadline.by_caller:  # the caller's time ran out, not the client's own timeout
+                    outcome = CUT_BY_CALLER
+                    raise DeadlineExceeded(self.target, "the caller's deadline ran out during the call") from exc
+                outcome = "timeout"
+                raise ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}") from exc
+            except (aiohttp.ClientError, OSError) as exc:
+                outcome = "unreachable"
+                unavailable = ServiceUnavailable(self.target, f"{type(exc).__name__}: {exc}")
+                unavailable.replica = base_url
+                # Refused at connect: the request never left. Reset or cut off: it may have arrived.
+                unavailable.sent = not isinstance(exc, aiohttp.ClientConnectorError)
+                reached = not isinstance(exc, aiohttp.ClientConnectionError | OSError)
+                raise unavailable from exc
+            except asyncio.CancelledError:
+                outcome = "cancelled"
+                raise
+            finally:
+                if outcome in ("timeout", "unreachable", CUT_BY_CALLER):
+                    span.set_status(Status(StatusCode.ERROR, outcome))
+                self.endpoints.finished(base_url, reached=reached)
+                self.metrics.client_requests.labels(self.target, method, outcome).inc()
+                self.metrics.client_duration.labels(self.target, method).observe(time.perf_counter() - start)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from .context import MIN_REQUEST_TIMEOUT, deadline_var, request_id_var, service_var
 from .errors import OVERLOADED, problem_response
 from .metrics import ServiceMetrics
-from .telemetry import extract_context, tracer
+from .telemetry import IDEMPOTENCY_KEY_ATTRIBUTE, ORDER_ID_ATTRIBUTE, extract_context, tracer
 
 log = structlog.get_logger("microshop.http")
 
@@ -98,6 +98,11 @@ class EdgeMiddleware:
                 span.set_attribute("http.request.method", method)
                 span.set_attribute("http.route", route)
                 span.set_attribute("http.response.status_code", status)
+                order_id = (scope.get("path_params") or {}).get("order_id")
+                if isinstance(order_id, str):  # /orders/{order_id}, /reservations/{order_id}, ...
+                    span.set_attribute(ORDER_ID_ATTRIBUTE, order_id[:100])
+                if "idempotency-key" in headers:  # find a client's retries of one request
+                    span.set_attribute(IDEMPOTENCY_KEY_ATTRIBUTE, headers["idempotency-key"][:200])
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
                 metrics.http_in_flight.dec()

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 import structlog
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,7 +26,7 @@ from .db import Database
 from .events import Event
 from .metrics import ServiceMetrics
 from .tables import outbox
-from .telemetry import inject_headers
+from .telemetry import extract_context, inject_headers, tracer
 
 log = structlog.get_logger("microshop.outbox")
 
@@ -57,9 +59,10 @@ class OutboxRelay(BackgroundWorker):
 
     def __init__(
         self, db: Database, broker: Broker, *, batch_size: int = 200, poll_interval: float = 1.0,
-        metrics: ServiceMetrics | None = None,
+        metrics: ServiceMetrics | None = None, tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.db = db
+        self._tracer = tracer("microshop.outbox", tracer_provider)
         self.broker = broker
         self.batch_size = batch_size
         self.interval = poll_interval
@@ -106,18 +109,29 @@ class OutboxRelay(BackgroundWorker):
             self.metrics.outbox_backlog.set(0)
             return 0
         js = await self.broker.wait_connected()
+        # A publish span per event, a child of the change that wrote it (its trace context travelled
+        # in the row); the message carries the publish span's context, so consumers are its children.
+        spans = [self._tracer.start_span(
+            f"publish {row.event_type}", context=extract_context(json.loads(row.headers)), kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "nats", "messaging.operation.type": "send",
+                        "messaging.destination.name": row.subject, "messaging.message.id": row.event_id})
+            for row in rows]
         # Sent in order on one connection, so the stream keeps the outbox order.
         acks = await asyncio.gather(
             *(
                 js.publish(
                     row.subject,
                     row.payload.encode(),
-                    headers={**json.loads(row.headers), "Nats-Msg-Id": row.event_id},
+                    headers={**inject_headers({}, span), "Nats-Msg-Id": row.event_id},
                 )
-                for row in rows
+                for row, span in zip(rows, spans, strict=True)
             ),
             return_exceptions=True,
         )
+        for span, ack in zip(spans, acks, strict=True):
+            if isinstance(ack, BaseException):
+                span.set_status(Status(StatusCode.ERROR, type(ack).__name__))
+            span.end()
         published = []
         for row, ack in zip(rows, acks, strict=True):
             if isinstance(ack, BaseException):

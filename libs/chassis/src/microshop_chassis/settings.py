@@ -39,6 +39,9 @@ class _Settings(BaseSettings):
     port: int = 8000
     # Empty means: a SQLite file named after the service in the data directory.
     database_url: str = ""
+    # PostgreSQL connections one process holds at most, and as many again in overflow (the launcher
+    # lowers it when replicas share a server's max_connections).
+    database_pool_size: int = shared(10, "DATABASE_POOL_SIZE")
     # Requests in progress beyond which new ones get 503 + Retry-After at once (load shedding).
     max_in_flight: int = 512
     # Request size limits (limits.py): a larger body gets 413, larger headers 431, before parsing.
@@ -80,6 +83,9 @@ class _Settings(BaseSettings):
     # OpenTelemetry: where spans go. "none" keeps propagation on and exports nothing;
     # "console" prints spans; "file" writes JSON lines to <data_dir>/traces/<service>.jsonl.
     traces_exporter: str = shared("none", "TRACES_EXPORTER")
+    # microshop's own OTLP receiver (the launcher's telemetry component); empty: none. The standard
+    # OTEL_EXPORTER_OTLP_* variables name another backend, independently (telemetry.py).
+    telemetry_url: str = shared("", "TELEMETRY_URL")
 
     @property
     def local_mode(self) -> bool:

@@ -1,14 +1,25 @@
 """OpenTelemetry tracing: one trace across every service and the broker (W3C traceparent).
 
 Propagation is always on. Each service has a tracer provider of its own (its resource names the
-service); export is chosen by ``MICROSHOP_TRACES_EXPORTER``: ``none`` (default), ``console``, or
-``file`` (JSON lines in ``<data_dir>/traces/<service>.jsonl``, read by tools without a collector).
-Parts built without a service (in a test) trace through OpenTelemetry's global provider.
+service). Spans go, each independently of the others:
+
+- over OTLP/HTTP to whatever the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, with the other ``OTEL_EXPORTER_OTLP_*`` variables) names:
+  Jaeger, Tempo, any OpenTelemetry collector;
+- over OTLP/HTTP to microshop's own receiver at ``MICROSHOP_TELEMETRY_URL`` (the launcher's
+  telemetry component: the console and ``microshop trace`` read from it);
+- as ``MICROSHOP_TRACES_EXPORTER`` says: ``none`` (default), ``console``, or ``file`` (JSON lines in
+  ``<data_dir>/traces/<service>.jsonl``).
+
+Sampling is the SDK's standard ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default:
+every trace, parent-based). Parts built without a service (in a test) trace through
+OpenTelemetry's global provider.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 
@@ -58,11 +69,20 @@ class JsonLinesSpanExporter(SpanExporter):
         self._file.close()
 
 
-def tracer_provider(service: str, exporter: str = "none", data_dir: Path | None = None) -> TracerProvider:
-    """A tracer provider for one service, exporting as ``exporter`` says."""
+def tracer_provider(service: str, exporter: str = "none", data_dir: Path | None = None, *,
+                    telemetry_url: str = "", instance: str = "") -> TracerProvider:
+    """A tracer provider for one service (``instance``: which replica), exporting as the module
+    docstring says."""
     # Shut down by its service when it stops (flushing what is batched), not at interpreter exit:
     # a process may build many services over its life (the tests do).
-    provider = TracerProvider(resource=Resource.create({"service.name": service}), shutdown_on_exit=False)
+    attributes = {"service.name": service, **({"service.instance.id": instance} if instance else {})}
+    provider = TracerProvider(resource=Resource.create(attributes), shutdown_on_exit=False)
+    if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))  # configured by OTEL_* alone
+    if telemetry_url:
+        # Headers given (none), so a team's OTEL_EXPORTER_OTLP_HEADERS (its backend's key) stay with its backend.
+        provider.add_span_processor(BatchSpanProcessor(
+            _otlp_exporter(endpoint=telemetry_url.rstrip("/") + "/v1/traces", headers={})))
     if exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     elif exporter == "file":
@@ -71,14 +91,33 @@ def tracer_provider(service: str, exporter: str = "none", data_dir: Path | None 
     return provider
 
 
+# Attributes of microshop's own on spans (what the console and `microshop trace` search by).
+ORDER_ID_ATTRIBUTE = "microshop.order.id"
+SAGA_STEP_ATTRIBUTE = "microshop.saga.step"
+IDEMPOTENCY_KEY_ATTRIBUTE = "microshop.idempotency_key"
+PROBLEM_TYPE_ATTRIBUTE = "microshop.problem.type"
+
+
+def annotate_order(order_id: str) -> None:
+    """Name the order the current span (the request's, a saga step's) works on."""
+    trace.get_current_span().set_attribute(ORDER_ID_ATTRIBUTE, order_id)
+
+
+def _otlp_exporter(**options) -> SpanExporter:
+    # Imported only when spans are exported over OTLP (it brings protobuf and requests).
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(**options)
+
+
 def tracer(name: str = "microshop", provider: trace.TracerProvider | None = None) -> trace.Tracer:
     """A tracer from ``provider``, or from the global provider when there is none."""
     return provider.get_tracer(name) if provider is not None else trace.get_tracer(name)
 
 
-def inject_headers(headers: MutableMapping[str, str]) -> MutableMapping[str, str]:
-    """Write the current trace context (traceparent, tracestate) into outgoing headers."""
-    propagate.inject(headers)
+def inject_headers(headers: MutableMapping[str, str], span: trace.Span | None = None) -> MutableMapping[str, str]:
+    """Write the current trace context (traceparent, tracestate), or ``span``'s, into outgoing headers."""
+    propagate.inject(headers, context=trace.set_span_in_context(span) if span is not None else None)
     return headers
 
 

@@ -31,7 +31,8 @@ def build(settings: GatewaySettings | None = None, *, verifier: JwtVerifier | No
     endpoints = {name: host.endpoints(name, upstream.base_url) for name, upstream in upstreams.items()}
     host.provide(Gateway, Gateway(upstreams, session=host.http, metrics=host.metrics,
                                   upstream_timeout=settings.upstream_timeout, documents=documents,
-                                  public_api=public_api, endpoints=endpoints))
+                                  public_api=public_api, endpoints=endpoints,
+                                  tracer_provider=host.tracer_provider))
     host.health(system_health(endpoints, settings.health_timeout, host.http))
     host.routes(router, errors=ERRORS)
     return host

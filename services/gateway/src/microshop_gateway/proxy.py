@@ -16,6 +16,8 @@ import aiohttp
 import structlog
 from fastapi import Request, Response
 from multidict import CIMultiDict
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from yarl import URL
 
 from microshop_chassis.context import deadline_var, request_id_var
@@ -23,7 +25,7 @@ from microshop_chassis.discovery import Endpoints, FixedEndpoint
 from microshop_chassis.errors import ProblemType
 from microshop_chassis.http_client import HttpSession
 from microshop_chassis.metrics import ServiceMetrics
-from microshop_chassis.telemetry import inject_headers
+from microshop_chassis.telemetry import inject_headers, tracer
 
 from .settings import Upstream
 
@@ -58,7 +60,8 @@ UPSTREAM_BAD_RESPONSE = ProblemType("upstream-bad-response", 502, "Bad upstream 
 
 
 async def forward(request: Request, upstream: Upstream, path: str, time_limit: float, *,
-                  session: HttpSession, metrics: ServiceMetrics, endpoints: Endpoints | None = None) -> Response:
+                  session: HttpSession, metrics: ServiceMetrics, endpoints: Endpoints | None = None,
+                  tracer_provider: trace.TracerProvider | None = None) -> Response:
     """Send the request to a replica of the service (its resource prefix + ``/path``) and answer
     with the replica's reply as it is. ``endpoints``: the service's replicas (default: its URL)."""
     if ".." in path.split("/"):  # a dot-segment could climb out of a base URL that has a path
@@ -72,8 +75,15 @@ async def forward(request: Request, upstream: Upstream, path: str, time_limit: f
     while True:
         base_url = endpoints.pick(tried)
         try:
-            status, raw_headers, content = await _send(request, upstream, base_url, target, body, deadline,
-                                                       session=session, metrics=metrics, endpoints=endpoints)
+            with tracer("microshop.gateway", tracer_provider).start_as_current_span(
+                f"{request.method} {upstream.name}", kind=SpanKind.CLIENT,
+                attributes={"http.request.method": request.method, "server.address": upstream.name},
+            ) as span:
+                status, raw_headers, content = await _send(request, upstream, base_url, target, body, deadline,
+                                                           session=session, metrics=metrics, endpoints=endpoints)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(Status(StatusCode.ERROR))
         except _Unreachable as unreachable:
             tried.add(base_url)
             again = (not unreachable.sent or repeatable) and len(tried) <= _MAX_FAILOVERS

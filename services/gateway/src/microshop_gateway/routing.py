@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Request, Response
+from opentelemetry import trace
 
 from microshop_chassis.discovery import Endpoints, FixedEndpoint
 from microshop_chassis.errors import Problem
@@ -30,8 +31,10 @@ class Gateway:
     def __init__(self, upstreams: dict[str, Upstream], *, session: HttpSession, metrics: ServiceMetrics,
                  upstream_timeout: float, documents: dict[str, ServiceClient],
                  public_api: dict[str, tuple[PublicRoute, ...]] = PUBLIC_API,
-                 endpoints: dict[str, Endpoints] | None = None) -> None:
+                 endpoints: dict[str, Endpoints] | None = None,
+                 tracer_provider: trace.TracerProvider | None = None) -> None:
         self.upstreams = upstreams
+        self.tracer_provider = tracer_provider
         # Each service's replicas (discovery.py); by default its one configured URL.
         self.endpoints = endpoints or {name: FixedEndpoint(u.base_url) for name, u in upstreams.items()}
         self.public_api = public_api
@@ -53,7 +56,8 @@ class Gateway:
             # The same answer as a path that does not exist: no hint that an internal one does.
             raise Problem(404, "Not Found")
         return await forward(request, upstream, path, self.upstream_timeout,
-                             session=self.session, metrics=self.metrics, endpoints=self.endpoints[service])
+                             session=self.session, metrics=self.metrics, endpoints=self.endpoints[service],
+                             tracer_provider=self.tracer_provider)
 
     async def openapi(self, service: str) -> dict:
         """The service's own document, limited to the paths the gateway exposes, with ``servers``

@@ -11,6 +11,7 @@ from microshop_chassis.contracts import INVALID_CARD, UNKNOWN_SKU
 from microshop_chassis.errors import VALIDATION_ERROR, ProblemMap, ProblemType, problem_responses
 from microshop_chassis.pagination import Page, Paging
 from microshop_chassis.provide import Provide
+from microshop_chassis.telemetry import annotate_order
 
 from .domain import (
     Card,
@@ -117,6 +118,7 @@ async def place_order(
         wait = limited.retry_after_seconds
         raise PAYMENT_ATTEMPTS_LIMITED(str(limited), headers={"Retry-After": str(wait)},
                                        retry_after_seconds=wait) from limited
+    annotate_order(order.id)
     response.status_code = 201 if _final(order) else 202
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"

@@ -18,6 +18,7 @@ from microshop_chassis.contracts import (
 from microshop_chassis.errors import VALIDATION_ERROR, ProblemMap, ProblemType, problem_responses
 from microshop_chassis.pagination import Page, Paging
 from microshop_chassis.provide import Provide
+from microshop_chassis.telemetry import annotate_order
 
 from .domain import (
     GENERIC_DECLINE_CODE,
@@ -114,6 +115,7 @@ async def create_charge(
 ) -> ChargeOut:
     if not idempotency_key or not idempotency_key.strip():
         raise IDEMPOTENCY_KEY_REQUIRED("The Idempotency-Key header is required; reuse it when retrying.")
+    annotate_order(body.order_id)
     payment = await payments.charge(
         idempotency_key=idempotency_key.strip(), order_id=body.order_id, customer_id=body.customer_id,
         amount_cents=body.amount_cents, currency=body.currency, card_token=body.card_token,
