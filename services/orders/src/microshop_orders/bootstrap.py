@@ -26,7 +26,8 @@ def build(settings: OrdersSettings | None = None, *, verifier: JwtVerifier | Non
     payments = PaymentsClient(host.client("payments", settings.payments_url), timeout=settings.payments_timeout)
     store = OrderStore(db)
     saga = SagaRunner(store, inventory, payments, lease_seconds=settings.saga_lease_seconds,
-                      deadline_seconds=settings.saga_deadline_seconds, metrics=host.metrics)
+                      deadline_seconds=settings.saga_deadline_seconds, metrics=host.metrics,
+                      tracer_provider=host.tracer_provider)
     host.worker(SagaRecovery(saga, interval=settings.recovery_interval_seconds, take_over_at_start=db.is_sqlite))
     host.provide(Orders, Orders(store, inventory, payments, saga, fingerprint_key=settings.service_secret,
                                 checkout_wait=settings.checkout_wait_seconds))

@@ -18,6 +18,9 @@ from microshop_chassis.context import outliving_the_request
 from microshop_chassis.db import utcnow
 from microshop_chassis.downstream import DownstreamError, UnexpectedReply
 from microshop_chassis.metrics import ServiceMetrics
+from microshop_chassis.telemetry import ORDER_ID_ATTRIBUTE, SAGA_STEP_ATTRIBUTE, tracer
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from .clients import InventoryClient, PaymentsClient
 from .domain import (
@@ -33,6 +36,7 @@ from .domain import (
 )
 from .events import order_event
 from .models import Order
+from .saga_metrics import DEADLINE_CAUSE, REFUSAL_CAUSES, REFUSED_FOR_GOOD_CAUSE, SagaMetrics
 from .store import OrderStore
 
 log = structlog.get_logger("microshop.orders.saga")
@@ -56,20 +60,16 @@ _ASKED = {
 
 class SagaRunner:
     def __init__(self, store: OrderStore, inventory: InventoryClient, payments: PaymentsClient, *,
-                 lease_seconds: float, deadline_seconds: float = 60.0, metrics: ServiceMetrics | None = None) -> None:
+                 lease_seconds: float, deadline_seconds: float = 60.0, metrics: ServiceMetrics | None = None,
+                 tracer_provider: trace.TracerProvider | None = None) -> None:
         self.store = store
+        self._tracer = tracer("microshop.orders.saga", tracer_provider)
         self.inventory = inventory
         self.payments = payments
         self.lease = timedelta(seconds=lease_seconds)
         self.deadline = timedelta(seconds=deadline_seconds)
         self._running: dict[str, asyncio.Task] = {}
-        metrics = metrics or ServiceMetrics()
-        self.given_up = metrics.counter(
-            "saga_steps_given_up_total", "Saga steps a callee refused for good (a 4xx outside the protocol): "
-            "compensated at once instead of retried.", ["step"])
-        self.needs_attention = metrics.counter(
-            "orders_needs_attention_total", "Orders whose saga stopped in NEEDS_ATTENTION: a compensation met a "
-            "state it cannot move from. Each one needs an operator.", ["step"])
+        self.metrics = SagaMetrics(metrics or ServiceMetrics())
 
     # --- driving one saga ---------------------------------------------------------------------
 
@@ -102,24 +102,32 @@ class SagaRunner:
                 return order
             given_up = deadline_transition(step) if utcnow() > order.created_at + self.deadline else None
             if given_up is not None:
-                if not await self._record(order, step, given_up, reason=DEADLINE_REASON, payment_id=None):
+                if not await self._record(order, step, given_up, reason=DEADLINE_REASON, payment_id=None,
+                                          rejection_cause=DEADLINE_CAUSE):
                     order = await self.load(order_id)
                 continue
-            try:
-                result = await self._execute(step, order)
-            except UnexpectedReply as exc:
-                if not exc.permanent:
+            # One span per attempt at a step (a retry after a stall is another): the saga's timeline.
+            with self._tracer.start_as_current_span(
+                f"saga {step.value}", attributes={ORDER_ID_ATTRIBUTE: order.id, SAGA_STEP_ATTRIBUTE: step.value},
+            ) as span:
+                try:
+                    result = await self._execute(step, order)
+                except UnexpectedReply as exc:
+                    if not exc.permanent:
+                        await self._record_failure(order, step, str(exc))
+                        raise SagaStalled(str(exc)) from exc
+                    # Repeating the request can only get the same refusal: give the step up now.
+                    span.set_status(Status(StatusCode.ERROR, "refused for good"))
+                    if not await self._give_up(order, step, exc):
+                        order = await self.load(order_id)
+                    continue
+                except DownstreamError as exc:
                     await self._record_failure(order, step, str(exc))
                     raise SagaStalled(str(exc)) from exc
-                # Repeating the request can only get the same refusal: give the step up now.
-                if not await self._give_up(order, step, exc):
-                    order = await self.load(order_id)
-                continue
-            except DownstreamError as exc:
-                await self._record_failure(order, step, str(exc))
-                raise SagaStalled(str(exc)) from exc
-            if not await self._advance(order, step, result):
-                order = await self.load(order_id)  # another driver moved it: continue from there
+                span.set_attributes({"microshop.saga.ok": result.ok, "microshop.saga.next_step":
+                                     next_transition(step, result).step.value})
+                if not await self._advance(order, step, result):
+                    order = await self.load(order_id)  # another driver moved it: continue from there
 
     async def _execute(self, step: Step, order: Order) -> StepResult:
         match step:
@@ -142,7 +150,9 @@ class SagaRunner:
 
     async def _advance(self, order: Order, step: Step, result: StepResult) -> bool:
         transition = next_transition(step, result)
-        recorded = await self._record(order, step, transition, reason=result.reason, payment_id=result.payment_id)
+        refused = not (result.ok or result.stuck)
+        recorded = await self._record(order, step, transition, reason=result.reason, payment_id=result.payment_id,
+                                      rejection_cause=REFUSAL_CAUSES[step] if refused else None)
         if recorded:
             log.info("saga_step", order_id=order.id, step=step.value, ok=result.ok,
                      next_step=transition.step.value, status=transition.status.value, reason=result.reason)
@@ -152,15 +162,17 @@ class SagaRunner:
         """Compensate a step its callee refused for good, saying who refused what and why."""
         transition = give_up_transition(step)
         reason = f"{refusal.target} refused {_ASKED[step]}: {refusal.title or refusal.status}"
-        recorded = await self._record(order, step, transition, reason=reason, payment_id=None)
+        # A forward step given up turns the checkout to rejection; a compensation, to NEEDS_ATTENTION.
+        cause = REFUSED_FOR_GOOD_CAUSE if step in REFUSAL_CAUSES else None
+        recorded = await self._record(order, step, transition, reason=reason, payment_id=None, rejection_cause=cause)
         if recorded:
-            self.given_up.labels(step.value).inc()
+            self.metrics.given_up.labels(step.value).inc()
             log.error("saga_step_refused_for_good", order_id=order.id, step=step.value, error=str(refusal),
                       next_step=transition.step.value, status=transition.status.value)
         return recorded
 
     async def _record(self, order: Order, step: Step, transition: Transition, *, reason: str | None,
-                      payment_id: str | None) -> bool:
+                      payment_id: str | None, rejection_cause: str | None = None) -> bool:
         """Record the move (with its event, if any) and apply it to ``order`` in memory, so the
         next step needs no reload. False if another driver recorded it first.
 
@@ -186,10 +198,10 @@ class SagaRunner:
             for name, value in before.items():
                 setattr(order, name, value)
             return False
+        self.metrics.recorded(order, step, transition, rejection_cause=rejection_cause)
         if reason == DEADLINE_REASON:
             log.warning("saga_deadline_passed", order_id=order.id, step=step.value, next_step=transition.step.value)
         if stuck:
-            self.needs_attention.labels(step.value).inc()
             log.error("saga_needs_attention", order_id=order.id, step=step.value, reason=reason)
         return True
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 from microshop_chassis.auth import Principal
 from microshop_chassis.downstream import ServiceUnavailable
+from microshop_chassis.metrics import ServiceMetrics
 from microshop_chassis.testing import memory_database
 from microshop_orders.clients import CardToken, Price
 from microshop_orders.domain import DECLINED_REASON, Card, Checkout, InvalidCard, StepResult, UnknownProducts
@@ -163,6 +164,7 @@ class World:
     store: OrderStore
     saga: SagaRunner
     orders: Orders
+    metrics: ServiceMetrics  # the saga's figures, as orders' /metrics shows them
 
     def customer(self, customer_id: str = "c1") -> Principal:
         return Principal(id=customer_id, role="customer", email=f"{customer_id}@example.com")
@@ -171,10 +173,10 @@ class World:
 @pytest.fixture
 async def world():
     db = await memory_database(Base.metadata)
-    inventory, payments, store = FakeInventory(), FakePayments(), OrderStore(db)
-    saga = SagaRunner(store, inventory, payments, lease_seconds=10, deadline_seconds=60)
+    inventory, payments, store, metrics = FakeInventory(), FakePayments(), OrderStore(db), ServiceMetrics()
+    saga = SagaRunner(store, inventory, payments, lease_seconds=10, deadline_seconds=60, metrics=metrics)
     orders = Orders(store, inventory, payments, saga, fingerprint_key="k", checkout_wait=5)
-    yield World(inventory, payments, store, saga, orders)
+    yield World(inventory, payments, store, saga, orders, metrics)
     await saga.stop()
     await db.dispose()
 
