@@ -153,8 +153,8 @@ def default_components(config: SystemConfig) -> list[Component]:
         Component(
             "telemetry",
             [python, "-m", "microshop_telemetry", "--host", host, "--port", str(ports["telemetry"]),
-             "--db", str(data / "telemetry.db")],
-            ports["telemetry"], step=1, ready_path="/health", host=host,
+             "--db", str(data / "telemetry.db"), "--logs-dir", str(DataDir(data).logs)],
+            ports["telemetry"], step=0, ready_path="/health", host=host,
         ),
         Component(
             "mail-catcher",

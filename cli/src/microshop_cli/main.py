@@ -426,7 +426,8 @@ def _print_panel(state: dict) -> None:
     if "card-processor" in processes:
         row("Card processor", processes["card-processor"]["url"])
     if "telemetry" in processes:
-        row("Telemetry", f"{processes['telemetry']['url']}   (OTLP/HTTP traces; microshop trace ORDER_ID)")
+        row("Telemetry", f"{processes['telemetry']['url']}   (console: service map, traces, sagas; "
+                         "OTLP/HTTP at /v1/traces; microshop trace ORDER_ID)")
     nodes = [processes[node]["url"] for node in nats_cluster.NODES if node in processes]
     if len(nodes) > 1:
         row("NATS cluster", f"{', '.join(nodes)}   (every event kept {nats_cluster.REPLICAS} times)")

@@ -26,11 +26,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, R
     parser.add_argument("--db", required=True, help="the SQLite file spans are kept in (created 0600)")
     parser.add_argument("--retention-seconds", type=float, default=3600.0, help="drop spans older than this")
     parser.add_argument("--max-spans", type=int, default=500_000, help="then drop the oldest beyond this many")
+    parser.add_argument("--logs-dir", help="the components' JSON log files: the console shows a trace's lines")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if args.retention_seconds <= 0 or args.max_spans <= 0:
         parser.error("--retention-seconds and --max-spans must be positive")
-    config = ReceiverConfig(db_path=args.db, retention_seconds=args.retention_seconds, max_spans=args.max_spans)
+    config = ReceiverConfig(db_path=args.db, retention_seconds=args.retention_seconds, max_spans=args.max_spans,
+                            logs_dir=args.logs_dir)
     return args, config
 
 

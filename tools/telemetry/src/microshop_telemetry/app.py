@@ -1,4 +1,5 @@
-"""The receiver's HTTP face: OTLP/HTTP ``POST /v1/traces``, the query API, ``/health``."""
+"""The receiver's HTTP face: OTLP/HTTP ``POST /v1/traces``, the query API, ``/health``, and the
+operations console's pages (console.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fastapi import Path as PathParameter
 from microshop_chassis.errors import Problem, install_problem_handlers, problem_response
 
 from . import __version__, otlp
+from .console import create_console, static_files
 from .store import SpanStore
 
 log = structlog.get_logger("microshop.telemetry")
@@ -35,6 +37,8 @@ class ReceiverConfig:
     # An exporter's batch is 512 spans by default, well under a megabyte: 8 MiB leaves room for
     # large attributes while bounding what one request can make the receiver hold.
     max_body_bytes: int = 8 * 1024 * 1024
+    # The data dir's logs folder: the console shows a trace's log lines from its files.
+    logs_dir: str | Path | None = None
 
 
 class StoreThread:
@@ -81,6 +85,8 @@ def create_app(config: ReceiverConfig) -> FastAPI:
                   description="OTLP/HTTP trace receiver and span store of a local microshop.")
     install_problem_handlers(app)
     app.state.spans = spans
+    app.include_router(create_console(Path(config.logs_dir) if config.logs_dir else None))
+    app.mount("/static", static_files, name="console-static")
 
     @app.post("/v1/traces", summary="OTLP/HTTP trace export (protobuf or JSON)")
     async def export_traces(request: Request) -> Response:

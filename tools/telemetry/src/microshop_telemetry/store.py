@@ -88,6 +88,23 @@ class SpanStore:
         ).fetchall()
         return [_decoded(row) for row in rows]
 
+    def spans_since(self, start_ns: int, limit: int = 200_000) -> list[dict[str, Any]]:
+        """The spans that started at or after ``start_ns``, at most ``limit`` (the newest)."""
+        rows = self._db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM spans WHERE start_ns >= ? ORDER BY start_ns DESC LIMIT ?",
+            (start_ns, limit),
+        ).fetchall()
+        return [_decoded(row) for row in rows]
+
+    def order_spans(self, order_id: str, name_prefix: str = "") -> list[dict[str, Any]]:
+        """The spans naming this order (``microshop.order.id``) whose name starts so, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM spans WHERE order_id = ? AND substr(name, 1, ?) = ? "
+            "ORDER BY start_ns, rowid",
+            (order_id, len(name_prefix), name_prefix),
+        ).fetchall()
+        return [_decoded(row) for row in rows]
+
     def traces(self, *, order_id: str | None = None, trace_id: str | None = None, service: str | None = None,
                error: bool | None = None, min_duration_ms: float | None = None,
                limit: int = 50) -> list[dict[str, Any]]:

@@ -1,0 +1,87 @@
+"""A whole system (microshop_cli.system.System, as `microshop up` starts it) and a real Chromium
+(Debian's package, driven by Playwright: Playwright's own browser download does not work here)
+for the operations console that the telemetry component serves."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from microshop_chassis.testing import ApiClient
+from microshop_cli.shop_client import new_customer
+from microshop_cli.system import System, SystemConfig
+
+CHROMIUM = os.environ.get("MICROSHOP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+TEST_ENV = {"MICROSHOP_ORDERS_RECOVERY_INTERVAL_SECONDS": "0.2", "MICROSHOP_LOG_LEVEL": "INFO"}
+
+
+def require_chromium() -> None:
+    """Like require_postgres: missing under CI is a failure, elsewhere a skip that says why."""
+    missing = None
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        missing = "the playwright package is not installed (requirements-dev.txt)"
+    if missing is None and not shutil.which(CHROMIUM):
+        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    if missing is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"the console's browser tests need Chromium under CI: {missing}")
+    pytest.skip(f"{missing}; runs under CI")
+
+
+class Shop:
+    """The running system: the gateway as a customer sees it, the card processor's admin API, and
+    the console's address."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.gateway_url = system.url("gateway")
+        self.console_url = system.url("telemetry")
+        self.telemetry = ApiClient(self.console_url)
+        self.card_processor = ApiClient(system.url("card-processor"))
+
+    async def new_customer(self) -> str:
+        async with aiohttp.ClientSession() as http:
+            return await new_customer(http, self.gateway_url, "console")
+
+    def api(self, token: str) -> ApiClient:
+        return ApiClient(self.gateway_url, token)
+
+    async def card_processor_faults(self, **faults: float) -> None:
+        reply = await self.card_processor.put("/_admin/config", json=faults)
+        assert reply.status == 200, reply.body
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser():
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser):
+    context = await browser.new_context(viewport={"width": 1300, "height": 900})
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shop(browser, tmp_path_factory):  # the browser first: without one, start no system
+    config = SystemConfig.with_free_ports(tmp_path_factory.mktemp("console-shop"), extra_env=TEST_ENV)
+    async with System(config) as system:
+        yield Shop(system)
