@@ -86,6 +86,8 @@ class _Settings(BaseSettings):
     # microshop's own OTLP receiver (the launcher's telemetry component); empty: none. The standard
     # OTEL_EXPORTER_OTLP_* variables name another backend, independently (telemetry.py).
     telemetry_url: str = shared("", "TELEMETRY_URL")
+    # A span per database statement (telemetry.py); off, a trace shows the calls but not the SQL.
+    trace_statements: bool = shared(True, "TRACE_STATEMENTS")
 
     @property
     def local_mode(self) -> bool:
