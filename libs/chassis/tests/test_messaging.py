@@ -13,7 +13,7 @@ from microshop_chassis.broker import Broker
 from microshop_chassis.consumer import EventConsumer
 from microshop_chassis.db import Database
 from microshop_chassis.events import Event, subject_for
-from microshop_chassis.messaging import MessagingReport
+from microshop_chassis.messaging import MessagingGauges, MessagingReport
 from microshop_chassis.outbox import OutboxRelay, add_event
 from microshop_chassis.provide import provide
 from microshop_chassis.settings import ServiceSettings
@@ -240,3 +240,31 @@ def _durable_listed(api: ApiClient, durable: str):
         )
 
     return check
+
+
+async def test_the_gauges_are_current_without_anyone_reading_the_report(sqlite_url, nats_server, unique):
+    """What Prometheus alerts on (backlog, oldest event's age) is refreshed by a worker of its own."""
+    db = Database(sqlite_url)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(chassis_metadata.create_all)
+    async with db.transaction() as session:
+        for n in range(3):
+            await add_event(session, _event(unique, n))
+    report = MessagingReport(unique)
+    broker = Broker(nats_server.url, client_name="chassis-tests")  # not started: the rows stay
+    relay = report.add_relay(OutboxRelay(db, broker, poll_interval=60))
+    relay.start()
+    gauges = MessagingGauges(report, interval=0.05)
+    gauges.start()
+    try:
+        def gauge(name: str) -> float | None:
+            return report.metrics.registry.get_sample_value(name)
+
+        async def refreshed():
+            return gauge("outbox_backlog") == 3 and gauge("outbox_oldest_event_age_seconds") > 0
+
+        await wait_until(refreshed, timeout=5, what="the gauges refreshed by the worker")
+    finally:
+        await gauges.stop()
+        await relay.stop()
+        await db.dispose()

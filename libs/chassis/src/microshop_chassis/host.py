@@ -41,7 +41,7 @@ from .context import service_var
 from .discovery import Directory, Endpoints, FixedEndpoint
 from .errors import ProblemMap, install_domain_error
 from .http_client import HttpSession, ServiceClient
-from .messaging import MessagingReport
+from .messaging import MessagingGauges, MessagingReport
 from .metrics import ServiceMetrics
 from .provide import ServiceApp, provide
 from .services import routed
@@ -104,6 +104,7 @@ class ServiceHost:
         self._drain_tasks: list[asyncio.Task] = []
         self._drain_deadline: float | None = None  # time.monotonic() by which the drain must end
         self._broker: Broker | None = None
+        self._messaging_gauges = False
         # The replicas of the services it calls, and its own announcement (discovery.py).
         self.directory: Directory | None = Directory(None) if settings.discovery else None
         self.app: ServiceApp = create_app(
@@ -149,7 +150,9 @@ class ServiceHost:
 
         relay = OutboxRelay(db, broker, metrics=self.metrics, tracer_provider=self.tracer_provider, **options)
         self.messaging.add_relay(relay)
-        return self.worker(relay)
+        self.worker(relay)
+        self._refresh_messaging_gauges()
+        return relay
 
     def consumer(self, broker: Broker, *, durable: str, subjects: list[str], handler: EventHandler,
                  **options: Any) -> EventConsumer:
@@ -157,7 +160,15 @@ class ServiceHost:
                                  metrics=self.metrics, tracer_provider=self.tracer_provider, **options)
         self.messaging.add_consumer(consumer)
         self.on_drain(consumer.finish, f"{consumer.name}-fetch")  # no delivery is taken once draining
-        return self.worker(consumer)
+        self.worker(consumer)
+        self._refresh_messaging_gauges()
+        return consumer
+
+    def _refresh_messaging_gauges(self) -> None:
+        """Once a service has a relay or a consumer: keep its backlog and lag gauges current."""
+        if not self._messaging_gauges:
+            self._messaging_gauges = True
+            self.worker(MessagingGauges(self.messaging))
 
     def worker(self, worker: W) -> W:
         """A loop that runs while the service runs (started here in order; at stop, in reverse,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, Field
 
+from .background import BackgroundWorker
 from .errors import MESSAGING_UNAVAILABLE, Problem
 from .events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, STREAM
 from .metrics import ServiceMetrics
@@ -79,6 +80,23 @@ class MessagingReport:
                                       self.metrics, timeout=timeout)
 
 
+class MessagingGauges(BackgroundWorker):
+    """Reads the report every ``interval`` seconds, so the gauges it sets (``outbox_backlog``,
+    ``outbox_oldest_event_age_seconds``, ``consumer_lag``) are current for Prometheus and its
+    alerts even when nobody asks ``/admin/messaging``."""
+
+    name = "messaging-gauges"
+    failure_event = "messaging_gauges_failed"  # the broker or the database away: next round
+
+    def __init__(self, report: MessagingReport, *, interval: float = 15.0) -> None:
+        self.report = report
+        self.interval = self.backoff_initial = self.backoff_max = interval
+
+    async def round(self) -> bool:
+        await self.report.status()
+        return False
+
+
 async def messaging_status(service: str, relays: list[OutboxRelay], consumers: list[EventConsumer],
                            metrics: ServiceMetrics, *, timeout: float = 2.0) -> MessagingStatus:
     """The report, within ``timeout`` seconds; ``Problem(503)`` when the broker or the database
@@ -124,6 +142,7 @@ async def _outbox_status(relays: list[OutboxRelay], metrics: ServiceMetrics) -> 
         if age is not None:
             oldest = age if oldest is None else max(oldest, age)
     metrics.outbox_backlog.set(backlog)
+    metrics.outbox_oldest_age.set(oldest or 0.0)
     return OutboxStatus(backlog=backlog, oldest_age_seconds=oldest)
 
 

@@ -57,6 +57,8 @@ class ServiceMetrics:
         self.retry_budget_denied = self.counter(
             "retry_budget_denied_total", "Retries skipped because the target's retry budget was spent.", ["target"])
         self.outbox_backlog = self.gauge("outbox_backlog", "Events written to the outbox and not yet published.")
+        self.outbox_oldest_age = self.gauge(
+            "outbox_oldest_event_age_seconds", "Age of the oldest event not yet published; 0 when none.")
         self.outbox_published = self.counter(
             "outbox_published_total", "Events the relay published to the broker.", ["type"])
         self.consumer_lag = self.gauge(
