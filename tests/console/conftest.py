@@ -8,9 +8,8 @@ import os
 import shutil
 
 import aiohttp
-import pytest
 import pytest_asyncio
-from microshop_chassis.testing import ApiClient
+from microshop_chassis.testing import ApiClient, missing_outside_ci
 from microshop_cli.shop_client import new_customer
 from microshop_cli.system import System, SystemConfig
 
@@ -28,11 +27,8 @@ def require_chromium() -> None:
         missing = "the playwright package is not installed (requirements-dev.txt)"
     if missing is None and not shutil.which(CHROMIUM):
         missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    if missing is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"the console's browser tests need Chromium under CI: {missing}")
-    pytest.skip(f"{missing}; runs under CI")
+    if missing is not None:
+        missing_outside_ci(f"the console's browser tests need Chromium: {missing}")
 
 
 class Shop:

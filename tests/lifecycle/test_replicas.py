@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from microshop_chassis.testing import wait_until
+from microshop_cli.bench import served_requests
 from microshop_cli.experiment import Target, stock_up, verify
 from microshop_cli.load import CheckoutLoad, LoadResult
 from microshop_cli.system import DeployFailed, System
@@ -55,8 +56,7 @@ async def served(system: System, name: str, route: str) -> int:
     """Requests to ``route`` the replica ``name`` served (its own /metrics)."""
     async with aiohttp.ClientSession() as http, http.get(system.url(name) + "/metrics") as reply:
         text = await reply.text()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("http_server_requests_total{") and f'route="{route}"' in line))
+    return int(served_requests(text, route))
 
 
 async def test_every_replica_serves_and_the_gateway_reports_each(system):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -20,10 +19,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import pytest
 import yaml
 from microshop_chassis.services import SERVICES
-from microshop_chassis.testing import wait_until
+from microshop_chassis.testing import missing_outside_ci, wait_until
 from microshop_cli.experiment import Target, stock_up
 from microshop_cli.load import CheckoutLoad
 from microshop_cli.system import System, SystemConfig
@@ -37,9 +35,7 @@ def require(binary: str) -> str:
     path = shutil.which(binary)
     if path:
         return path
-    if os.environ.get("CI"):
-        pytest.fail(f"{binary} is required under CI and is not installed (.ci/run installs Debian's prometheus)")
-    pytest.skip(f"{binary} not installed: apt-get install prometheus (runs under CI)")
+    missing_outside_ci(f"{binary}, not installed (apt-get install prometheus; .ci/run installs it)")
 
 
 def shipped_config() -> dict:

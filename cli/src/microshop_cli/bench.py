@@ -81,6 +81,18 @@ def process_usage(pid: int) -> tuple[float, float]:
     return rss_kb / 1024, cpu
 
 
+def served_requests(metrics_text: str, route: str | None = None) -> float:
+    """Requests a process served, from its /metrics text: to ``route``, or to any route but the
+    operations ones (probes, status checks, scrapes)."""
+    def counted(line: str) -> bool:
+        if route is not None:
+            return f'route="{route}"' in line
+        return not any(f'route="{operations}"' in line for operations in OPERATIONS_ROUTES)
+
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text.splitlines()
+               if line.startswith("http_server_requests_total{") and counted(line))
+
+
 class Bench:
     def __init__(self, gateway: str, admin_email: str, admin_password: str, pids: dict[str, int],
                  reports_timeout: float = 60.0, urls: dict[str, str] | None = None) -> None:
@@ -155,9 +167,7 @@ class Bench:
                     text = await reply.text() if reply.status == 200 else ""
             except (aiohttp.ClientError, TimeoutError):
                 return None
-            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("http_server_requests_total{")
-                       and not any(f'route="{route}"' in line for route in OPERATIONS_ROUTES)) if text else None
+            return served_requests(text) if text else None
 
         counts = await asyncio.gather(*(one(url) for url in self.urls.values()))
         return {name: count for name, count in zip(self.urls, counts, strict=True) if count is not None}

@@ -56,18 +56,24 @@ def _event(source: str, n: int = 0) -> Event:
     return Event(type="ThingHappened", source=source, data={"n": n})
 
 
+async def _outbox_holding_three(url: str, source: str) -> Database:
+    """A database with the chassis' tables and three events waiting in its outbox."""
+    db = Database(url)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(chassis_metadata.create_all)
+    async with db.transaction() as session:
+        for n in range(3):
+            await add_event(session, _event(source, n))
+    return db
+
+
 async def test_no_relay_and_no_consumer(service, unique):
     body = await _status(service)
     assert body == {"service": unique, "outbox": None, "consumers": [], "dead_letters": {}}
 
 
 async def test_outbox_backlog_until_the_relay_drains_it(database_url, service, nats_server, unique, messaging):
-    db = Database(database_url)
-    async with db.engine.begin() as conn:
-        await conn.run_sync(chassis_metadata.create_all)
-    async with db.transaction() as session:
-        for n in range(3):
-            await add_event(session, _event(unique, n))
+    db = await _outbox_holding_three(database_url, unique)
     # The relay is running but its broker is not connected yet: the rows wait in the outbox.
     broker = Broker(nats_server.url, client_name="chassis-tests")
     relay = messaging.add_relay(OutboxRelay(db, broker, poll_interval=60))
@@ -244,12 +250,7 @@ def _durable_listed(api: ApiClient, durable: str):
 
 async def test_the_gauges_are_current_without_anyone_reading_the_report(sqlite_url, nats_server, unique):
     """What Prometheus alerts on (backlog, oldest event's age) is refreshed by a worker of its own."""
-    db = Database(sqlite_url)
-    async with db.engine.begin() as conn:
-        await conn.run_sync(chassis_metadata.create_all)
-    async with db.transaction() as session:
-        for n in range(3):
-            await add_event(session, _event(unique, n))
+    db = await _outbox_holding_three(sqlite_url, unique)
     report = MessagingReport(unique)
     broker = Broker(nats_server.url, client_name="chassis-tests")  # not started: the rows stay
     relay = report.add_relay(OutboxRelay(db, broker, poll_interval=60))

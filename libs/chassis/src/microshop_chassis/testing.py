@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import pytest
 
@@ -253,12 +253,17 @@ async def drop_prefixed(prefix: str) -> None:
         await connection.close()
 
 
-def require_postgres() -> None:
-    if _postgres_reachable():
-        return
+def missing_outside_ci(what: str) -> NoReturn:
+    """Something a test needs is missing: under CI (``CI`` set) that fails the test, elsewhere it
+    is skipped, saying what is missing. A skip in CI would hide a failure."""
     if os.environ.get("CI"):
-        pytest.fail(f"PostgreSQL is required under CI and is not reachable at {POSTGRES_ADMIN_URL}")
-    pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL} (runs under CI)")
+        pytest.fail(f"required under CI: {what}")
+    pytest.skip(f"{what} (runs under CI)")
+
+
+def require_postgres() -> None:
+    if not _postgres_reachable():
+        missing_outside_ci(f"PostgreSQL, not reachable at {POSTGRES_ADMIN_URL}")
 
 
 async def memory_database(*metadata) -> Database:

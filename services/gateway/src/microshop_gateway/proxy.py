@@ -61,7 +61,7 @@ UPSTREAM_BAD_RESPONSE = ProblemType("upstream-bad-response", 502, "Bad upstream 
 
 async def forward(request: Request, upstream: Upstream, path: str, time_limit: float, *,
                   session: HttpSession, metrics: ServiceMetrics, endpoints: Endpoints | None = None,
-                  tracer_provider: trace.TracerProvider | None = None) -> Response:
+                  span_tracer: trace.Tracer | None = None) -> Response:
     """Send the request to a replica of the service (its resource prefix + ``/path``) and answer
     with the replica's reply as it is. ``endpoints``: the service's replicas (default: its URL)."""
     if ".." in path.split("/"):  # a dot-segment could climb out of a base URL that has a path
@@ -75,7 +75,7 @@ async def forward(request: Request, upstream: Upstream, path: str, time_limit: f
     while True:
         base_url = endpoints.pick(tried)
         try:
-            with tracer("microshop.gateway", tracer_provider).start_as_current_span(
+            with (span_tracer or tracer("microshop.gateway")).start_as_current_span(
                 f"{request.method} {upstream.name}", kind=SpanKind.CLIENT,
                 attributes={"http.request.method": request.method, "server.address": upstream.name},
             ) as span:

@@ -9,6 +9,7 @@ from microshop_chassis.discovery import Endpoints, FixedEndpoint
 from microshop_chassis.errors import Problem
 from microshop_chassis.http_client import HttpSession, ServiceClient
 from microshop_chassis.metrics import ServiceMetrics
+from microshop_chassis.telemetry import tracer
 
 from .proxy import forward
 from .public_api import PUBLIC_API, PublicRoute, is_public
@@ -34,7 +35,7 @@ class Gateway:
                  endpoints: dict[str, Endpoints] | None = None,
                  tracer_provider: trace.TracerProvider | None = None) -> None:
         self.upstreams = upstreams
-        self.tracer_provider = tracer_provider
+        self.tracer = tracer("microshop.gateway", tracer_provider)  # once: not per forwarded request
         # Each service's replicas (discovery.py); by default its one configured URL.
         self.endpoints = endpoints or {name: FixedEndpoint(u.base_url) for name, u in upstreams.items()}
         self.public_api = public_api
@@ -57,7 +58,7 @@ class Gateway:
             raise Problem(404, "Not Found")
         return await forward(request, upstream, path, self.upstream_timeout,
                              session=self.session, metrics=self.metrics, endpoints=self.endpoints[service],
-                             tracer_provider=self.tracer_provider)
+                             span_tracer=self.tracer)
 
     async def openapi(self, service: str) -> dict:
         """The service's own document, limited to the paths the gateway exposes, with ``servers``
