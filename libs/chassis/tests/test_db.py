@@ -223,7 +223,7 @@ async def test_each_statement_is_a_client_span_in_the_trace_of_the_code_that_ran
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    db = Database(database_url, tracer_provider=provider)
+    db = Database(database_url, tracer_provider=provider, database_spans="statement")
     try:
         with provider.get_tracer("test").start_as_current_span("the request") as request:
             async with db.transaction() as session:
@@ -235,3 +235,59 @@ async def test_each_statement_is_a_client_span_in_the_trace_of_the_code_that_ran
     assert statement.name.startswith("SELECT ")
     assert statement.attributes["db.system.name"] in ("sqlite", "postgresql")
     assert statement.attributes["db.operation.name"] == "SELECT"
+
+
+async def test_by_default_a_transaction_is_one_client_span_naming_its_statements(database_url):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    db = Database(database_url, tracer_provider=provider)
+    try:
+        with provider.get_tracer("test").start_as_current_span("the request") as request:
+            async with db.transaction() as session:
+                await session.execute(sa.text("SELECT 1 AS first_value"))
+                await session.execute(sa.text("SELECT 2 AS second_value"))
+            with pytest.raises(sa.exc.DBAPIError):
+                async with db.transaction() as session:
+                    await session.execute(sa.text("SELECT no_such_column FROM no_such_table"))
+    finally:
+        await db.dispose()
+    committed, failed = [span for span in exporter.get_finished_spans() if span.kind.name == "CLIENT"]
+    assert committed.name.startswith("transaction")
+    assert committed.parent.span_id == request.get_span_context().span_id
+    assert committed.attributes["db.operation.name"] == "COMMIT"
+    assert committed.attributes["microshop.db.statement_count"] == 2
+    assert list(committed.attributes["microshop.db.statements"]) == ["SELECT 1 AS first_value",
+                                                                      "SELECT 2 AS second_value"]
+    assert committed.status.is_ok
+    assert failed.attributes["db.operation.name"] == "ROLLBACK"
+    assert not failed.status.is_ok
+    assert failed.attributes["db.query.summary"].startswith("SELECT no_such_column")
+
+
+async def test_database_work_outside_any_trace_makes_no_span(database_url):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    for mode in ("transaction", "statement"):
+        db = Database(database_url, tracer_provider=provider, database_spans=mode)
+        try:
+            async with db.transaction() as session:  # a background poll: no request, no event
+                await session.execute(sa.text("SELECT 1"))
+        finally:
+            await db.dispose()
+    assert exporter.get_finished_spans() == ()
+
+
+async def test_no_database_spans_when_they_are_off(database_url):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    db = Database(database_url, tracer_provider=provider, database_spans="off")
+    try:
+        with provider.get_tracer("test").start_as_current_span("the request"):
+            async with db.transaction() as session:
+                await session.execute(sa.text("SELECT 1"))
+    finally:
+        await db.dispose()
+    assert [span.name for span in exporter.get_finished_spans()] == ["the request"]

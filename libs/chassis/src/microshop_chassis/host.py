@@ -131,7 +131,7 @@ class ServiceHost:
         from .db import Database
 
         db = Database(url or self.settings.resolved_database_url(), pool_size=self.settings.database_pool_size,
-                      tracer_provider=self.tracer_provider if self.settings.trace_statements else None)
+                      tracer_provider=self.tracer_provider, database_spans=self.settings.database_spans)
         self._steps.append(_Step("database", (lambda: db.migrate(migrations)) if migrations else None,
                                  db.dispose))
         self.readiness("database", db.ping)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,8 +87,10 @@ class _Settings(BaseSettings):
     # microshop's own OTLP receiver (the launcher's telemetry component); empty: none. The standard
     # OTEL_EXPORTER_OTLP_* variables name another backend, independently (telemetry.py).
     telemetry_url: str = shared("", "TELEMETRY_URL")
-    # A span per database statement (telemetry.py); off, a trace shows the calls but not the SQL.
-    trace_statements: bool = shared(True, "TRACE_STATEMENTS")
+    # Database spans (db.py): "transaction", one per transaction naming its statements (the
+    # default: a third of the cost of "statement", docs/performance.md); "statement", one per
+    # statement; "off", a trace shows the calls but not the database.
+    database_spans: Literal["transaction", "statement", "off"] = shared("transaction", "DATABASE_SPANS")
 
     @property
     def local_mode(self) -> bool:

@@ -69,6 +69,9 @@ class JsonLinesSpanExporter(SpanExporter):
         self._file.close()
 
 
+EMBEDDED_EXPORT_DELAY_MS = 1000
+
+
 def tracer_provider(service: str, exporter: str = "none", data_dir: Path | None = None, *,
                     telemetry_url: str = "", instance: str = "") -> TracerProvider:
     """A tracer provider for one service (``instance``: which replica), exporting as the module
@@ -81,8 +84,11 @@ def tracer_provider(service: str, exporter: str = "none", data_dir: Path | None 
         provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))  # configured by OTEL_* alone
     if telemetry_url:
         # Headers given (none), so a team's OTEL_EXPORTER_OTLP_HEADERS (its backend's key) stay with its backend.
+        # Every second rather than the SDK's five (unless OTEL_BSP_SCHEDULE_DELAY says otherwise): a
+        # trace is then in the console a second or two after its request; under load batches fill first.
         provider.add_span_processor(BatchSpanProcessor(
-            _otlp_exporter(endpoint=telemetry_url.rstrip("/") + "/v1/traces", headers={})))
+            _otlp_exporter(endpoint=telemetry_url.rstrip("/") + "/v1/traces", headers={}),
+            schedule_delay_millis=None if os.environ.get("OTEL_BSP_SCHEDULE_DELAY") else EMBEDDED_EXPORT_DELAY_MS))
     if exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     elif exporter == "file":

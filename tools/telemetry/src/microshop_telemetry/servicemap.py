@@ -6,7 +6,7 @@ Edges come from the spans alone, as the services record them (libs/chassis):
   with no such child (the callee's span not received, or an outside system such as the card
   processor) goes to its ``server.address``;
 - a producer span: service -> the broker; a consumer span of one message: the broker -> service;
-- a database statement span (``db.system.name``): service -> that service's database.
+- a database span (``db.system.name``, per transaction or statement): service -> that service's database.
 """
 
 from __future__ import annotations
