@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from microshop_chassis.testing import ApiClient, wait_until
+from microshop_cli.bench import Bench
 from microshop_cli.catalog import DEMO_CATALOG, LOW_STOCK_SKU
 from microshop_cli.trace import find_traces, trace_command
 from rich.console import Console
@@ -308,7 +309,9 @@ async def test_a_checkout_is_one_stored_trace_through_every_service_and_the_cons
     by_id = {span["span_id"]: span for span in spans}
     consumer = next(s for s in spans if s["service"] == "notifications" and s["kind"] == "consumer")
     assert by_id[consumer["parent_span_id"]]["kind"] == "producer"  # its parent: the publish, across the outbox
-    assert any(s["service"] == "payments" and s["name"].startswith("INSERT ") for s in spans)  # statements
+    payments_transactions = [s for s in spans if s["service"] == "payments" and s["name"].startswith("transaction ")]
+    assert any(statement.startswith("INSERT INTO payments")  # what each database transaction ran
+               for s in payments_transactions for statement in s["attributes"]["microshop.db.statements"])
     steps = [s["attributes"].get("microshop.saga.step") for s in spans if s["name"].startswith("saga ")]
     assert steps == ["reserve_stock", "charge_payment", "commit_stock"], steps  # the saga's timeline
     assert all(s["attributes"]["microshop.order.id"] == order_id for s in spans if s["name"].startswith("saga "))
@@ -316,3 +319,18 @@ async def test_a_checkout_is_one_stored_trace_through_every_service_and_the_cons
     assert trace_command(order_id, receiver, console) == 0
     drawn = console.export_text()
     assert "POST /orders" in drawn and "consume OrderConfirmed" in drawn
+
+
+async def test_bench_drives_checkouts_and_reports_every_figure_it_prints(shop):
+    system = shop.system
+    pids = {name: system.pid(name) for name in system.names}
+    urls = {name: system.url(name) for name in system.names if system.component(name).service}
+    runner = Bench(system.url("gateway"), system.admin_email, system.admin_password, pids, urls=urls,
+                   telemetry_url=system.url("telemetry"))
+    figures = (await runner.run(checkouts=10, concurrency=2)).as_dict()
+    assert figures["confirmed"] == 10 and figures["outcomes"] == {"CONFIRMED": 10}
+    assert figures["processes"]["orders"]["requests"] >= 10  # a POST /orders per checkout (and any polls)
+    assert figures["processes"]["orders"]["cpu_s"] > 0
+    assert figures["read_model_lag_seconds"] is not None
+    # One more checkout, then its trace is found by its order id, as the console's search finds it.
+    assert figures["trace_searchable_seconds"] is not None and figures["trace_searchable_seconds"] < 30

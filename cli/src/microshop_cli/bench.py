@@ -43,6 +43,7 @@ class BenchResult:
     processes: dict[str, dict] = field(default_factory=dict)  # name -> rss_mb, cpu_s
     ready_seconds: float | None = None
     read_model_lag_seconds: float | None = None
+    trace_searchable_seconds: float | None = None  # None: no telemetry component, or not within the timeout
 
     @property
     def confirmed(self) -> int:
@@ -68,6 +69,7 @@ class BenchResult:
                            "p99": ms(self.percentile(99)), "max": ms(max(self.latencies, default=None))},
             "outcomes": dict(self.outcomes), "processes": self.processes,
             "up_ready_seconds": self.ready_seconds, "read_model_lag_seconds": self.read_model_lag_seconds,
+            "trace_searchable_seconds": self.trace_searchable_seconds,
         }
 
 
@@ -95,14 +97,17 @@ def served_requests(metrics_text: str, route: str | None = None) -> float:
 
 class Bench:
     def __init__(self, gateway: str, admin_email: str, admin_password: str, pids: dict[str, int],
-                 reports_timeout: float = 60.0, urls: dict[str, str] | None = None) -> None:
-        """``urls``: the services' (and replicas') own addresses, for the requests each served."""
+                 reports_timeout: float = 60.0, urls: dict[str, str] | None = None,
+                 telemetry_url: str | None = None) -> None:
+        """``urls``: the services' (and replicas') own addresses, for the requests each served;
+        ``telemetry_url``: the telemetry component, to time how soon a trace can be found."""
         self.gateway = gateway.rstrip("/")
         self.admin_email = admin_email
         self.admin_password = admin_password
         self.pids = pids
         self.urls = urls or {}
         self.reports_timeout = reports_timeout
+        self.telemetry_url = telemetry_url.rstrip("/") if telemetry_url else None
 
     async def run(self, checkouts: int, concurrency: int) -> BenchResult:
         connector = aiohttp.TCPConnector(limit=concurrency * 2, limit_per_host=concurrency * 2)
@@ -131,6 +136,8 @@ class Bench:
             result.read_model_lag_seconds = await self._read_model_lag(
                 http, admin, sales_before + result.confirmed
             )
+            if self.telemetry_url:
+                result.trace_searchable_seconds = await self._trace_searchable(http, tokens[0], skus[0])
             return result
 
     async def _worker(self, http, token: str, skus: list[str], queue: asyncio.Queue, result: BenchResult) -> None:
@@ -157,6 +164,23 @@ class Bench:
             result.outcomes[outcome] += 1
             if outcome == "CONFIRMED":
                 result.latencies.append(time.perf_counter() - began)
+
+    async def _trace_searchable(self, http, token: str, sku: str) -> float | None:
+        """How long after one more checkout's answer (the system quiet) the telemetry component
+        finds its trace by the order id, as the console's search does."""
+        body = {"items": [{"sku": sku, "quantity": 1}], "payment": APPROVED_CARD}
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())}
+        async with http.post(f"{self.gateway}/api/orders", json=body, headers=headers) as response:
+            if response.status not in (201, 202):
+                return None
+            order_id = (await response.json())["id"]
+        answered = time.perf_counter()
+        while time.perf_counter() - answered < self.reports_timeout:
+            async with http.get(f"{self.telemetry_url}/api/traces", params={"order_id": order_id}) as reply:
+                if reply.status == 200 and await reply.json():
+                    return time.perf_counter() - answered
+            await asyncio.sleep(0.05)
+        return None
 
     async def _served(self, http, admin: str) -> dict[str, float]:
         """Requests each service process has served so far (but its probes and scrapes), from its
@@ -199,7 +223,8 @@ async def bench(data_dir: Path, checkouts: int, concurrency: int) -> BenchResult
     if state:
         pids = {name: p["pid"] for name, p in state["processes"].items()}
         urls = {name: p["url"] for name, p in state["processes"].items() if p.get("service")}
-        runner = Bench(state["gateway_url"], *admin_credentials(), pids, urls=urls)
+        telemetry = state["processes"].get("telemetry", {}).get("url")
+        runner = Bench(state["gateway_url"], *admin_credentials(), pids, urls=urls, telemetry_url=telemetry)
         return await runner.run(checkouts, concurrency)
     with tempfile.TemporaryDirectory(prefix="microshop-bench-") as tmp:
         started = time.perf_counter()
@@ -207,7 +232,9 @@ async def bench(data_dir: Path, checkouts: int, concurrency: int) -> BenchResult
             ready = time.perf_counter() - started
             pids = {name: system.pid(name) for name in system.names}
             urls = {name: system.url(name) for name in system.names if system.component(name).service}
-            runner = Bench(system.url("gateway"), system.admin_email, system.admin_password, pids, urls=urls)
+            telemetry = system.url("telemetry") if "telemetry" in system.names else None
+            runner = Bench(system.url("gateway"), system.admin_email, system.admin_password, pids, urls=urls,
+                           telemetry_url=telemetry)
             result = await runner.run(checkouts, concurrency)
             result.ready_seconds = round(system.ready_seconds or ready, 2)
             return result

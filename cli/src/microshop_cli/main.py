@@ -488,6 +488,9 @@ def bench(
     summary.add_row("errors / other outcomes", ", ".join(f"{k}: {v}" for k, v in other.items()) or "none")
     lag = figures["read_model_lag_seconds"]
     summary.add_row("reports caught up", "not within 60 s" if lag is None else f"{lag:.2f} s after the last checkout")
+    searchable = figures["trace_searchable_seconds"]
+    if searchable is not None:
+        summary.add_row("a trace searchable", f"{searchable:.2f} s after its checkout's answer")
     if result.ready_seconds is not None:
         summary.add_row("up: all ready in", f"{result.ready_seconds} s")
     console.print(summary)
