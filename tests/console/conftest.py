@@ -78,6 +78,8 @@ async def page(browser):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def shop(browser, tmp_path_factory):  # the browser first: without one, start no system
-    config = SystemConfig.with_free_ports(tmp_path_factory.mktemp("console-shop"), extra_env=TEST_ENV)
+    # With chaos proxies, for the chaos page; the other pages see the same system through them.
+    config = SystemConfig.with_free_ports(tmp_path_factory.mktemp("console-shop"), extra_env=TEST_ENV,
+                                          chaos_proxies=True)
     async with System(config) as system:
         yield Shop(system)

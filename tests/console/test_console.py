@@ -1,10 +1,13 @@
 """The operations console in a real Chromium against a whole running system: the seed's scenario
 (a payment failure found from its order id in at most two clicks), the service map, and the
-waterfall of a confirmed checkout. MICROSHOP_SCREENSHOTS=1 also saves docs/images/console-*.png."""
+waterfall of a confirmed checkout, and the chaos page (a fault injected and healed, verify run),
+and the services page (every service's replicas, RED charts and breakers, from their /metrics).
+MICROSHOP_SCREENSHOTS=1 also saves docs/images/console-*.png."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import uuid
@@ -13,6 +16,8 @@ from pathlib import Path
 import pytest
 from microshop_chassis.services import names
 from microshop_chassis.testing import wait_until
+from microshop_cli.chaos import Chaos
+from microshop_cli.components import SCRAPE_TARGETS_FILE
 from microshop_cli.load import APPROVED_CARD, CheckoutLoad
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -184,3 +189,113 @@ async def test_the_waterfall_of_a_confirmed_checkout_shows_every_service_it_cros
         consumed = page.locator(f'#waterfall details.span[data-kind="consumer"][data-service="{consumer}"]')
         await expect(consumed.first).to_contain_text("consume Order")
     await expect(page.locator("#waterfall details.span.error")).to_have_count(0)
+
+
+# verify's invariants: number, name, and a word of their figures.
+INVARIANTS = [(1, "stock conservation", "received"), (2, "money", "CONFIRMED total"),
+              (3, "orders terminal", "CONFIRMED"), (4, "effects once", "e-mails"),
+              (5, "outbox and consumers drained", "outbox/lag/dead-lettered"), (6, "reports converge", "revenue")]
+
+
+async def test_a_fault_injected_and_healed_from_the_chaos_page_then_verify_shows_every_invariant_holding(shop, page):
+    customer = shop.api(await shop.new_customer())
+    await page.goto(f"{shop.console_url}/")
+    await page.click("nav a:has-text('Chaos')")
+    errors = page.locator('#inject form[data-fault="error_rate"]')
+    await errors.locator("select[name=target]").select_option("payments")
+    await errors.locator("input[name=percent]").fill("100")
+    try:
+        await errors.locator("button").click()
+        await expect(page.locator("#flash")).to_contain_text("injected error-rate payments rate=1.0; until healed")
+        fault = page.locator('#faults tr[data-target="payments"][data-fault="error_rate"]')
+        await expect(fault).to_contain_text("percent=100")
+        await expect(fault).to_contain_text("when healed")
+
+        refused = await place_order(customer)  # orders' call to payments answered 503 by the proxy
+        assert refused.status == 503, refused.body
+        assert refused.body["type"].endswith("/checkout-unavailable"), refused.body
+        assert "chaos proxy" in refused.body.get("cause", ""), refused.body
+        await screenshot(page, "chaos", full_page=True)
+
+        await fault.locator("button", has_text="Heal payments").click()
+        await expect(page.locator("#flash")).to_contain_text("healed payments")
+        await expect(page.locator("#no-faults")).to_be_visible()
+    finally:  # whatever failed above, no fault outlives the test
+        await Chaos(shop.system.paths, shop.system.state).heal()
+
+    placed = await place_order(customer)
+    assert placed.body.get("status") == "CONFIRMED", placed.body
+
+    await page.fill("#verify-form input[name=settle_seconds]", "60")
+    await page.click("#verify-form button")
+    # Verify waits until the system is quiet (up to the settle time) before it answers.
+    await expect(page.locator("#flash")).to_contain_text("verify: all 6 invariants hold", timeout=120_000)
+    await expect(page.locator("#verify-outcome")).to_contain_text("every invariant holds")
+    await expect(page.locator("#checks tbody tr")).to_have_count(len(INVARIANTS))
+    for number, name, figure in INVARIANTS:
+        row = page.locator(f'#checks tr[data-number="{number}"]')
+        await expect(row.locator("td").nth(1)).to_have_text(name)
+        await expect(row.locator(".result")).to_have_text("pass")
+        await expect(row.locator(".figures")).to_contain_text(figure)
+        await expect(row.locator(".problems li")).to_have_count(0)
+    await screenshot(page, "verify", full_page=True)
+
+
+async def test_a_form_on_another_site_cannot_inject_a_fault_through_the_console(shop, page):
+    await page.goto(f"{shop.gateway_url}/health")  # another origin: the gateway's port on the same host
+    await page.set_content(f'<form method="post" action="{shop.console_url}/chaos/faults">'
+                           '<input name="fault" value="error_rate"><input name="target" value="payments">'
+                           '<input name="percent" value="100"><button>send</button></form>')
+    async with page.expect_navigation() as navigation:
+        await page.click("button")
+    answer = await navigation.value
+    assert answer.status == 403
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "the console's own page" in await answer.text()
+    proxies = await Chaos(shop.system.paths, shop.system.state).proxies()
+    assert proxies["payments"]["toxics"] == [] and proxies["payments"]["enabled"]
+
+
+async def test_the_services_page_shows_every_service_up_with_its_rate_charted_and_its_breakers_closed(shop, page):
+    # The launcher's targets: every service process, in Prometheus file_sd form.
+    targets = json.loads((shop.system.paths.run / SCRAPE_TARGETS_FILE).read_text())
+    assert sorted(group["labels"]["service"] for group in targets) == sorted(names())
+
+    async def scraped() -> dict:
+        report = (await shop.telemetry.get("/api/services")).body
+        services = {service["service"]: service for service in report["services"]}
+        up = set(services) == set(names()) and all(service["replicas_up"] == len(service["replicas"]) == 1
+                                                    for service in services.values())
+        return services if up else {}
+
+    # A rate needs two scrapes: the checkouts come after a first one.
+    await wait_until(scraped, timeout=20, what="every service scraped", interval=0.25)
+    customer = shop.api(await shop.new_customer())
+    for _ in range(2):
+        placed = await place_order(customer)
+        assert placed.body.get("status") == "CONFIRMED", placed.body
+
+    async def orders_busy_and_breakers_closed() -> bool:
+        services = await scraped()
+        return (bool(services) and (services["orders"]["current"]["rate"] or 0) > 0
+                # An earlier test's faults may have left a breaker open until its next call succeeds.
+                and all(breaker["state"] == "closed" for service in services.values()
+                        for breaker in service["breakers"]))
+
+    await wait_until(orders_busy_and_breakers_closed, timeout=20, what="orders' rate and every breaker closed",
+                     interval=0.5)
+    await page.goto(f"{shop.console_url}/")
+    await page.click("nav a:has-text('Services')")
+    for name in names():
+        await expect(page.locator(f'#services-summary tr[data-service="{name}"] .replicas-up')).to_have_text("1 / 1")
+        replica = page.locator(f'#service-{name} tr.replica[data-instance="{name}"]')
+        await expect(replica).to_have_attribute("data-up", "true")
+        await expect(replica.locator(".up")).to_contain_text("up (")
+    orders = page.locator('#services-summary tr[data-service="orders"]')
+    assert float(await orders.locator(".rate").inner_text()) > 0
+    await expect(orders.locator('.breaker[data-target="payments"]')).to_have_attribute("data-state", "closed")
+    await expect(page.locator('.breaker[data-state="open"]')).to_have_count(0)
+    rate_chart = page.locator('.chart[data-service="orders"][data-figure="rate"]')
+    await expect(rate_chart.locator("canvas")).to_be_visible()
+    await expect(rate_chart).to_have_attribute("data-points", re.compile(r"^[1-9][0-9]*$"))
+    await screenshot(page, "services", full_page=True)

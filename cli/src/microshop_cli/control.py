@@ -3,6 +3,7 @@ in the data directory's ``run/`` folder (0700, so only its owner may connect), a
 
     POST /scale   {"service": "payments", "replicas": 3}
     POST /deploy  {"service": "orders", "release": "1.1", "env": {...}, "ready_timeout": 60}
+    GET /chaos, POST /chaos, POST /heal, POST /verify: the console's chaos page (chaos_control.py)
 
 A socket and not a signal: the command waits for the rollout and gets its outcome back. Unix
 sockets take paths of up to 107 bytes; a data directory deeper than that gets no socket (logged).
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from .chaos_control import ChaosControl
 from .errors import MicroshopError
 from .state import DataDir
 
@@ -35,6 +37,7 @@ class ControlServer:
         self.system = system
         self.path = socket_path(system.paths)
         self._runner: web.AppRunner | None = None
+        self.chaos = ChaosControl(system)
 
     async def start(self) -> bool:
         if len(str(self.path).encode()) > MAX_SOCKET_PATH:
@@ -42,6 +45,7 @@ class ControlServer:
         app = web.Application()
         app.router.add_post("/scale", self._scale)
         app.router.add_post("/deploy", self._deploy)
+        self.chaos.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         self.path.unlink(missing_ok=True)
@@ -50,6 +54,7 @@ class ControlServer:
         return True
 
     async def stop(self) -> None:
+        await self.chaos.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import importlib.metadata
+import json
 import logging
 import os
 import shlex
@@ -30,6 +32,7 @@ from .components import (
     CHAOS_PORTS,
     DEFAULT_PORTS,
     HOST,
+    SCRAPE_TARGETS_FILE,
     Component,
     ComponentFactory,
     broker_env,
@@ -45,7 +48,16 @@ from .control import ControlServer
 from .errors import MicroshopError, StartupError
 from .logtail import tail_lines
 from .seed import SeedReport, seed_catalog
-from .state import DataDir, SupervisorLock, held_for, hold, nats_passwords, service_secret, write_state
+from .state import (
+    DataDir,
+    SupervisorLock,
+    held_for,
+    hold,
+    nats_passwords,
+    service_secret,
+    write_state,
+    write_text_atomically,
+)
 
 log = logging.getLogger("microshop.supervisor")
 logging.getLogger("microshop").addHandler(logging.NullHandler())
@@ -261,6 +273,17 @@ class System:
                 if managed.process is not None
             },
         }
+
+    def scrape_targets(self) -> list[dict]:
+        """Every running service process (replicas included) as a Prometheus file_sd target group:
+        what the telemetry component scrapes, and what a Prometheus could read with file_sd_configs."""
+        return [
+            {"targets": [f"{managed.component.host}:{managed.component.port}"],
+             "labels": {"service": managed.component.service, "instance": name,
+                        "release": managed.component.release or _package_version(managed.component.service)}}
+            for name, managed in self._managed.items()
+            if managed.process is not None and managed.component.service
+        ]
 
     # --- replicas: scale and deploy ------------------------------------------------------------
 
@@ -584,6 +607,7 @@ class System:
         for step in reversed(self._steps()):
             await asyncio.gather(*(self._terminate(managed) for managed in step))
         self.paths.state_file.unlink(missing_ok=True)
+        (self.paths.run / SCRAPE_TARGETS_FILE).unlink(missing_ok=True)
         if self._session:
             await self._session.close()
         self._status = "stopped"
@@ -615,6 +639,7 @@ class System:
 
     def _write_state(self) -> None:
         write_state(self.paths, self.state())
+        write_text_atomically(self.paths.run / SCRAPE_TARGETS_FILE, json.dumps(self.scrape_targets(), indent=2) + "\n")
 
     def _log(self, level: int, message: str, *args) -> None:
         text = message % args
@@ -629,6 +654,14 @@ class System:
 
 class DeployFailed(MicroshopError):
     """A rollout stopped because a new replica never became ready; the old replicas run on."""
+
+
+def _package_version(service: str) -> str:
+    """The release a service runs when no deploy named one: its package's version, as /health says."""
+    try:
+        return importlib.metadata.version(f"microshop-{service}")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
 
 
 def _iso(moment: datetime | None) -> str | None:

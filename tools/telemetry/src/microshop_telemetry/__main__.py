@@ -27,12 +27,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, R
     parser.add_argument("--retention-seconds", type=float, default=3600.0, help="drop spans older than this")
     parser.add_argument("--max-spans", type=int, default=500_000, help="then drop the oldest beyond this many")
     parser.add_argument("--logs-dir", help="the components' JSON log files: the console shows a trace's lines")
+    parser.add_argument("--control-socket", help="the supervisor's control socket: the console's chaos page")
+    parser.add_argument("--scrape-targets", help="a Prometheus file_sd JSON file: scrape each target's /metrics")
+    parser.add_argument("--scrape-interval", type=float, default=5.0, help="seconds between scrapes")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if args.retention_seconds <= 0 or args.max_spans <= 0:
         parser.error("--retention-seconds and --max-spans must be positive")
+    if args.scrape_interval <= 0:
+        parser.error("--scrape-interval must be positive")
     config = ReceiverConfig(db_path=args.db, retention_seconds=args.retention_seconds, max_spans=args.max_spans,
-                            logs_dir=args.logs_dir)
+                            logs_dir=args.logs_dir, control_socket=args.control_socket,
+                            scrape_targets=args.scrape_targets, scrape_interval_seconds=args.scrape_interval)
     return args, config
 
 

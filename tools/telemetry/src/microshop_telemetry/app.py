@@ -19,7 +19,11 @@ from fastapi import Path as PathParameter
 from microshop_chassis.errors import Problem, install_problem_handlers, problem_response
 
 from . import __version__, otlp
+from .chaos_console import create_chaos_console
 from .console import create_console, static_files
+from .scrape import MetricsHistory
+from .scraper import Scraper
+from .services_console import create_services_console
 from .store import SpanStore
 
 log = structlog.get_logger("microshop.telemetry")
@@ -39,6 +43,13 @@ class ReceiverConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     # The data dir's logs folder: the console shows a trace's log lines from its files.
     logs_dir: str | Path | None = None
+    # The supervisor's control socket: the chaos page injects faults and runs verify through it.
+    control_socket: str | Path | None = None
+    # A Prometheus file_sd JSON file (the launcher's run/scrape-targets.json): every target's
+    # /metrics is scraped each interval and kept for the services page. None: no scraping.
+    scrape_targets: str | Path | None = None
+    scrape_interval_seconds: float = 5.0
+    scrape_keep_seconds: float = 1800.0
 
 
 class StoreThread:
@@ -68,17 +79,24 @@ class StoreThread:
 
 def create_app(config: ReceiverConfig) -> FastAPI:
     spans = StoreThread(config)
+    history = MetricsHistory(config.scrape_keep_seconds) if config.scrape_targets else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await spans.open()
         pruning = asyncio.create_task(_prune_forever(spans, config), name="prune-spans")
+        scraping = None
+        if history is not None and config.scrape_targets:
+            scraper = Scraper(Path(config.scrape_targets), history, interval=config.scrape_interval_seconds)
+            scraping = asyncio.create_task(scraper.run_forever(), name="scrape-metrics")
         try:
             yield
         finally:
-            pruning.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pruning
+            for task in (pruning, scraping):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await spans.close()
 
     app = FastAPI(title="microshop telemetry", version=__version__, lifespan=lifespan,
@@ -86,6 +104,8 @@ def create_app(config: ReceiverConfig) -> FastAPI:
     install_problem_handlers(app)
     app.state.spans = spans
     app.include_router(create_console(Path(config.logs_dir) if config.logs_dir else None))
+    app.include_router(create_chaos_console(Path(config.control_socket) if config.control_socket else None))
+    app.include_router(create_services_console(history, config.scrape_interval_seconds))
     app.mount("/static", static_files, name="console-static")
 
     @app.post("/v1/traces", summary="OTLP/HTTP trace export (protobuf or JSON)")
