@@ -237,7 +237,7 @@ async def test_each_statement_is_a_client_span_in_the_trace_of_the_code_that_ran
     assert statement.attributes["db.operation.name"] == "SELECT"
 
 
-async def test_by_default_a_transaction_is_one_client_span_naming_its_statements(database_url):
+async def test_by_default_a_transaction_is_one_client_span(database_url):
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -247,22 +247,22 @@ async def test_by_default_a_transaction_is_one_client_span_naming_its_statements
             async with db.transaction() as session:
                 await session.execute(sa.text("SELECT 1 AS first_value"))
                 await session.execute(sa.text("SELECT 2 AS second_value"))
+            async with db.session() as session:
+                await session.execute(sa.text("SELECT 3 AS a_read"))
             with pytest.raises(sa.exc.DBAPIError):
                 async with db.transaction() as session:
-                    await session.execute(sa.text("SELECT no_such_column FROM no_such_table"))
+                    await session.execute(sa.text("SELECT no_such_column FROM no_such_table WHERE secret = 'x'"))
     finally:
         await db.dispose()
-    committed, failed = [span for span in exporter.get_finished_spans() if span.kind.name == "CLIENT"]
+    committed, read, failed = [span for span in exporter.get_finished_spans() if span.kind.name == "CLIENT"]
+    assert committed.name == read.name == failed.name
     assert committed.name.startswith("transaction")
-    assert committed.parent.span_id == request.get_span_context().span_id
-    assert committed.attributes["db.operation.name"] == "COMMIT"
-    assert committed.attributes["microshop.db.statement_count"] == 2
-    assert list(committed.attributes["microshop.db.statements"]) == ["SELECT 1 AS first_value",
-                                                                      "SELECT 2 AS second_value"]
-    assert committed.status.is_ok
-    assert failed.attributes["db.operation.name"] == "ROLLBACK"
+    assert {span.parent.span_id for span in (committed, read, failed)} == {request.get_span_context().span_id}
+    assert committed.attributes["db.system.name"] in ("sqlite", "postgresql")
+    assert committed.status.is_ok and read.status.is_ok
     assert not failed.status.is_ok
-    assert failed.attributes["db.query.summary"].startswith("SELECT no_such_column")
+    assert failed.status.description in ("OperationalError", "ProgrammingError")  # its type, never its message
+    assert failed.attributes["db.query.summary"] == "SELECT no_such_column FROM no_such_table WHERE secret"
 
 
 async def test_database_work_outside_any_trace_makes_no_span(database_url):

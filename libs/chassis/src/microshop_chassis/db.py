@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import re
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import PurePath
 
@@ -55,12 +54,19 @@ class Database:
             self.engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
-        if tracer_provider is not None and database_spans != "off":
-            name = make_url(url).database or ""
-            trace_database = _trace_statements if database_spans == "statement" else _trace_transactions
-            trace_database(self.engine.sync_engine, tracer("microshop.db", tracer_provider),
-                           "sqlite" if self.is_sqlite else "postgresql",
-                           PurePath(name).stem if self.is_sqlite else name)  # orders.db -> orders
+        name = make_url(url).database or ""
+        self._span_attributes = {"db.system.name": "sqlite" if self.is_sqlite else "postgresql",
+                                 "db.namespace": PurePath(name).stem if self.is_sqlite else name}  # orders.db -> orders
+        self._span_name = f"transaction {self._span_attributes['db.namespace']}".strip()
+        # A span per unit of work (transaction() and session() below), or per statement (engine
+        # events). Per unit of work, and not through SQLAlchemy's transaction events: listeners
+        # on every begin, statement and commit cost SQLAlchemy more than the spans themselves.
+        self._unit_tracer = None
+        if tracer_provider is not None and database_spans == "transaction":
+            self._unit_tracer = tracer("microshop.db", tracer_provider)
+        elif tracer_provider is not None and database_spans == "statement":
+            _trace_statements(self.engine.sync_engine, tracer("microshop.db", tracer_provider),
+                              self._span_attributes)
         # A Session subclass of our own, so session events (the outbox's after_commit) listen to
         # this database only.
         self.sync_session_class = type("ServiceSession", (Session,), {})
@@ -71,13 +77,34 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on success, rolled back on error."""
-        async with self.sessions.begin() as session:
-            yield session
+        with self._unit_of_work_span():
+            async with self.sessions.begin() as session:
+                yield session
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessions() as session:
-            yield session
+        with self._unit_of_work_span():
+            async with self.sessions() as session:
+                yield session
+
+    @contextmanager
+    def _unit_of_work_span(self) -> Iterator[None]:
+        """A client span over one transaction or session: which database, how long it was held,
+        whether it failed (the exception's type and the failed statement's first words, never
+        the values). None outside a trace (see _in_a_trace)."""
+        if self._unit_tracer is None or not _in_a_trace():
+            yield
+            return
+        span = self._unit_tracer.start_span(self._span_name, kind=SpanKind.CLIENT, attributes=self._span_attributes)
+        try:
+            yield
+        except BaseException as exc:
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            if isinstance(getattr(exc, "statement", None), str):  # SQLAlchemy's DBAPIError names it
+                span.set_attribute("db.query.summary", _summary(exc.statement))
+            raise
+        finally:
+            span.end()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
@@ -131,7 +158,8 @@ def newest_revision(script_location: str) -> str | None:
 # Why not opentelemetry-instrumentation-sqlalchemy: it is two hooks like these, plus a dependency
 # whose releases trail the SDK's; the statement is kept to its first words (no values, which may
 # be personal data).
-def _trace_statements(engine, statement_tracer: trace.Tracer, system: str, database: str) -> None:
+def _trace_statements(engine, statement_tracer: trace.Tracer, span_attributes: dict[str, str]) -> None:
+    system, database = span_attributes["db.system.name"], span_attributes["db.namespace"]
     def before(conn, _cursor, statement, _parameters, context, _executemany) -> None:
         if not _in_a_trace():
             return
@@ -155,56 +183,6 @@ def _trace_statements(engine, statement_tracer: trace.Tracer, system: str, datab
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     event.listen(engine, "handle_error", failed)
-
-
-# Most of a checkout's spans were statements (33 of 59), and a span costs its service CPU to make
-# and to export: one span per transaction, listing its statements, keeps what a reader of a trace
-# needs (which database, how long the locks were held, what ran, what failed) for a third of it.
-_TRANSACTION = "microshop_transaction"  # in Connection.info: (start time, statements, span or None)
-MAX_LISTED_STATEMENTS = 20
-
-
-def _trace_transactions(engine, transaction_tracer: trace.Tracer, system: str, database: str) -> None:
-    def begin(conn) -> None:
-        if _in_a_trace():
-            conn.info[_TRANSACTION] = [time.time_ns(), [], None]
-
-    def statement(conn, _cursor, statement, _parameters, _context, _executemany) -> None:
-        transaction = conn.info.get(_TRANSACTION)
-        if transaction is None:
-            return
-        if transaction[2] is None:  # made at the first statement: a begin with none (a pool's) costs nothing
-            transaction[2] = transaction_tracer.start_span(
-                f"transaction {database}".strip(), kind=SpanKind.CLIENT, start_time=transaction[0],
-                attributes={"db.system.name": system, "db.namespace": database})
-        transaction[1].append(statement)
-
-    def failed(exception_context) -> None:
-        conn = exception_context.connection
-        transaction = conn.info.get(_TRANSACTION) if conn is not None else None
-        if transaction is not None and transaction[2] is not None:
-            transaction[2].set_status(Status(StatusCode.ERROR, type(exception_context.original_exception).__name__))
-            transaction[2].set_attribute("db.query.summary", _summary(exception_context.statement or ""))
-
-    def end(outcome: str):
-        def ended(conn) -> None:
-            transaction = conn.info.pop(_TRANSACTION, None)
-            if transaction is None or transaction[2] is None:
-                return
-            _started, statements, span = transaction
-            span.set_attributes({
-                "db.operation.name": outcome,
-                "microshop.db.statement_count": len(statements),
-                "microshop.db.statements": [_summary(text)[:120] for text in statements[:MAX_LISTED_STATEMENTS]],
-            })
-            span.end()
-        return ended
-
-    event.listen(engine, "begin", begin)
-    event.listen(engine, "before_cursor_execute", statement)
-    event.listen(engine, "handle_error", failed)
-    event.listen(engine, "commit", end("COMMIT"))
-    event.listen(engine, "rollback", end("ROLLBACK"))
 
 
 def _in_a_trace() -> bool:

@@ -87,9 +87,9 @@ class _Settings(BaseSettings):
     # microshop's own OTLP receiver (the launcher's telemetry component); empty: none. The standard
     # OTEL_EXPORTER_OTLP_* variables name another backend, independently (telemetry.py).
     telemetry_url: str = shared("", "TELEMETRY_URL")
-    # Database spans (db.py): "transaction", one per transaction naming its statements (the
-    # default: a third of the cost of "statement", docs/performance.md); "statement", one per
-    # statement; "off", a trace shows the calls but not the database.
+    # Database spans (db.py): "transaction", one per transaction or session (the default);
+    # "statement", one per statement, for a closer look at a higher cost (docs/performance.md);
+    # "off", a trace shows the calls but not the database.
     database_spans: Literal["transaction", "statement", "off"] = shared("transaction", "DATABASE_SPANS")
 
     @property
