@@ -147,17 +147,19 @@ async def test_a_failed_payment_is_reached_from_a_search_by_its_order_id_in_at_m
     await screenshot(page, "map", full_page=True)
 
 
-async def test_the_map_shows_every_service_the_broker_the_databases_and_the_card_processor(shop, page):
+async def test_the_map_shows_every_service_the_broker_the_databases_the_card_processor_and_smtp(shop, page):
     load = CheckoutLoad(shop.gateway_url, rate=10, customers=2, declined=0.25, sold_out=0, cancel=0)
     result = await load.run(checkouts=4)
     assert any(attempt.order_status == "CONFIRMED" for attempt in result.attempts)
 
     async def every_service_traced() -> bool:
-        return all([await traces_of(shop, service=name, limit=1) for name in names()])
+        mail_delivered = any(found["root_name"] == "SMTP deliver"
+                             for found in await traces_of(shop, service="notifications", limit=50))
+        return mail_delivered and all([await traces_of(shop, service=name, limit=1) for name in names()])
 
-    await wait_until(every_service_traced, timeout=EXPORT_TIMEOUT, what="spans of every service")
+    await wait_until(every_service_traced, timeout=EXPORT_TIMEOUT, what="spans of every service and of a mail")
     await page.goto(f"{shop.console_url}/")
-    for node in [*names(), "nats", "card-processor"]:
+    for node in [*names(), "nats", "card-processor", "smtp"]:
         await expect(page.locator(f'#service-map [data-node="{node}"]')).to_be_visible()
     await expect(page.locator("#service-map .node.database").first).to_be_visible()
     gateway_to_orders = page.locator('#service-map .edge[data-source="gateway"][data-target="orders"] text')

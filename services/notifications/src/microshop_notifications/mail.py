@@ -17,6 +17,7 @@ from typing import Protocol
 
 import aiosmtplib
 from microshop_chassis.downstream import ServiceUnavailable
+from opentelemetry import trace
 
 from .domain import MessageRefused
 
@@ -50,15 +51,38 @@ def describe(exc: BaseException) -> str:
 
 
 class SmtpSender:
-    def __init__(self, host: str, port: int, *, timeout: float) -> None:
-        """``timeout`` bounds connecting, and sending one message, in seconds."""
+    def __init__(self, host: str, port: int, *, timeout: float, tracer: trace.Tracer | None = None) -> None:
+        """``timeout`` bounds connecting, and sending one message, in seconds. ``tracer``: a client
+        span per connection (a batch of messages; the console's map draws the edge to the SMTP
+        server from it). Delivery runs apart from the events that asked for the messages, so the
+        span starts a trace of its own: one per batch, not per message."""
         self.host = host
         self.port = port
         self.timeout = timeout
+        self.tracer = tracer
         self._local_hostname: str | None = None
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[MailConnection]:
+        if self.tracer is None:
+            async with self._connect() as connection:
+                yield connection
+            return
+        attributes = {"server.address": TARGET, "server.port": self.port, "network.protocol.name": "smtp"}
+        with self.tracer.start_as_current_span("SMTP deliver", kind=trace.SpanKind.CLIENT, attributes=attributes,
+                                               record_exception=False, set_status_on_exception=False) as span:
+            connection: _SmtpConnection | None = None
+            try:
+                async with self._connect() as connection:
+                    yield connection
+            except Exception as exc:  # its type only: an SMTP answer may quote an address
+                span.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__name__))
+                raise
+            finally:
+                span.set_attribute("microshop.mail.messages", connection.sent if connection is not None else 0)
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[_SmtpConnection]:
         if self._local_hostname is None:
             # getfqdn() may do a DNS lookup: once, off the event loop, not per connection.
             self._local_hostname = await asyncio.to_thread(socket.getfqdn)
@@ -81,11 +105,13 @@ class _SmtpConnection:
     def __init__(self, smtp: aiosmtplib.SMTP, timeout: float) -> None:
         self._smtp = smtp
         self._timeout = timeout
+        self.sent = 0
 
     async def send(self, message: EmailMessage) -> None:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._smtp.send_message(message)
+            self.sent += 1
         except _THIS_MESSAGE_ONLY as exc:
             # aiosmtplib resets the envelope after a refusal: the connection serves the next one.
             raise MessageRefused(describe(exc)) from exc
