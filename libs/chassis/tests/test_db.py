@@ -219,10 +219,17 @@ async def _revision_at(url: str) -> str | None:
         await db.dispose()
 
 
-async def test_each_statement_is_a_client_span_in_the_trace_of_the_code_that_ran_it(database_url):
+@pytest.fixture
+def traced() -> tuple[TracerProvider, InMemorySpanExporter]:
+    """A tracer provider keeping every finished span in memory."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+async def test_each_statement_is_a_client_span_in_the_trace_of_the_code_that_ran_it(database_url, traced):
+    provider, exporter = traced
     db = Database(database_url, tracer_provider=provider, database_spans="statement")
     try:
         with provider.get_tracer("test").start_as_current_span("the request") as request:
@@ -237,10 +244,8 @@ async def test_each_statement_is_a_client_span_in_the_trace_of_the_code_that_ran
     assert statement.attributes["db.operation.name"] == "SELECT"
 
 
-async def test_by_default_a_transaction_is_one_client_span(database_url):
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+async def test_by_default_a_transaction_is_one_client_span(database_url, traced):
+    provider, exporter = traced
     db = Database(database_url, tracer_provider=provider)
     try:
         with provider.get_tracer("test").start_as_current_span("the request") as request:
@@ -265,10 +270,8 @@ async def test_by_default_a_transaction_is_one_client_span(database_url):
     assert failed.attributes["db.query.summary"] == "SELECT no_such_column FROM no_such_table WHERE secret"
 
 
-async def test_database_work_outside_any_trace_makes_no_span(database_url):
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+async def test_database_work_outside_any_trace_makes_no_span(database_url, traced):
+    provider, exporter = traced
     for mode in ("transaction", "statement"):
         db = Database(database_url, tracer_provider=provider, database_spans=mode)
         try:
@@ -279,10 +282,8 @@ async def test_database_work_outside_any_trace_makes_no_span(database_url):
     assert exporter.get_finished_spans() == ()
 
 
-async def test_no_database_spans_when_they_are_off(database_url):
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+async def test_no_database_spans_when_they_are_off(database_url, traced):
+    provider, exporter = traced
     db = Database(database_url, tracer_provider=provider, database_spans="off")
     try:
         with provider.get_tracer("test").start_as_current_span("the request"):
