@@ -182,9 +182,12 @@ async def test_checkout_is_untouched_with_notifications_and_reports_down(target)
     for name in ("notifications", "reports"):
         target.system.release(name)
     assert degraded.outcomes() == {"CONFIRMED": 200}, degraded.summary()
-    healthy_p99, degraded_p99 = healthy.latency_percentile(99), degraded.latency_percentile(99)
     print(f"\nhealthy: {healthy.summary()}\nnotifications and reports down: {degraded.summary()}")
-    assert degraded_p99 <= 1.5 * healthy_p99, (healthy.summary(), degraded.summary())
+    # The p90, not the p99: the p99 of 200 checkouts is their second slowest, one scheduling hiccup
+    # of this 2-core machine. 50 ms of slack for the same reason; a checkout waiting on either
+    # service would take seconds (their timeouts), far beyond it.
+    healthy_p90, degraded_p90 = healthy.latency_percentile(90), degraded.latency_percentile(90)
+    assert degraded_p90 <= 1.5 * healthy_p90 + 0.05, (healthy.summary(), degraded.summary())
     # Their events waited in JetStream: once back, every e-mail is sent and the report converges.
     checks, _ = await verify(target, accepted_order_ids=degraded.accepted_order_ids, settle_seconds=SETTLE)
     assert_books_balance(checks)

@@ -74,14 +74,17 @@ async def test_every_replica_serves_and_the_gateway_reports_each(system):
 async def test_scaling_up_and_down_under_load_fails_no_request(system):
     checkouts = load(system, SEED + 1)
     await checkouts.prepare()
-    running = asyncio.create_task(checkouts.run(seconds=14))
+    stop = asyncio.Event()  # the load lasts until both changes are done, however long a start takes
+    running = asyncio.create_task(checkouts.run(seconds=90, stop=stop))
     await asyncio.sleep(2)  # the load is under way (a fixed schedule: the change lands in it)
     up = await system.scale("payments", 3)
     assert len(up["replicas"]) == 3
     newest = up["added"][0]
-    await wait_until(lambda: _served_some(system, newest), timeout=8, what=f"{newest} charging")
+    await wait_until(lambda: _served_some(system, newest), timeout=15, what=f"{newest} charging")
     down = await system.scale("payments", 1)
     assert down["replicas"] == [system.replicas("payments")[0]] and len(down["removed"]) == 2
+    await asyncio.sleep(2)  # the load goes on past the scale-down: calls after it must not fail either
+    stop.set()
     result = await running
     assert failed(result) == [], [(a.status, a.key) for a in failed(result)]
     await system.scale("payments", 2)
