@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from microshop_chassis.middleware import QUIET_PATHS
 
 from .components import admin_credentials
 from .shop_client import login, new_customer, stock_up
@@ -29,8 +30,6 @@ from .system import System, SystemConfig
 APPROVED_CARD = {"card_number": "4242424242424242", "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-# Not the load: the supervisor's probes, status checks and this bench's own scrapes.
-OPERATIONS_ROUTES = ("/health", "/ready", "/metrics")
 
 
 @dataclass
@@ -89,7 +88,8 @@ def served_requests(metrics_text: str, route: str | None = None) -> float:
     def counted(line: str) -> bool:
         if route is not None:
             return f'route="{route}"' in line
-        return not any(f'route="{operations}"' in line for operations in OPERATIONS_ROUTES)
+        # Not the load: the supervisor's probes, status checks and scrapes (the chassis's quiet paths).
+        return not any(f'route="{operations}"' in line for operations in QUIET_PATHS)
 
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics_text.splitlines()
                if line.startswith("http_server_requests_total{") and counted(line))
