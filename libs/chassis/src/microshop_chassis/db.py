@@ -40,11 +40,12 @@ class Database:
         """``tracer_provider``: client spans in the trace of the code that used the database, one
         per transaction or per statement (``database_spans``, or ``"off"``)."""
         self.url = url
-        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        address = make_url(url)
+        self.is_sqlite = address.get_backend_name() == "sqlite"
         if self.is_sqlite:
             # Statements run inline on the event loop instead of aiosqlite's thread (see
             # sqlite_inline.py for why and for the trade-off).
-            path = make_url(url).database or ":memory:"
+            path = address.database or ":memory:"
             # In memory (fast tests): one connection for ever, or the data would go with it.
             pool = {"poolclass": StaticPool} if path == ":memory:" else {"pool_size": 1, "max_overflow": 0,
                                                                          "pool_timeout": 30}
@@ -54,7 +55,7 @@ class Database:
             self.engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
-        name = make_url(url).database or ""
+        name = address.database or ""
         self._span_attributes = {"db.system.name": "sqlite" if self.is_sqlite else "postgresql",
                                  "db.namespace": PurePath(name).stem if self.is_sqlite else name}  # orders.db -> orders
         self._span_name = f"transaction {self._span_attributes['db.namespace']}".strip()
