@@ -17,7 +17,6 @@ import pytest
 from microshop_chassis.services import names
 from microshop_chassis.testing import wait_until
 from microshop_cli.chaos import Chaos
-from microshop_cli.components import SCRAPE_TARGETS_FILE
 from microshop_cli.load import APPROVED_CARD, CheckoutLoad
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -260,7 +259,7 @@ async def test_a_form_on_another_site_cannot_inject_a_fault_through_the_console(
 
 async def test_the_services_page_shows_every_service_up_with_its_rate_charted_and_its_breakers_closed(shop, page):
     # The launcher's targets: every service process, in Prometheus file_sd form.
-    targets = json.loads((shop.system.paths.run / SCRAPE_TARGETS_FILE).read_text())
+    targets = json.loads(shop.system.paths.scrape_targets_file.read_text())
     assert sorted(group["labels"]["service"] for group in targets) == sorted(names())
 
     async def scraped() -> dict:

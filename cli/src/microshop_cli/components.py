@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 HOST = "127.0.0.1"
 INSTANCE_ENV = "MICROSHOP_INSTANCE"
 RELEASE_ENV = "MICROSHOP_RELEASE"
-# In the data dir's run/: every service process's /metrics address, in Prometheus file_sd JSON.
-SCRAPE_TARGETS_FILE = "scrape-targets.json"
 
 # Port names, not only component names: the mail catcher has two ports ("mail-catcher" is its HTTP one).
 # The services' own come from the one list of services (microshop_chassis.services).
@@ -156,10 +154,8 @@ def default_components(config: SystemConfig) -> list[Component]:
             "telemetry",
             [python, "-m", "microshop_telemetry", "--host", host, "--port", str(ports["telemetry"]),
              "--db", str(data / "telemetry.db"), "--logs-dir", str(DataDir(data).logs),
-             # control.socket_path (not imported: control imports chaos, which imports this module)
-             "--control-socket", str(DataDir(data).run / "control.sock"),
-             # Rewritten by the supervisor whenever its processes change (System._write_state).
-             "--scrape-targets", str(DataDir(data).run / SCRAPE_TARGETS_FILE)],
+             "--control-socket", str(DataDir(data).control_socket),
+             "--scrape-targets", str(DataDir(data).scrape_targets_file)],
             ports["telemetry"], step=0, ready_path="/health", host=host,
         ),
         Component(

@@ -29,7 +29,7 @@ MAX_SOCKET_PATH = 107
 
 
 def socket_path(paths: DataDir) -> Path:
-    return paths.run / "control.sock"
+    return paths.control_socket
 
 
 class ControlServer:

@@ -43,6 +43,17 @@ class DataDir:
         return self.run / "state.json"
 
     @property
+    def control_socket(self) -> Path:
+        """The supervisor's control socket (control.py): scale, deploy, the console's chaos page."""
+        return self.run / "control.sock"
+
+    @property
+    def scrape_targets_file(self) -> Path:
+        """Every service process's /metrics address in Prometheus file_sd JSON, rewritten by the
+        supervisor whenever its processes change: what the telemetry component scrapes."""
+        return self.run / "scrape-targets.json"
+
+    @property
     def lock_file(self) -> Path:
         return self.run / "supervisor.lock"
 

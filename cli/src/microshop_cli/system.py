@@ -32,7 +32,6 @@ from .components import (
     CHAOS_PORTS,
     DEFAULT_PORTS,
     HOST,
-    SCRAPE_TARGETS_FILE,
     Component,
     ComponentFactory,
     broker_env,
@@ -607,7 +606,7 @@ class System:
         for step in reversed(self._steps()):
             await asyncio.gather(*(self._terminate(managed) for managed in step))
         self.paths.state_file.unlink(missing_ok=True)
-        (self.paths.run / SCRAPE_TARGETS_FILE).unlink(missing_ok=True)
+        self.paths.scrape_targets_file.unlink(missing_ok=True)
         if self._session:
             await self._session.close()
         self._status = "stopped"
@@ -639,7 +638,7 @@ class System:
 
     def _write_state(self) -> None:
         write_state(self.paths, self.state())
-        write_text_atomically(self.paths.run / SCRAPE_TARGETS_FILE, json.dumps(self.scrape_targets(), indent=2) + "\n")
+        write_text_atomically(self.paths.scrape_targets_file, json.dumps(self.scrape_targets(), indent=2) + "\n")
 
     def _log(self, level: int, message: str, *args) -> None:
         text = message % args
