@@ -23,8 +23,9 @@ from microshop_cli.verify import Check
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SEED = 20261124  # every random choice (faults, load mix, proxy dice) derives from it: a failure replays
-LOAD_SECONDS = 12.0
+LOAD_SECONDS = 9.0
 RATE = 8.0  # checkouts per second: well below the system's capacity, so faults - not load - decide
+CHECKOUTS = 120  # each side of the notifications-and-reports-down comparison: enough for a steady p90
 SETTLE = 60.0  # the stated time within which every order is terminal once faults stop
 
 
@@ -58,7 +59,7 @@ async def test_kill_every_service_in_turn(target):
     async def kills(chaos: Chaos) -> None:
         for name in ("orders", "payments", "inventory", "notifications", "reports", "users", "gateway"):
             await chaos.kill(name)
-            await asyncio.sleep(1.2)
+            await asyncio.sleep(1.0)
 
     names = ("orders", "payments", "inventory", "notifications", "reports", "users", "gateway")
     before = {name: target.system.restarts(name) for name in names}
@@ -173,17 +174,17 @@ async def measured_load(target: Target, checkouts: int, *, retries: int = 0) -> 
 
 async def test_checkout_is_untouched_with_notifications_and_reports_down(target):
     await measured_load(target, 20)  # warm-up: connections and tokens of freshly restarted services
-    healthy = await measured_load(target, 200)
-    assert healthy.outcomes() == {"CONFIRMED": 200}, healthy.summary()
+    healthy = await measured_load(target, CHECKOUTS)
+    assert healthy.outcomes() == {"CONFIRMED": CHECKOUTS}, healthy.summary()
     chaos = Chaos(target.paths, target.state)
     for name in ("notifications", "reports"):
         await chaos.kill(name, down_for=120)
-    degraded = await measured_load(target, 200)
+    degraded = await measured_load(target, CHECKOUTS)
     for name in ("notifications", "reports"):
         target.system.release(name)
-    assert degraded.outcomes() == {"CONFIRMED": 200}, degraded.summary()
+    assert degraded.outcomes() == {"CONFIRMED": CHECKOUTS}, degraded.summary()
     print(f"\nhealthy: {healthy.summary()}\nnotifications and reports down: {degraded.summary()}")
-    # The p90, not the p99: the p99 of 200 checkouts is their second slowest, one scheduling hiccup
+    # The p90, not the p99: the p99 of 120 checkouts is their slowest two, one scheduling hiccup
     # of this 2-core machine. 50 ms of slack for the same reason; a checkout waiting on either
     # service would take seconds (their timeouts), far beyond it.
     healthy_p90, degraded_p90 = healthy.latency_percentile(90), degraded.latency_percentile(90)

@@ -28,7 +28,7 @@ from nats.js import JetStreamContext
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 SEED = 20261124  # the load's mix: a failure replays the same checkouts
-LOAD_SECONDS = 12.0
+AFTER_FAILOVER_SECONDS = 3.0
 RATE = 8.0  # checkouts per second, as in test_chaos: the fault, not the load, decides
 SETTLE = 60.0  # the chaos suite's stated time within which every order is terminal once faults stop
 # Events stored since the load began before the leader dies: the kill lands in a flow under way.
@@ -61,8 +61,9 @@ async def test_a_nats_node_killed_under_load_loses_no_event(cluster_system):
 
         load = CheckoutLoad(target.gateway_url, rate=RATE, seed=SEED)
         await load.prepare()
-        loading = asyncio.create_task(load.run(seconds=LOAD_SECONDS))
-        await wait_until(lambda: _stored(js, stored_before + EVENTS_BEFORE_KILL), timeout=LOAD_SECONDS,
+        stop = asyncio.Event()  # the load lasts until the failover is done, however long an election takes
+        loading = asyncio.create_task(load.run(seconds=120, stop=stop))
+        await wait_until(lambda: _stored(js, stored_before + EVENTS_BEFORE_KILL), timeout=30,
                          what=f"{EVENTS_BEFORE_KILL} events of the load stored")
         leader = (await until_answered(lambda: js.stream_info(STREAM))).cluster.leader
         restarts_before = system.restarts(leader)
@@ -70,11 +71,13 @@ async def test_a_nats_node_killed_under_load_loses_no_event(cluster_system):
         # node could win the election back before the survivors' leader is ever seen.
         await Chaos(target.paths, target.state).kill(leader, down_for=60)
         try:
-            successor = await wait_until(lambda: _leader_other_than(js, leader), timeout=LOAD_SECONDS,
+            successor = await wait_until(lambda: _leader_other_than(js, leader), timeout=30,
                                          what="a surviving node leading the stream")
         finally:
             system.release(leader)
-        assert not loading.done(), "the kill landed after the load: make the load longer"
+        assert not loading.done(), "the load ended before the failover"
+        await asyncio.sleep(AFTER_FAILOVER_SECONDS)  # the load goes on under the new leader (a schedule)
+        stop.set()
         result = await loading
     finally:
         await nc.close()
