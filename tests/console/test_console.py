@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from microshop_chassis.services import names
-from microshop_chassis.testing import wait_until
+from microshop_chassis.testing import ApiClient, wait_until
 from microshop_cli.chaos import Chaos
 from microshop_cli.load import APPROVED_CARD, CheckoutLoad
 
@@ -150,6 +150,8 @@ async def test_the_map_shows_every_service_the_broker_the_databases_the_card_pro
     load = CheckoutLoad(shop.gateway_url, rate=10, customers=2, declined=0.25, sold_out=0, cancel=0)
     result = await load.run(checkouts=4)
     assert any(attempt.order_status == "CONFIRMED" for attempt in result.attempts)
+    # The storefront is traced when a browser asks it for a page (the load goes to the gateway).
+    assert (await ApiClient(shop.system.url("storefront")).get("/")).status == 200
 
     async def every_service_traced() -> bool:
         mail_delivered = any(found["root_name"] == "SMTP deliver"

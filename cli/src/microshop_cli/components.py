@@ -249,6 +249,9 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
         MICROSHOP_TELEMETRY_URL=f"http://{host}:{ports['telemetry']}",
         MICROSHOP_SMTP_HOST=host,
         MICROSHOP_SMTP_PORT=str(ports["smtp"]),
+        # The storefront's: the one API it calls, and where customers read the caught e-mail.
+        MICROSHOP_GATEWAY_URL=f"http://{host}:{ports['gateway']}",
+        MICROSHOP_MAIL_CATCHER_URL=f"http://{host}:{ports['mail-catcher']}",
         MICROSHOP_SERVICE_SECRET=service_secret,
         MICROSHOP_ADMIN_EMAIL=admin_email,
         MICROSHOP_ADMIN_PASSWORD=admin_password,

@@ -414,6 +414,8 @@ def _print_panel(state: dict) -> None:
     def row(label: str, value: str) -> None:
         table.add_row(label, value)
 
+    if "storefront" in processes:  # first: where a person starts
+        row("Storefront", f"{processes['storefront']['url']}   (the shop in a browser)")
     if state.get("gateway_url"):
         row("Gateway", f"{state['gateway_url']}   (API docs: {state['gateway_url']}/docs)")
     for name in SERVICES:

@@ -50,6 +50,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("notifications", 8105, "sql", gateway_prefix="/notifications", messaging=True),
     ServiceSpec("reports", 8106, "duckdb", gateway_prefix="", messaging=True),
     ServiceSpec("gateway", 8080, "none", gateway_prefix=None, messaging=False),
+    # The shop in a browser: a backend for frontend that calls the gateway's public API only.
+    ServiceSpec("storefront", 8000, "none", gateway_prefix=None, messaging=False),
 )
 
 

@@ -1,0 +1,94 @@
+"""A whole system (microshop_cli.system.System, as `microshop up` starts it, the storefront
+included) and a real Chromium (Debian's package, driven by Playwright: Playwright's own browser
+download does not work here) for the storefront's pages. One system per module, on free ports
+and a temporary data dir; the browser's contexts are fresh per test (no cookie carried over)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+import aiohttp
+import pytest_asyncio
+from microshop_chassis.testing import ApiClient, missing_outside_ci
+from microshop_cli.shop_client import login
+from microshop_cli.system import System, SystemConfig
+
+CHROMIUM = os.environ.get("MICROSHOP_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# Checkouts answer PENDING at once (orders waits 0 s for the saga), so every outcome reaches the
+# order page by its own polling; the recovery loop is quick for the same reason.
+TEST_ENV = {"MICROSHOP_ORDERS_CHECKOUT_WAIT_SECONDS": "0", "MICROSHOP_ORDERS_RECOVERY_INTERVAL_SECONDS": "0.2",
+            "MICROSHOP_LOG_LEVEL": "INFO"}
+
+
+def require_chromium() -> None:
+    """Like require_postgres: missing under CI is a failure, elsewhere a skip that says why."""
+    missing = None
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        missing = "the playwright package is not installed (requirements-dev.txt)"
+    if missing is None and not shutil.which(CHROMIUM):
+        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    if missing is not None:
+        missing_outside_ci(f"the storefront's browser tests need Chromium: {missing}")
+
+
+class Shop:
+    """The running system as the tests see it: the storefront's URL, the gateway's API and the
+    card processor's admin API."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.url = system.url("storefront")
+        self.gateway_url = system.url("gateway")
+        self.card_processor = ApiClient(system.url("card-processor"))
+
+    async def new_account(self) -> tuple[str, str, str]:
+        """A registered customer (through the gateway): e-mail, password and an API token."""
+        email, password = f"sf-{uuid.uuid4().hex[:12]}@example.com", f"pw-{uuid.uuid4().hex[:16]}"
+        api = ApiClient(self.gateway_url)
+        reply = await api.post("/api/users/register", json={"email": email, "password": password, "name": "Grace"})
+        assert reply.status == 202, reply.body
+        async with aiohttp.ClientSession() as http:
+            token = await login(http, f"{self.gateway_url}/api/users/login", email, password)
+        return email, password, token
+
+    def api(self, token: str) -> ApiClient:
+        return ApiClient(self.gateway_url, token)
+
+    async def card_processor_faults(self, **faults: float) -> None:
+        reply = await self.card_processor.put("/_admin/config", json=faults)
+        assert reply.status == 200, reply.body
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser():
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser, shop):
+    context = await browser.new_context(viewport={"width": 1200, "height": 900}, base_url=shop.url)
+    context.set_default_timeout(15_000)
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shop(browser, tmp_path_factory):  # the browser first: without one, start no system
+    config = SystemConfig.with_free_ports(tmp_path_factory.mktemp("storefront-shop"), extra_env=TEST_ENV)
+    async with System(config) as system:
+        yield Shop(system)
