@@ -27,6 +27,7 @@ A graceful stop (SIGTERM or SIGINT) is a drain, so it never fails a request alre
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import time
@@ -50,6 +51,13 @@ _PROTOCOL_HOOKS = ("connection_made", "data_received", "send_400_response", "on_
                    "on_response_complete", "shutdown")
 # How often the drain looks whether the requests in flight have finished.
 _DRAIN_POLL_SECONDS = 0.05
+# CPython's collector runs a young collection every 700 net allocations of container objects. A
+# request allocates hundreds (a span dozens more, alive until its batch is exported), so a busy
+# service collected hundreds of times a second and promoted request garbage into older generations
+# whose full collections took 100-145 ms. Nearly everything here is freed by reference counting;
+# the collector is only for cycles, so it can run far less often (docs/performance.md, "Garbage
+# collection": 5-7 ms of collection per checkout before, under 0.4 ms after).
+GC_THRESHOLDS = (20_000, 20, 10)
 
 
 def serve(host: ServiceHost) -> None:
@@ -62,7 +70,17 @@ def serve(host: ServiceHost) -> None:
     # it finds takes that second delivery as done.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _already_stopped)
+    tune_garbage_collection()
     DrainingServer(config, host).run()
+
+
+def tune_garbage_collection() -> None:
+    """For a server process, once its code is imported and its app built: what exists now lives as
+    long as the process, so no collection needs to look at it again (``gc.freeze``); then collect
+    young objects far less often (``GC_THRESHOLDS``)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _already_stopped(_signal: int, _frame: Any) -> None:

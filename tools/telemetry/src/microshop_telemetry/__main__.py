@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import uvicorn
 from microshop_chassis.logs import configure_logging
-from microshop_chassis.runner import server_config
+from microshop_chassis.runner import server_config, tune_garbage_collection
 
 from .app import ReceiverConfig, create_app
 
@@ -49,8 +49,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # a no-op one lets a clean stop exit 0 rather than "killed by SIGTERM".
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda _signal, _frame: None)
-    uvicorn.Server(server_config(create_app(config), host=args.host, port=args.port,
-                                 max_header_bytes=MAX_HEADER_BYTES)).run()
+    server = uvicorn.Server(server_config(create_app(config), host=args.host, port=args.port,
+                                          max_header_bytes=MAX_HEADER_BYTES))
+    tune_garbage_collection()  # it receives every span of every service: as busy as any of them
+    server.run()
 
 
 if __name__ == "__main__":
