@@ -229,6 +229,23 @@ async def test_on_a_phone_sized_screen_nothing_is_wider_than_the_screen(shop, br
         await context.close()
 
 
+async def test_the_page_bench_gets_every_page_through_the_storefront_with_no_error(shop):
+    from microshop_cli.pages_bench import PageBench
+
+    result = await PageBench(shop.url, shop.system.admin_email, shop.system.admin_password).run(
+        concurrency=1, seconds=1.0)
+    assert [page.page for page in result.pages] == [
+        "/", "/products/{sku}", "/cart", "/checkout", "/orders", "/orders/{id}", "/orders/{id}/status",
+        "/notifications", "/login", "/register", "/admin/products", "/admin/orders", "/admin/payments",
+        "/admin/report"]
+    for page in result.pages:  # anything but a 200 (a redirect to /login, a 403, a 503) is an error
+        assert not page.errors and page.latencies, page.as_dict()
+        assert page.html_bytes > 0, page.as_dict()
+        assert page.percentile(95) >= page.percentile(50) > 0, page.as_dict()
+    assert set(result.static_bytes) == {"/static/simple.min.css", "/static/shop.css", "/static/shop.js"}
+    assert all(size > 0 for size in result.static_bytes.values()), result.static_bytes
+
+
 async def test_with_orders_killed_the_catalog_browses_and_checkout_says_it_is_unavailable(shop, page):
     email, password, token = await shop.new_account()
     await log_in(page, email, password)

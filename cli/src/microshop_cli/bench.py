@@ -16,6 +16,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,11 +55,7 @@ class BenchResult:
         return self.confirmed / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float | None:
-        if not self.latencies:
-            return None
-        if len(self.latencies) == 1:
-            return self.latencies[0]
-        return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(p) - 1]
+        return percentile(self.latencies, p)
 
     def as_dict(self) -> dict:
         ms = lambda v: None if v is None else round(v * 1000, 1)  # noqa: E731
@@ -70,6 +68,15 @@ class BenchResult:
             "up_ready_seconds": self.ready_seconds, "read_model_lag_seconds": self.read_model_lag_seconds,
             "trace_searchable_seconds": self.trace_searchable_seconds,
         }
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    """The ``p``th percentile (1 to 100) of ``values``; None when there are none."""
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
 def process_usage(pid: int) -> tuple[float, float]:
@@ -217,24 +224,51 @@ class Bench:
         return None
 
 
-async def bench(data_dir: Path, checkouts: int, concurrency: int) -> BenchResult:
+@dataclass
+class BenchedSystem:
+    """The system a bench drives: its addresses, the admin's login and its processes."""
+
+    gateway: str
+    admin_email: str
+    admin_password: str
+    pids: dict[str, int]  # every process
+    urls: dict[str, str]  # the services' (and replicas') own addresses
+    telemetry_url: str | None = None
+    storefront_url: str | None = None
+    ready_seconds: float | None = None  # only when the bench started it: `up`'s time to ready
+
+
+@asynccontextmanager
+async def running_or_fresh(data_dir: Path) -> AsyncIterator[BenchedSystem]:
+    """The system running in ``data_dir``, or else a fresh one in a temporary directory, stopped
+    and removed on the way out."""
     paths = DataDir(data_dir)
     state = read_state(paths) if running_supervisor(paths) else None
     if state:
-        pids = {name: p["pid"] for name, p in state["processes"].items()}
-        urls = {name: p["url"] for name, p in state["processes"].items() if p.get("service")}
-        telemetry = state["processes"].get("telemetry", {}).get("url")
-        runner = Bench(state["gateway_url"], *admin_credentials(), pids, urls=urls, telemetry_url=telemetry)
-        return await runner.run(checkouts, concurrency)
+        processes = state["processes"]
+        yield BenchedSystem(state["gateway_url"], *admin_credentials(),
+                     pids={name: p["pid"] for name, p in processes.items()},
+                     urls={name: p["url"] for name, p in processes.items() if p.get("service")},
+                     telemetry_url=processes.get("telemetry", {}).get("url"),
+                     storefront_url=processes.get("storefront", {}).get("url"))
+        return
     with tempfile.TemporaryDirectory(prefix="microshop-bench-") as tmp:
         started = time.perf_counter()
         async with System(SystemConfig.with_free_ports(Path(tmp))) as system:
             ready = time.perf_counter() - started
-            pids = {name: system.pid(name) for name in system.names}
-            urls = {name: system.url(name) for name in system.names if system.component(name).service}
-            telemetry = system.url("telemetry") if "telemetry" in system.names else None
-            runner = Bench(system.url("gateway"), system.admin_email, system.admin_password, pids, urls=urls,
-                           telemetry_url=telemetry)
-            result = await runner.run(checkouts, concurrency)
-            result.ready_seconds = round(system.ready_seconds or ready, 2)
-            return result
+            names = system.names
+            yield BenchedSystem(system.url("gateway"), system.admin_email, system.admin_password,
+                         pids={name: system.pid(name) for name in names},
+                         urls={name: system.url(name) for name in names if system.component(name).service},
+                         telemetry_url=system.url("telemetry") if "telemetry" in names else None,
+                         storefront_url=system.url("storefront") if "storefront" in names else None,
+                         ready_seconds=round(system.ready_seconds or ready, 2))
+
+
+async def bench(data_dir: Path, checkouts: int, concurrency: int) -> BenchResult:
+    async with running_or_fresh(data_dir) as target:
+        runner = Bench(target.gateway, target.admin_email, target.admin_password, target.pids, urls=target.urls,
+                       telemetry_url=target.telemetry_url)
+        result = await runner.run(checkouts, concurrency)
+        result.ready_seconds = target.ready_seconds
+        return result

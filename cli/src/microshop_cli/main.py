@@ -502,3 +502,48 @@ def bench(
     for name, usage in figures["processes"].items():
         processes.add_row(name, f"{usage['rss_mb']:.1f}", f"{usage['cpu_s']:.2f}", str(usage.get("requests", "-")))
     console.print(processes)
+
+
+@app.command("bench-pages")
+def bench_pages(
+    concurrency: int = typer.Option(4, "--concurrency", "-c", min=1, help="Clients fetching each page at once."),
+    seconds: float = typer.Option(5.0, "--seconds", "-s", min=0.1, help="How long each page is fetched."),
+    data_dir: Path = DataDirOption,
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Fetch each storefront page (as a customer with a cart and a confirmed order, the admin, or a
+    visitor) and print its HTML size, requests/s, p50/p95/p99 and errors, and the static assets'
+    size. Uses the system running in the data dir, or starts a fresh one."""
+    from .pages_bench import bench_pages as run_bench_pages
+
+    paths = DataDir(data_dir.resolve())
+    where = "the running system" if running_supervisor(paths) else "a fresh system in a temporary directory"
+    if not as_json:
+        console.print(f"Fetching each storefront page with {concurrency} clients for {seconds:g} s "
+                      f"against {where}...")
+    try:
+        result = asyncio.run(run_bench_pages(data_dir.resolve(), concurrency, seconds))
+    except (MicroshopError, RuntimeError) as exc:
+        raise fail(str(exc)) from exc
+    figures = result.as_dict()
+    if as_json:
+        print(json.dumps(figures, indent=2))
+        return
+    pages = Table(title=f"storefront pages: {concurrency} clients, {seconds:g} s each")
+    pages.add_column("page", no_wrap=True)
+    pages.add_column("as")
+    for column in ("HTML bytes", "requests/s", "p50 ms", "p95 ms", "p99 ms", "errors"):
+        pages.add_column(column, justify="right")
+    for page in figures["pages"]:
+        latency = page["latency_ms"]
+        errors = ", ".join(f"{kind}: {count}" for kind, count in page["errors"].items()) or "0"
+        pages.add_row(page["page"], page["who"], f"{page['html_bytes']:,}", f"{page['requests_per_s']:.1f}",
+                      *(str(latency[p]) if latency[p] is not None else "-" for p in ("p50", "p95", "p99")),
+                      errors)
+    console.print(pages)
+    static = figures["static_assets"]
+    console.print("static assets: " + " + ".join(f"{name.rsplit('/', 1)[-1]} {size:,}"
+                                                  for name, size in static["files"].items())
+                  + f" = {static['total_bytes']:,} bytes")
+    if result.ready_seconds is not None:
+        console.print(f"up: all ready in {result.ready_seconds} s")
