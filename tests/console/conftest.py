@@ -4,31 +4,13 @@ for the operations console that the telemetry component serves."""
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import aiohttp
 import pytest_asyncio
-from microshop_chassis.testing import ApiClient, missing_outside_ci
+from microshop_chassis.testing import ApiClient
 from microshop_cli.shop_client import new_customer
 from microshop_cli.system import System, SystemConfig
 
-CHROMIUM = os.environ.get("MICROSHOP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 TEST_ENV = {"MICROSHOP_ORDERS_RECOVERY_INTERVAL_SECONDS": "0.2", "MICROSHOP_LOG_LEVEL": "INFO"}
-
-
-def require_chromium() -> None:
-    """Like require_postgres: missing under CI is a failure, elsewhere a skip that says why."""
-    missing = None
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        missing = "the playwright package is not installed (requirements-dev.txt)"
-    if missing is None and not shutil.which(CHROMIUM):
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    if missing is not None:
-        missing_outside_ci(f"the console's browser tests need Chromium: {missing}")
 
 
 class Shop:
@@ -52,19 +34,6 @@ class Shop:
     async def card_processor_faults(self, **faults: float) -> None:
         reply = await self.card_processor.put("/_admin/config", json=faults)
         assert reply.status == 200, reply.body
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser():
-    require_chromium()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

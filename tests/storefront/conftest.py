@@ -5,35 +5,18 @@ and a temporary data dir; the browser's contexts are fresh per test (no cookie c
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
 
 import aiohttp
 import pytest_asyncio
-from microshop_chassis.testing import ApiClient, missing_outside_ci
+from microshop_chassis.testing import ApiClient
 from microshop_cli.shop_client import login
 from microshop_cli.system import System, SystemConfig
 
-CHROMIUM = os.environ.get("MICROSHOP_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # Checkouts answer PENDING at once (orders waits 0 s for the saga), so every outcome reaches the
 # order page by its own polling; the recovery loop is quick for the same reason.
 TEST_ENV = {"MICROSHOP_ORDERS_CHECKOUT_WAIT_SECONDS": "0", "MICROSHOP_ORDERS_RECOVERY_INTERVAL_SECONDS": "0.2",
             "MICROSHOP_LOG_LEVEL": "INFO"}
-
-
-def require_chromium() -> None:
-    """Like require_postgres: missing under CI is a failure, elsewhere a skip that says why."""
-    missing = None
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        missing = "the playwright package is not installed (requirements-dev.txt)"
-    if missing is None and not shutil.which(CHROMIUM):
-        missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    if missing is not None:
-        missing_outside_ci(f"the storefront's browser tests need Chromium: {missing}")
 
 
 class Shop:
@@ -62,19 +45,6 @@ class Shop:
     async def card_processor_faults(self, **faults: float) -> None:
         reply = await self.card_processor.put("/_admin/config", json=faults)
         assert reply.status == 200, reply.body
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser():
-    require_chromium()
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
