@@ -168,3 +168,20 @@ async def test_faults_are_injected_listed_timed_and_healed_on_the_proxy(serve_co
     assert (await supervisor.call("GET", "chaos"))[1]["faults"] == []
     log = supervisor.paths.log_file("chaos").read_text()
     assert log.count('"fault": "heal"') == 2
+
+
+@pytest.mark.parametrize(("action", "body", "says"), [
+    ("scale", {"replicas": 2}, "service is missing"),
+    ("scale", {"service": "payments"}, "replicas is missing"),
+    ("scale", {"service": "payments", "replicas": "two"}, "replicas must be a whole number"),
+    ("scale", {"service": "payments", "replicas": True}, "replicas must be a whole number"),
+    ("scale", ["payments", 2], "the body must be a JSON object"),
+    ("deploy", {"release": "2.0"}, "service is missing"),
+    ("deploy", {"service": "orders", "env": {"A": 1}}, "env must map names to strings"),
+    ("deploy", {"service": "orders", "ready_timeout": 0}, "ready_timeout must be a number of seconds above 0"),
+])
+async def test_a_scale_or_deploy_request_that_is_wrong_is_a_400_saying_what_is_wrong(serve_control, action, body,
+                                                                                      says):
+    supervisor = await serve_control({"nats": {"pid": 1}}, chaos_proxies=False)
+    status, answer = await supervisor.call("POST", action, body)
+    assert (status, answer) == (400, {"ok": False, "error": says})

@@ -171,7 +171,7 @@ class ChaosControl:
         try:
             faults = active_faults(await self.chaos.proxies())
         except MicroshopError as exc:
-            return _error(409, str(exc))
+            return error_answer(409, str(exc))
         for fault in faults:
             pending = self._heals.get(fault["target"])
             fault["heals_at"] = _iso(pending[1]) if pending else None
@@ -179,13 +179,13 @@ class ChaosControl:
 
     async def _inject(self, request: web.Request) -> web.Response:
         try:
-            wanted = parse_fault(await _body(request))
+            wanted = parse_fault(await read_body(request))
         except BadRequest as exc:
-            return _error(400, str(exc))
+            return error_answer(400, str(exc))
         try:
             record = await self._apply(wanted)
         except MicroshopError as exc:
-            return _error(409, str(exc))
+            return error_answer(409, str(exc))
         self._cancel_heal(wanted.target)
         heals_at = None
         if wanted.seconds is not None:
@@ -209,16 +209,16 @@ class ChaosControl:
 
     async def _heal(self, request: web.Request) -> web.Response:
         try:
-            body = await _body(request)
+            body = await read_body(request)
             if not isinstance(body, Mapping):
                 raise BadRequest("the body must be a JSON object")
             target = parse_target(body.get("target"), required=False)
         except BadRequest as exc:
-            return _error(400, str(exc))
+            return error_answer(400, str(exc))
         try:
             record = await self.chaos.heal(target)
         except MicroshopError as exc:
-            return _error(409, str(exc))
+            return error_answer(409, str(exc))
         for name in [target] if target else list(self._heals):
             self._cancel_heal(name)
         return _ok(applied=record.describe(), target=target)
@@ -228,13 +228,13 @@ class ChaosControl:
         from .experiment import Target, verify
 
         try:
-            settle_seconds = parse_settle(await _body(request))
+            settle_seconds = parse_settle(await read_body(request))
         except BadRequest as exc:
-            return _error(400, str(exc))
+            return error_answer(400, str(exc))
         try:
             checks, waited = await verify(Target.of(self.system), settle_seconds=settle_seconds)
         except (RuntimeError, aiohttp.ClientError, TimeoutError, MicroshopError) as exc:
-            return _error(409, f"could not read the services' state: {exc}")
+            return error_answer(409, f"could not read the services' state: {exc}")
         return _ok(passed=all(check.ok for check in checks), settle_seconds=round(waited, 1),
                    checks=[asdict(check) for check in checks])
 
@@ -252,7 +252,7 @@ class ChaosControl:
             pending[0].cancel()
 
 
-async def _body(request: web.Request) -> object:
+async def read_body(request: web.Request) -> object:
     try:
         return await request.json()
     except json.JSONDecodeError as exc:
@@ -263,7 +263,7 @@ def _ok(**fields: Any) -> web.Response:
     return web.json_response({"ok": True, **fields})
 
 
-def _error(status: int, message: str) -> web.Response:
+def error_answer(status: int, message: str) -> web.Response:
     return web.json_response({"ok": False, "error": message}, status=status)
 
 

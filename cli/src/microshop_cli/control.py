@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from .chaos_control import ChaosControl
+from .chaos_control import BadRequest, ChaosControl, error_answer, read_body
 from .errors import MicroshopError
 from .state import DataDir
 
@@ -61,13 +61,48 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
 
     async def _scale(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        return await _answer(self.system.scale(str(body["service"]), int(body["replicas"])))
+        try:
+            body = _object(await read_body(request))
+            service = _required(body, "service", str, "a string")
+            replicas = _required(body, "replicas", int, "a whole number")
+        except BadRequest as exc:
+            return error_answer(400, str(exc))
+        return await _answer(self.system.scale(service, replicas))
 
     async def _deploy(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        return await _answer(self.system.deploy(str(body["service"]), body.get("release"), env=body.get("env") or None,
-                                                ready_timeout=body.get("ready_timeout")))
+        try:
+            body = _object(await read_body(request))
+            service = _required(body, "service", str, "a string")
+            release = _optional(body, "release", str, "a string")
+            env = _optional(body, "env", dict, "an object")
+            if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+                raise BadRequest("env must map names to strings")
+            ready_timeout = _optional(body, "ready_timeout", (int, float), "a number")
+            if ready_timeout is not None and not ready_timeout > 0:
+                raise BadRequest("ready_timeout must be a number of seconds above 0")
+        except BadRequest as exc:
+            return error_answer(400, str(exc))
+        return await _answer(self.system.deploy(service, release, env=env or None, ready_timeout=ready_timeout))
+
+
+def _object(body: object) -> dict:
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _required(body: dict, name: str, kind: type | tuple[type, ...], what: str):
+    if name not in body:
+        raise BadRequest(f"{name} is missing")
+    return _optional(body, name, kind, what)
+
+
+def _optional(body: dict, name: str, kind: type | tuple[type, ...], what: str):
+    value = body.get(name)
+    # A bool is an int to Python; here it is never a count or a number of seconds.
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise BadRequest(f"{name} must be {what}")
+    return value
 
 
 async def _answer(change) -> web.Response:
