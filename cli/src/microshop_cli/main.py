@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -456,6 +458,23 @@ if __name__ == "__main__":
     app(prog_name="microshop")
 
 
+def _run_bench(data_dir: Path, as_json: bool, doing: str, run: Callable[[Path], Awaitable[Any]]) -> Any | None:
+    """Run a benchmark against the system in ``data_dir`` (or a fresh one). With ``--json`` it
+    prints the figures and returns None; otherwise it returns the result for the tables."""
+    root = data_dir.resolve()
+    where = "the running system" if running_supervisor(DataDir(root)) else "a fresh system in a temporary directory"
+    if not as_json:
+        console.print(f"{doing} against {where}...")
+    try:
+        result = asyncio.run(run(root))
+    except (MicroshopError, RuntimeError) as exc:
+        raise fail(str(exc)) from exc
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return None
+    return result
+
+
 @app.command()
 def bench(
     checkouts: int = typer.Option(2000, "--checkouts", "-n", min=1, help="How many checkouts to drive."),
@@ -467,18 +486,11 @@ def bench(
     each process's memory and CPU. Uses the system running in the data dir, or starts a fresh one."""
     from .bench import bench as run_bench
 
-    paths = DataDir(data_dir.resolve())
-    where = "the running system" if running_supervisor(paths) else "a fresh system in a temporary directory"
-    if not as_json:
-        console.print(f"Driving {checkouts} checkouts at concurrency {concurrency} against {where}...")
-    try:
-        result = asyncio.run(run_bench(data_dir.resolve(), checkouts, concurrency))
-    except (MicroshopError, RuntimeError) as exc:
-        raise fail(str(exc)) from exc
-    figures = result.as_dict()
-    if as_json:
-        print(json.dumps(figures, indent=2))
+    result = _run_bench(data_dir, as_json, f"Driving {checkouts} checkouts at concurrency {concurrency}",
+                        lambda root: run_bench(root, checkouts, concurrency))
+    if result is None:
         return
+    figures = result.as_dict()
     latency = figures["latency_ms"]
     summary = Table(title="microshop bench", show_header=False)
     summary.add_row("checkouts / concurrency", f"{checkouts} / {concurrency}")
@@ -516,19 +528,11 @@ def bench_pages(
     size. Uses the system running in the data dir, or starts a fresh one."""
     from .pages_bench import bench_pages as run_bench_pages
 
-    paths = DataDir(data_dir.resolve())
-    where = "the running system" if running_supervisor(paths) else "a fresh system in a temporary directory"
-    if not as_json:
-        console.print(f"Fetching each storefront page with {concurrency} clients for {seconds:g} s "
-                      f"against {where}...")
-    try:
-        result = asyncio.run(run_bench_pages(data_dir.resolve(), concurrency, seconds))
-    except (MicroshopError, RuntimeError) as exc:
-        raise fail(str(exc)) from exc
-    figures = result.as_dict()
-    if as_json:
-        print(json.dumps(figures, indent=2))
+    doing = f"Fetching each storefront page with {concurrency} clients for {seconds:g} s"
+    result = _run_bench(data_dir, as_json, doing, lambda root: run_bench_pages(root, concurrency, seconds))
+    if result is None:
         return
+    figures = result.as_dict()
     pages = Table(title=f"storefront pages: {concurrency} clients, {seconds:g} s each")
     pages.add_column("page", no_wrap=True)
     pages.add_column("as")
