@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 SERVICE_LIST := libs/chassis/src/microshop_chassis/services.py
 SERVICE_DIRS := $(shell $(PYTHON) $(SERVICE_LIST) folders)
 # Every installable part of the repository, in dependency order.
-PACKAGES := libs/chassis $(SERVICE_DIRS) sims/card-processor sims/mail-catcher tools/chaos-proxy tools/telemetry cli
+PACKAGES := libs/chassis $(SERVICE_DIRS) monolith sims/card-processor sims/mail-catcher tools/chaos-proxy tools/telemetry cli
 
 STAMP := $(VENV)/.installed
 PYPROJECTS := $(foreach p,$(PACKAGES),$(p)/pyproject.toml)

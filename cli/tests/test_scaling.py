@@ -95,3 +95,34 @@ def test_scale_and_deploy_reach_the_running_supervisor(users_running):
     status = json.loads(microshop("status", "--json", *args).stdout)
     assert [(c["name"], c["version"], c["health"]) for c in status["components"]
             if c["name"].startswith("users")] == [("users-2", "9.9", "ok")]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--monolith", "--workers", "2"], "--postgres"),  # SQLite: one writer per file
+    (["--workers", "2"], "--monolith"),
+    (["--monolith", "--replicas", "payments=2", "--postgres"], "--workers N"),
+    (["--monolith", "--chaos-proxies"], "in-process"),
+])
+def test_a_monolith_that_cannot_run_that_way_is_refused_before_anything_starts(tmp_path, args, says):
+    result = runner.invoke(app, ["up", "--data-dir", str(tmp_path), *args])
+    assert result.exit_code == 1, result.output
+    assert says in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_monolith_is_one_process_on_the_gateways_port_running_every_service_but_the_storefront(tmp_path):
+    from microshop_cli.components import MONOLITH, default_components
+    from microshop_cli.system import SystemConfig
+
+    config = SystemConfig.with_free_ports(tmp_path, monolith=True)
+    by_name = {component.name: component for component in default_components(config)}
+    monolith = by_name[MONOLITH]
+    assert monolith.port == config.ports["gateway"]
+    assert set(monolith.modules) == {"users", "inventory", "orders", "payments", "notifications", "reports", "gateway"}
+    assert "storefront" in by_name and not {"orders", "gateway", "reports"} & set(by_name)
+
+    # With workers, reports (one DuckDB file, one writer) stays a process of its own.
+    workers = SystemConfig.with_free_ports(tmp_path, monolith=True, workers=3, postgres="postgresql://x@h/db")
+    by_name = {component.name: component for component in default_components(workers)}
+    assert "reports" not in by_name[MONOLITH].modules and by_name["reports"].service == "reports"
+    assert by_name[MONOLITH].env["MICROSHOP_MONOLITH_WORKERS"] == "3"

@@ -31,6 +31,10 @@ class Shop:
         self.mail = ApiClient(system.url("mail-catcher"))
         self.admin_token = ""
 
+    @property
+    def monolith(self) -> bool:
+        return self.system.config.monolith
+
     def api(self, token: str | None = None) -> ApiClient:
         return ApiClient(self.system.url("gateway"), token)
 
@@ -48,8 +52,10 @@ class Shop:
         return await self.login(email, "correct-horse"), email
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgres"])
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgres", "monolith"])
 async def shop(request, tmp_path_factory):
+    """``monolith``: the same walk against `microshop up --monolith` (SQLite): the six services and
+    the gateway in one process, on the gateway's address."""
     env = dict(TEST_ENV)
     drops = []
     if request.param == "postgres":
@@ -59,7 +65,8 @@ async def shop(request, tmp_path_factory):
             url, drop = await asyncio.to_thread(create_postgres_database)
             env[f"MICROSHOP_{service.upper()}_DATABASE_URL"] = url
             drops.append(drop)
-    config = SystemConfig.with_free_ports(tmp_path_factory.mktemp(f"shop-{request.param}"), extra_env=env)
+    config = SystemConfig.with_free_ports(tmp_path_factory.mktemp(f"shop-{request.param}"), extra_env=env,
+                                          monolith=request.param == "monolith")
     try:
         async with System(config) as system:
             shop = Shop(system)

@@ -106,6 +106,10 @@ class Component:
     service: str | None = None
     # Its own environment, over the shared one: a replica's port, instance name and release.
     env: dict[str, str] = field(default_factory=dict)
+    # The services it runs in-process (the monolith), each with its own database and broker user.
+    modules: tuple[str, ...] = ()
+    # Processes it forks to serve its port (the monolith's --workers).
+    workers: int = 1
 
     @property
     def release(self) -> str | None:
@@ -173,6 +177,8 @@ def default_components(config: SystemConfig) -> list[Component]:
     ]
     if config.postgres == postgres.EMBEDDED:
         components.append(postgres.embedded_component(config))
+    if config.monolith:
+        return components + monolith_components(config)
     for offset, names in enumerate(SERVICE_STEPS, start=1):
         for name in names:
             first = Component(name, [python, "-m", registry.service(name).package], ports[name], step=offset,
@@ -182,6 +188,35 @@ def default_components(config: SystemConfig) -> list[Component]:
     if config.chaos_proxies:
         components.append(chaos_proxy_component(config))
     return components
+
+
+MONOLITH = "monolith"
+
+
+def monolith_modules(workers: int) -> tuple[str, ...]:
+    """What the monolith runs in its process: every service but the storefront (a client of the
+    public API, as a browser is) and, with several workers, reports (its read model is one DuckDB
+    file, which one process writes: it stays a process of its own, called over HTTP)."""
+    return tuple(name for name in ALL_SERVICES
+                 if name != "storefront" and not (workers > 1 and registry.service(name).storage == "duckdb"))
+
+
+def monolith_components(config: SystemConfig) -> list[Component]:
+    """The monolith on the gateway's port (the same public API at the same address), and what it
+    does not run as processes of their own."""
+    python, host, ports = sys.executable, config.host, config.ports
+    modules = monolith_modules(config.workers)
+    # A service beside the monolith finds users' public keys on the monolith's port.
+    outside = {f"{registry.service('users').env_prefix}URL": f"http://{host}:{ports['gateway']}/_services/users"}
+    return [
+        Component(MONOLITH, [python, "-m", "microshop_monolith"], ports["gateway"], step=1, host=host,
+                  service="gateway", modules=modules, workers=config.workers,
+                  env={"MICROSHOP_MONOLITH_WORKERS": str(config.workers),
+                       "MICROSHOP_MONOLITH_MODULES": ",".join(modules)}),
+        *(Component(name, [python, "-m", registry.service(name).package], ports[name], step=1, host=host,
+                    service=name, env=outside)
+          for name in ALL_SERVICES if name not in modules),
+    ]
 
 
 def replica_name(service: str, index: int) -> str:
@@ -269,11 +304,13 @@ def process_env(config: SystemConfig, service_secret: str) -> dict[str, str]:
     return env
 
 
-def broker_env(name: str, passwords: dict[str, str]) -> dict[str, str]:
-    """A service process's own broker user (never in the environment every child shares)."""
+def broker_env(name: str, passwords: dict[str, str], *, prefixed: bool = False) -> dict[str, str]:
+    """A service process's own broker user (never in the environment every child shares);
+    ``prefixed``: as ``MICROSHOP_<SERVICE>_NATS_*``, for a process running several services."""
     if name not in registry.names() or name not in passwords:
         return {}
-    return {"MICROSHOP_NATS_USER": name, "MICROSHOP_NATS_PASSWORD": passwords[name]}
+    prefix = registry.service(name).env_prefix if prefixed else "MICROSHOP_"
+    return {f"{prefix}NATS_USER": name, f"{prefix}NATS_PASSWORD": passwords[name]}
 
 
 def nats_urls(config: SystemConfig) -> list[str]:

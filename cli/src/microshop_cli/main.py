@@ -81,6 +81,11 @@ def up(
     replicas: list[str] = typer.Option([], "--replicas", "-r", metavar="SERVICE=N,...",
                                        help="Start N replicas of a service (needs --postgres), e.g. "
                                             "payments=3,orders=2; change it later with `microshop scale`."),
+    monolith: bool = typer.Option(False, "--monolith",
+                                  help="The six services and the gateway in one process, on the gateway's port "
+                                       "(the same public API at the same address); calls between them in-process."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="With --monolith: this many processes serving its port (needs --postgres)."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background; stop with `microshop down`."),
     no_seed: bool = typer.Option(False, "--no-seed", help="Do not create the demo catalog."),
     port: list[str] = typer.Option([], "--port", "-p", metavar="NAME=PORT",
@@ -109,7 +114,7 @@ def up(
                               chaos_proxies=chaos_proxies, chaos_seed=chaos_seed,
                               postgres=(postgres_url or EMBEDDED) if postgres else None,
                               postgres_prefix=postgres_prefix, nats_cluster=nats_cluster,
-                              replicas=parse_counts(replicas))
+                              replicas=parse_counts(replicas), monolith=monolith, workers=workers)
         if components:
             config.components = load_factory(components)
         paths = DataDir(config.data_dir)
@@ -146,6 +151,7 @@ def _up_detached(config: SystemConfig, ports: list[str], components: str | None,
     command += ["--postgres-prefix", config.postgres_prefix] if config.postgres_prefix else []
     command += ["--nats-cluster"] if config.nats_cluster else []
     command += [argument for value in replicas for argument in ("--replicas", value)]
+    command += ["--monolith", "--workers", str(config.workers)] if config.monolith else []
     environment = dict(os.environ)
     if config.postgres and config.postgres != EMBEDDED:
         environment[POSTGRES_URL_ENV] = config.postgres
@@ -420,6 +426,9 @@ def _print_panel(state: dict) -> None:
         row("Storefront", f"{processes['storefront']['url']}   (the shop in a browser)")
     if state.get("gateway_url"):
         row("Gateway", f"{state['gateway_url']}   (API docs: {state['gateway_url']}/docs)")
+    if "monolith" in processes:
+        row("Monolith", f"every service in one process on the gateway's port; each one's health at "
+                        f"{processes['monolith']['url']}/_services/<name>/health")
     for name in SERVICES:
         replicas = [other for other, info in processes.items() if info.get("service") == name]
         if replicas:

@@ -51,3 +51,25 @@ def check_replicas(service: str, count: int, *, postgres: bool) -> None:
         raise MicroshopError(
             f"{service} keeps its data in a SQLite file, which one process writes at a time: start the system "
             "with `microshop up --postgres` to run replicas of it.")
+
+
+MAX_WORKERS = 8
+
+
+def check_monolith(monolith: bool, workers: int, *, postgres: bool, replicas: dict[str, int],
+                   chaos_proxies: bool) -> None:
+    """Raise, saying why, unless the monolith may run this way."""
+    if not monolith:
+        if workers != 1:
+            raise MicroshopError("--workers is for the monolith: `microshop up --monolith --workers N`")
+        return
+    if any(count > 1 for count in replicas.values()):
+        raise MicroshopError("the monolith scales as a whole: `--workers N` (with --postgres), not --replicas")
+    if chaos_proxies:
+        raise MicroshopError("--chaos-proxies sits between processes; in the monolith the services call each "
+                             "other in-process: use the microservices (`microshop up --chaos-proxies`)")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise MicroshopError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
+    if workers > 1 and not postgres:
+        raise MicroshopError("several monolith workers share every database, and a SQLite file has one writer at a "
+                             "time: start it with `microshop up --monolith --workers N --postgres`")

@@ -32,6 +32,7 @@ from .components import (
     CHAOS_PORTS,
     DEFAULT_PORTS,
     HOST,
+    MONOLITH,
     Component,
     ComponentFactory,
     broker_env,
@@ -116,11 +117,17 @@ class SystemConfig:
     nats_cluster: bool = False
     # Replicas per service at start (1 where not named); see scaling.py for which may have more.
     replicas: dict[str, int] = field(default_factory=dict)
+    # The six services and the gateway in one process on the gateway's port (microshop_monolith),
+    # as ``workers`` processes sharing that port (more than one needs PostgreSQL).
+    monolith: bool = False
+    workers: int = 1
 
     def __post_init__(self) -> None:
         # Absolute, because children and a detached supervisor may not share our working directory.
         self.data_dir = Path(self.data_dir).resolve()
         nats_port = self.ports.get("nats", DEFAULT_PORTS["nats"])
+        scaling.check_monolith(self.monolith, self.workers, postgres=self.postgres is not None,
+                               replicas=self.replicas, chaos_proxies=self.chaos_proxies)
         for service, count in self.replicas.items():
             scaling.check_replicas(service, count, postgres=self.postgres is not None)
             if count > 1 and self.chaos_proxies:
@@ -207,7 +214,12 @@ class System:
         return self._get(name).component
 
     def url(self, name: str) -> str:
-        return self._get(name).component.url
+        """Where ``name`` answers; a service run in-process by the monolith: its operations
+        (health, ready, metrics) under ``/_services/<name>`` of the monolith's port."""
+        component = self._get(name).component
+        if name in (component.name, component.service):
+            return component.url
+        return f"{component.url}/_services/{name}"
 
     def port(self, name: str) -> int:
         return self._get(name).component.port
@@ -249,7 +261,7 @@ class System:
         return managed.process.pid
 
     def state(self) -> dict:
-        gateway = self._managed.get("gateway")
+        gateway = self._managed.get("gateway") or self._managed.get(MONOLITH)
         return {
             "supervisor_pid": os.getpid(),
             "started_at": _iso(self._started_at),
@@ -267,6 +279,7 @@ class System:
                     "restarts": managed.restarts,
                     "started_at": _iso(managed.started_at),
                     "service": managed.component.service,
+                    **({"modules": list(managed.component.modules)} if managed.component.modules else {}),
                 }
                 for name, managed in self._managed.items()
                 if managed.process is not None
@@ -294,6 +307,9 @@ class System:
         """Start or stop replicas of ``service`` until it has ``count``: a new one serves once
         ready (callers hear of it then); one that goes drains first (the newest go first)."""
         scaling.check_replicas(service, count, postgres=self.postgres is not None)
+        if self.config.monolith:
+            raise MicroshopError("the monolith scales as a whole: start it with `microshop up --monolith --workers N "
+                                 "--postgres`")
         async with self._changing:
             current = self.replicas(service)
             if not current:
@@ -416,7 +432,8 @@ class System:
             databases_ready = self.postgres is None
             streams_ready = not self.config.nats_cluster
             for step in self._steps():
-                if not databases_ready and any(m.component.name in postgres.relational_services() for m in step):
+                if not databases_ready and any(set(m.component.modules or (m.component.name,))
+                                               & set(postgres.relational_services()) for m in step):
                     await self._provision_databases()
                     databases_ready = True
                 if not streams_ready and not any(m.component.name in nats_cluster.NODES for m in step):
@@ -430,7 +447,7 @@ class System:
             for managed in self._managed.values():
                 managed.supervisor = asyncio.create_task(self._supervise(managed))
                 managed.supervisor.add_done_callback(self._report_supervisor_crash)
-            if self.config.seed and "gateway" in self._managed:
+            if self.config.seed and ("gateway" in self._managed or MONOLITH in self._managed):
                 await self._seed()
             if not await self._control.start():
                 self._log(logging.WARNING, "no control socket (its path is too long): scale and deploy "
@@ -498,10 +515,11 @@ class System:
             log_file.flush()
             # Its replica settings, and its own secrets (broker user, database URL) only: never in
             # the environment all share.
-            service = component.service or component.name
-            own = {**component.env, **broker_env(service, self._broker_passwords),
-                   **postgres.database_env(service, self.postgres, processes=self._database_processes(),
-                                            max_connections=self._postgres_connections)}
+            own = dict(component.env)
+            for service in component.modules or (component.service or component.name,):
+                own.update(broker_env(service, self._broker_passwords, prefixed=bool(component.modules)))
+                own.update(postgres.database_env(service, self.postgres, processes=self._database_processes(),
+                                                 max_connections=self._postgres_connections))
             account = {"user": component.user, "group": component.user, "extra_groups": []} if component.user else {}
             try:
                 managed.process = await asyncio.create_subprocess_exec(
@@ -521,7 +539,8 @@ class System:
     def _database_processes(self) -> int:
         """Processes (replicas included) that use the PostgreSQL server: they share its connections."""
         relational = postgres.relational_services()
-        return sum(1 for managed in self._managed.values() if managed.component.service in relational)
+        return sum(len(set(m.component.modules or (m.component.service,)) & set(relational)) * m.component.workers
+                   for m in self._managed.values())
 
     async def _probe_ready(self, component: Component) -> bool:
         if component.ready_url is None:
@@ -631,10 +650,12 @@ class System:
     # --- helpers -------------------------------------------------------------------------------
 
     def _get(self, name: str) -> _Managed:
-        try:
-            return self._managed[name]
-        except KeyError:
-            raise MicroshopError(f"no component {name!r}; known: {', '.join(self._managed)}") from None
+        managed = self._managed.get(name)
+        if managed is None:  # a service run in-process by another component (the monolith)
+            managed = next((m for m in self._managed.values() if name in m.component.modules), None)
+        if managed is None:
+            raise MicroshopError(f"no component {name!r}; known: {', '.join(self._managed)}")
+        return managed
 
     def _write_state(self) -> None:
         write_state(self.paths, self.state())

@@ -89,7 +89,8 @@ class Reader:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             if self._token is None:
-                self._token = await login(http, self.urls["users"] + "/login", self.email, self.password)
+                users = self.urls.get(LOGIN, self.urls["users"])
+                self._token = await login(http, users + "/login", self.email, self.password)
             orders, payments, stock, messaging = await asyncio.gather(
                 self._all(http, "orders", "/orders"), self._all(http, "payments", "/payments"),
                 self._all(http, "inventory", "/stock"), self._messaging(http))
@@ -293,10 +294,18 @@ def check_reports(s: Snapshot) -> Check:
     return Check(6, "reports converge", not problems, figures, problems)
 
 
+# Where the admin logs in, when not at users' own address (the monolith: through its public API).
+LOGIN = "login"
+
+
 def service_urls(processes: dict) -> dict[str, str]:
     names = (*SERVICES, "card-processor", "mail-catcher")
     urls: dict[str, str] = {}
     for name, info in processes.items():  # a service's replicas answer alike: any one will do
+        for module in info.get("modules", ()):  # the monolith: each service's admin reads on its port
+            urls.setdefault(module, f"{info['url']}/_services/{module}")
+        if info.get("modules"):  # and the admin's login through its public API
+            urls[LOGIN] = f"{info['url']}/api/users"
         service = info.get("service") or name
         if service in names:
             urls.setdefault(service, info["url"])

@@ -233,6 +233,10 @@ class ServiceHost:
     def readiness(self, name: str, check: ReadinessCheck) -> None:
         self._checks[name] = check
 
+    @property
+    def readiness_checks(self) -> dict[str, ReadinessCheck]:
+        return dict(self._checks)
+
     def health(self, extra: Callable[[], Awaitable[dict[str, Any]]]) -> None:
         """Adds what ``extra()`` returns to the ``/health`` body."""
         self._health.append(extra)

@@ -48,6 +48,7 @@ from .context import deadline_var, request_id_var
 from .discovery import Endpoints, FixedEndpoint
 from .downstream import DownstreamError, ServiceUnavailable, UnexpectedReply  # noqa: F401 - re-exported
 from .errors import ProblemType
+from .in_process import InProcessSession, LocalApps
 from .metrics import ServiceMetrics
 from .resilience import Bulkhead, BulkheadFull, CircuitBreaker, CircuitOpen, DeadlineExceeded, RetryBudget
 from .telemetry import inject_headers, tracer
@@ -66,12 +67,20 @@ _MAX_FAILOVERS = 3
 
 class HttpSession:
     """A service's one pooled aiohttp session: created on first use (inside the event loop),
-    closed by its owner when the service stops. Every client of the service shares it."""
+    closed by its owner when the service stops. Every client of the service shares it.
+
+    In a process that serves several services (the monolith), ``serve_in_process`` names them:
+    calls to those go to their apps directly (in_process.py), everything else over the network."""
 
     def __init__(self, *, limit: int = 512, limit_per_host: int = 128) -> None:
         self.limit = limit
         self.limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
+        self._local: LocalApps | None = None
+        self._in_process: InProcessSession | None = None
+
+    def serve_in_process(self, apps: LocalApps) -> None:
+        self._local = apps
 
     def get(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -80,7 +89,9 @@ class HttpSession:
                                                ttl_dns_cache=300),
                 json_serialize=json.dumps,
             )
-        return self._session
+            self._in_process = InProcessSession(self._session, self._local) if self._local else None
+        # Shaped like a ClientSession in what the chassis calls (request, get, post).
+        return self._in_process or self._session  # type: ignore[return-value]
 
     async def close(self) -> None:
         session, self._session = self._session, None

@@ -27,8 +27,10 @@ A graceful stop (SIGTERM or SIGINT) is a drain, so it never fails a request alre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -40,6 +42,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from .errors import HEADERS_TOO_LARGE, MALFORMED_REQUEST, PROBLEM_JSON, Problem
 from .host import ServiceHost
+from .host_group import HostGroup
 from .logs import configure_logging
 
 log = structlog.get_logger("microshop.http")
@@ -60,7 +63,9 @@ _DRAIN_POLL_SECONDS = 0.05
 GC_THRESHOLDS = (20_000, 20, 10)
 
 
-def serve(host: ServiceHost) -> None:
+def serve(host: ServiceHost | HostGroup, *, workers: int = 1) -> None:
+    """Serve ``host`` until SIGTERM or SIGINT, then drain. ``workers`` > 1: that many processes,
+    forked once the app is built, accept on the one port (as a monolith is deployed)."""
     settings = host.settings
     configure_logging(host.name, settings.log_level, settings.log_format)
     config = server_config(host.app, host=settings.host, port=settings.port,
@@ -71,7 +76,62 @@ def serve(host: ServiceHost) -> None:
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, _already_stopped)
     tune_garbage_collection()
+    if workers > 1:
+        _serve_in_workers(config, host, workers)
+        return
     DrainingServer(config, host).run()
+
+
+# A worker that died this soon after its start is restarted only after this pause (no fork storm).
+_WORKER_RESTART_PAUSE = 1.0
+
+
+def _serve_in_workers(config: uvicorn.Config, host: ServiceHost | HostGroup, workers: int) -> None:
+    """Bind the port once, fork ``workers`` children that each serve it with the whole app (the
+    imports and the frozen heap shared copy-on-write), pass a stop signal on to every one, and
+    restart one that dies while no stop is under way. Each worker drains on its own as usual."""
+    sock = config.bind_socket()
+    children: dict[int, float] = {}
+    stopping = False
+
+    def start_worker() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: serve until stopped, then leave without running the parent's cleanup
+            code = 1
+            try:
+                DrainingServer(config, host).run(sockets=[sock])
+                code = 0
+            finally:
+                os._exit(code)
+        children[pid] = time.monotonic()
+
+    for _ in range(workers):
+        start_worker()
+    log.info("workers_started", workers=workers, pids=sorted(children))
+
+    def forward(stop_signal: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, stop_signal)
+
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, forward)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        started = children.pop(pid, None)
+        if started is None or stopping:
+            continue
+        log.error("worker_died", pid=pid, exit_code=os.waitstatus_to_exitcode(status))
+        if time.monotonic() - started < 5:
+            time.sleep(_WORKER_RESTART_PAUSE)
+        if not stopping:
+            start_worker()
+    sock.close()
 
 
 def tune_garbage_collection() -> None:

@@ -1,0 +1,5 @@
+from microshop_chassis.runner import serve
+
+from .compose import build, workers
+
+serve(build(), workers=workers())
