@@ -71,7 +71,10 @@ async def checkout_confirms(system: System) -> None:
 
 
 async def test_embedded_postgres_serves_a_checkout_with_a_database_and_role_per_service(data_dir):
-    config = SystemConfig.with_free_ports(data_dir, postgres=postgres.EMBEDDED)
+    # Every component exec'd, so /proc/<pid>/environ shows what each was given (a forked one's is the
+    # fork server's, the part all share: it holds its own secrets in its memory only).
+    config = SystemConfig.with_free_ports(data_dir, postgres=postgres.EMBEDDED,
+                                          extra_env={"MICROSHOP_FORK_SERVER": "0"})
     began = time.monotonic()
     async with System(config) as system:
         first_start = time.monotonic() - began

@@ -43,6 +43,11 @@ class DataDir:
         return self.run / "state.json"
 
     @property
+    def fork_server_socket(self) -> Path:
+        """Where the fork server (forkserver.py) takes the launcher's requests."""
+        return self.run / "fork.sock"
+
+    @property
     def control_socket(self) -> Path:
         """The supervisor's control socket (control.py): scale, deploy, the console's chaos page."""
         return self.run / "control.sock"

@@ -27,7 +27,7 @@ from pathlib import Path
 import aiohttp
 from microshop_chassis.broker import prepare_streams
 
-from . import nats_cluster, postgres, scaling
+from . import forkserver, nats_cluster, postgres, scaling
 from .components import (
     CHAOS_PORTS,
     DEFAULT_PORTS,
@@ -64,6 +64,8 @@ logging.getLogger("microshop").addHandler(logging.NullHandler())
 
 POLL_INTERVAL = 0.05
 PROBE_TIMEOUT = 1.0
+# How long the fork server may take to import what it preloads before components start without it.
+FORK_SERVER_TIMEOUT = 30.0
 PR_SET_PDEATHSIG = 1
 # Children create files for this user only: SQLite databases and their WAL, DuckDB, NATS' store.
 CHILD_UMASK = 0o077
@@ -174,6 +176,9 @@ class System:
         self.seed_report: SeedReport | None = None
         self._lock = SupervisorLock(self.paths)
         self._session: aiohttp.ClientSession | None = None
+        # The fork server (forkserver.py) and whether it answered; None: every component is exec'd.
+        self._fork_server: asyncio.subprocess.Process | None = None
+        self._fork_server_up: asyncio.Task[bool] | None = None
         self._started_at: datetime | None = None
         self._status = "stopped"
         self._stopping: asyncio.Future | None = None
@@ -269,6 +274,8 @@ class System:
             "data_dir": str(self.paths.root),
             "gateway_url": gateway.component.url if gateway else None,
             "ready_seconds": self.ready_seconds,
+            # Parent of the Python components (forkserver.py); its memory is theirs, shared.
+            "fork_server_pid": self._fork_server.pid if _alive(self._fork_server) else None,
             "databases": postgres.describe_databases(self.postgres, self.env),
             "processes": {
                 name: {
@@ -429,6 +436,7 @@ class System:
             self._status = "starting"
             self._write_state()
             self._log(logging.INFO, "starting %d components in %s", len(self._managed), self.paths.root)
+            await self._start_fork_server()
             databases_ready = self.postgres is None
             streams_ready = not self.config.nats_cluster
             for step in self._steps():
@@ -521,8 +529,16 @@ class System:
                 own.update(postgres.database_env(service, self.postgres, processes=self._database_processes(),
                                                  max_connections=self._postgres_connections))
             account = {"user": component.user, "group": component.user, "extra_groups": []} if component.user else {}
+            module = forkserver.python_module(component.command)
+            if module is not None and not account and await self._fork_server_ready():
+                try:
+                    managed.process = await forkserver.fork(self.paths.fork_server_socket, *module, {**self.env, **own},
+                                                            log_file.fileno())
+                except (OSError, TimeoutError) as exc:
+                    self._log(logging.WARNING, "the fork server could not start %s (%s): starting it on its own",
+                              component.name, exc)
             try:
-                managed.process = await asyncio.create_subprocess_exec(
+                managed.process = managed.process if _alive(managed.process) else await asyncio.create_subprocess_exec(
                     *component.command,
                     stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                     env={**self.env, **own}, **account,
@@ -535,6 +551,53 @@ class System:
         managed.started_at = datetime.now(UTC)
         self._log(logging.INFO, "started %s (pid %d)", component.name, managed.process.pid)
         self._write_state()
+
+    async def _start_fork_server(self) -> None:
+        """Start the fork server unless MICROSHOP_FORK_SERVER=0 or no component is a ``python -m``;
+        the components that come first (NATS) do not wait for its imports."""
+        if self.env.get("MICROSHOP_FORK_SERVER", "1") == "0":
+            return
+        if not any(forkserver.python_module(m.component.command) for m in self._managed.values()):
+            return  # nothing it could start
+        log = self.paths.log_file("fork-server").open("ab")  # noqa: ASYNC230, SIM115 - the child holds it; closed below
+        try:
+            self._fork_server = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "microshop_cli.forkserver", "--socket", str(self.paths.fork_server_socket),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                start_new_session=True, preexec_fn=_child_setup(os.getpid()))
+        except OSError as exc:
+            self._log(logging.WARNING, "no fork server (%s): every component starts on its own", exc)
+            return
+        finally:
+            log.close()
+        self._fork_server_up = asyncio.ensure_future(self._await_fork_server())
+
+    async def _await_fork_server(self) -> bool:
+        deadline = time.monotonic() + FORK_SERVER_TIMEOUT
+        while time.monotonic() < deadline and self._fork_server.returncode is None:
+            if self.paths.fork_server_socket.exists():
+                return True
+            await asyncio.sleep(0.02)
+        self._log(logging.WARNING, "the fork server did not come up: every component starts on its own")
+        return False
+
+    async def _fork_server_ready(self) -> bool:
+        if self._fork_server_up is None or self._fork_server is None or self._fork_server.returncode is not None:
+            return False
+        return await asyncio.shield(self._fork_server_up)
+
+    async def _stop_fork_server(self) -> None:
+        server, self._fork_server = self._fork_server, None
+        if self._fork_server_up is not None:
+            self._fork_server_up.cancel()
+        if server is None or server.returncode is not None:
+            return
+        server.terminate()
+        try:
+            await asyncio.wait_for(server.wait(), self.config.stop_timeout)
+        except TimeoutError:
+            server.kill()
+            await server.wait()
 
     def _database_processes(self) -> int:
         """Processes (replicas included) that use the PostgreSQL server: they share its connections."""
@@ -624,6 +687,7 @@ class System:
         await self._control.stop()
         for step in reversed(self._steps()):
             await asyncio.gather(*(self._terminate(managed) for managed in step))
+        await self._stop_fork_server()
         self.paths.state_file.unlink(missing_ok=True)
         self.paths.scrape_targets_file.unlink(missing_ok=True)
         if self._session:
@@ -686,6 +750,10 @@ def _package_version(service: str) -> str:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
+
+
+def _alive(process) -> bool:
+    return process is not None and process.returncode is None
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -1,0 +1,64 @@
+"""The fork server (forkserver.py) as the launcher uses it: a real server process, real children
+run as `python -m MODULE`, their output in the log file handed over, their exit codes and signals
+reported, their own session and environment; and the whole system started through it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from microshop_cli.forkserver import fork
+
+
+@pytest.fixture
+def server(tmp_path):
+    path = tmp_path / "fork.sock"
+    process = subprocess.Popen([sys.executable, "-m", "microshop_cli.forkserver", "--socket", str(path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the fork server did not come up"
+        time.sleep(0.02)
+    yield path, process
+    process.terminate()
+    process.wait(10)
+
+
+async def test_a_child_runs_the_module_as_main_with_its_own_log_env_and_args(server, tmp_path, monkeypatch):
+    path, process = server
+    (tmp_path / "probe.py").write_text(
+        "import os, sys\nprint(__name__, sys.argv[1:], os.environ.get('MARK'), os.environ.get('HOME'))\n")
+    monkeypatch.chdir(tmp_path)  # `python -m probe` finds it in the working directory, as forked too
+    log = tmp_path / "child.log"
+    with log.open("ab") as out:
+        child = await fork(path, "probe", ["a", "b"], {"PATH": os.environ["PATH"], "MARK": "forked-1"}, out.fileno())
+    assert child.pid != process.pid
+    assert await child.wait() == 0
+    assert log.read_text() == "__main__ ['a', 'b'] forked-1 None\n"  # its environment only, not the server's
+
+
+async def test_exit_codes_and_signals_are_reported(server, tmp_path):
+    path, _ = server
+    env = {"PATH": os.environ["PATH"]}
+    with (tmp_path / "child.log").open("ab") as out:
+        failed = await fork(path, "json.tool", [str(tmp_path / "missing.json")], env, out.fileno())
+        serving = await fork(path, "http.server", ["0", "--bind", "127.0.0.1"], env, out.fileno())
+    assert await failed.wait() == 2  # argparse: no such file
+    assert os.getsid(serving.pid) == serving.pid  # a session of its own, like the exec'd components
+    await asyncio.sleep(0.2)
+    serving.kill()
+    assert await serving.wait() == -signal.SIGKILL
+
+
+async def test_when_the_server_stops_its_children_stop_too(server, tmp_path):
+    path, process = server
+    with (tmp_path / "child.log").open("ab") as out:
+        serving = await fork(path, "http.server", ["0", "--bind", "127.0.0.1"], {"PATH": os.environ["PATH"]},
+                             out.fileno())
+    process.terminate()
+    assert await asyncio.wait_for(serving.wait(), 10) == -signal.SIGTERM  # drained, reported, then the server left
