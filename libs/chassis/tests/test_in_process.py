@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from aiohttp import web
 from fastapi import APIRouter, Request
@@ -148,3 +149,15 @@ async def test_a_group_serves_its_public_service_and_answers_the_others_in_proce
         with pytest.raises(OSError):
             await asyncio.open_connection("127.0.0.1", inner.settings.port)
     assert order == ["start inner", "start public", "stop public", "stop inner"]
+
+
+async def test_the_answer_reads_like_aiohttps(callee, session):
+    base = callee.settings.own_url()
+    async with session.get().get(base + "/boom") as answer:  # problem+json is JSON, as aiohttp has it
+        assert answer.status == 500 and (await answer.json())["status"] == 500
+        with pytest.raises(aiohttp.ClientResponseError):
+            answer.raise_for_status()
+    async with session.get().get(base + "/docs") as page:  # a page is not
+        assert page.status == 200 and "swagger" in (await page.text()).lower()
+        with pytest.raises(aiohttp.ContentTypeError):
+            await page.json()

@@ -10,9 +10,10 @@ metrics and tracer, built by its own bootstrap: the group only puts them side by
   before what it calls is ready; at stop they stop in reverse, each draining as it would alone.
 - A stop (SIGTERM) drains every service at once: readiness answers 503, consumers stop fetching.
 - Operators still see each service: ``/_services/<name>/health`` and ``/ready`` on the public
-  port (and users' public keys at ``/_services/users/.well-known/jwks.json``), and with an admin or service token (like the public /metrics) its ``/metrics`` and any
-  other GET (its admin reads: what `microshop verify` checks). Nothing but reads, and nothing
-  without that token: customers reach a service only through the public service's routes.
+  port (and users' public keys at ``/_services/users/.well-known/jwks.json``), and with an admin
+  or service token (like the public /metrics) its ``/metrics`` and any other GET (its admin
+  reads: what `microshop verify` checks). Nothing but reads, and nothing without that token:
+  customers reach a service only through the public service's routes.
 """
 
 from __future__ import annotations

@@ -203,7 +203,9 @@ class LocalResponse:
         return self._body.decode(encoding, errors="replace")
 
     async def json(self, *, content_type: str | None = "application/json", **_options: Any) -> Any:
-        if content_type is not None and content_type not in self.headers.get("Content-Type", ""):
+        given = self.headers.get("Content-Type", "").split(";")[0].strip()
+        json_like = content_type == "application/json" and (given == content_type or given.endswith("+json"))
+        if content_type is not None and not json_like and given != content_type:  # as aiohttp checks it
             raise aiohttp.ContentTypeError(self.request_info, (), status=self.status,
                                            message=f"unexpected content type {self.headers.get('Content-Type')!r}")
         return json.loads(self._body) if self._body else None
