@@ -247,3 +247,84 @@ async def test_service_token_provider_refused(http_server, http_session):
     with pytest.raises(aiohttp.ClientResponseError) as caught:
         await ServiceTokenProvider(url, "orders", "wrong", http_session)()
     assert caught.value.status == 401
+
+
+class Clock:
+    """Wall-clock seconds the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingDecode:
+    """Counts the signature checks: a token served from the cache is not decoded again."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls = 0
+        decode = jwt.decode
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return decode(*args, **kwargs)
+
+        monkeypatch.setattr(jwt, "decode", counted)
+
+
+async def test_a_verified_token_is_not_checked_again_until_its_exp(monkeypatch):
+    key, clock = SigningKey(), Clock()
+    decodes = CountingDecode(monkeypatch)
+    verifier = JwtVerifier(CountingJwks(key), clock=clock)
+    exp = int(clock.now) + 600
+    token = key.sign(sub="s-1", role="service", exp=exp)
+    first = await verifier.verify(token)
+    assert await verifier.verify(token) == first and decodes.calls == 1
+
+    clock.now = exp - 1
+    assert await verifier.verify(token) == first and decodes.calls == 1
+    clock.now = exp  # never served beyond its exp: checked again, and refused
+    assert await _status_of(verifier, token) == 401
+    assert decodes.calls == 2
+
+
+async def test_a_tampered_token_is_never_served_from_the_cache():
+    key = SigningKey()
+    verifier = JwtVerifier(CountingJwks(key))
+    token = key.sign(sub="u-1", role="customer")
+    assert await _status_of(verifier, token) == 200
+    header, payload, signature = token.split(".")
+    elevated = jwt.utils.base64url_encode(json.dumps(
+        {**json.loads(jwt.utils.base64url_decode(payload)), "role": "admin"}).encode()).decode()
+    flipped = signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")
+    for tampered in (f"{header}.{elevated}.{signature}", f"{header}.{payload}.{flipped}", token + "x"):
+        assert await _status_of(verifier, tampered) == 401, tampered
+    assert await _status_of(verifier, token) == 200
+
+
+async def test_reloading_the_keys_empties_the_cache_so_a_revoked_key_stops_verifying():
+    old, new = SigningKey(), SigningKey()
+    loader = CountingJwks(old)
+    verifier = JwtVerifier(loader, min_refresh_interval=0)
+    old_token = old.sign()
+    assert await _status_of(verifier, old_token) == 200  # verified, and cached
+
+    loader.keys = [new]  # users rotated its key and revoked the old one
+    assert await _status_of(verifier, new.sign()) == 200  # the new kid reloads the keys
+    assert await _status_of(verifier, old_token) == 401
+    assert loader.calls == 3  # and the old token's unknown kid asked once more, in vain
+
+
+async def test_the_cache_keeps_the_most_recently_used_tokens_only(monkeypatch):
+    key = SigningKey()
+    decodes = CountingDecode(monkeypatch)
+    verifier = JwtVerifier(CountingJwks(key), cache_size=2)
+    first, second, third = (key.sign(sub=f"u-{n}") for n in range(3))
+    for token in (first, second, first, third):  # third evicts second, the least recently used
+        await verifier.verify(token)
+    assert decodes.calls == 3
+    await verifier.verify(first)
+    assert decodes.calls == 3
+    await verifier.verify(second)
+    assert decodes.calls == 4

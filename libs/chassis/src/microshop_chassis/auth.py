@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,13 +50,21 @@ class Principal:
 
 
 class JwtVerifier:
-    def __init__(self, jwks_loader: JwksLoader, *, min_refresh_interval: float = 5.0) -> None:
+    def __init__(self, jwks_loader: JwksLoader, *, min_refresh_interval: float = 5.0, cache_size: int = 1024,
+                 clock: Callable[[], float] = time.time) -> None:
         self._load = jwks_loader
         self._keys: dict[str, Any] = {}
         # Never refreshed: the first unknown kid loads the keys, however soon after boot.
         self._last_refresh = float("-inf")
         self._min_refresh_interval = min_refresh_interval
         self._lock = asyncio.Lock()
+        # Tokens already verified: a service presents the same token on every call for an hour,
+        # and an Ed25519 check costs ~0.25 ms. Keyed by the exact token string, so a token that
+        # differs by one byte is verified afresh; an entry serves until the token's exp, only
+        # while the key that signed it is still published, and the keys reloading empties it.
+        self._verified: OrderedDict[str, tuple[Principal, float, str]] = OrderedDict()
+        self._cache_size = cache_size
+        self._clock = clock  # wall-clock seconds, as exp is
 
     async def _key_for(self, kid: str):
         key = self._keys.get(kid)
@@ -68,10 +77,26 @@ class JwtVerifier:
                     self._keys = {k.key_id: k.key for k in jwt.PyJWKSet.from_dict(jwks).keys}
                 except jwt.PyJWKSetError:  # no usable key published: every token is unknown-signed
                     self._keys = {}
+                self._verified.clear()  # rotated or revoked: what was verified is verified again
                 self._last_refresh = time.monotonic()
         return self._keys.get(kid)
 
     async def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires_at, kid = cached
+            if self._clock() < expires_at and kid in self._keys:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        principal, expires_at, kid = await self._verify(token)
+        self._verified[token] = (principal, expires_at, kid)
+        if len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)  # the least recently used
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float, str]:
+        """The principal, the token's expiry and the id of the key that signed it."""
         try:
             kid = jwt.get_unverified_header(token).get("kid", "")
         except jwt.PyJWTError as exc:
@@ -90,6 +115,10 @@ class JwtVerifier:
             raise _unauthorized("The token has expired.") from exc
         except jwt.PyJWTError as exc:
             raise _unauthorized("The token is not valid.") from exc
+        # The verifier's own clock has the last word, so a cached token and a fresh one expire alike.
+        expires_at = int(claims["exp"])  # PyJWT has checked it is one
+        if expires_at <= self._clock():
+            raise _unauthorized("The token has expired.")
         subject, role = claims["sub"], claims.get("role")
         if not isinstance(subject, str) or not subject.strip():
             raise _unauthorized("The token names no subject.")
@@ -99,7 +128,7 @@ class JwtVerifier:
         return Principal(
             id=subject, role=role,
             email=email if isinstance(email, str) else None, name=name if isinstance(name, str) else None,
-        )
+        ), expires_at, kid
 
 
 def http_jwks_loader(users: str | Endpoints, session: HttpSession, timeout: float = 3.0) -> JwksLoader:
