@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 
@@ -9,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from microshop_chassis.consumer import EventConsumer
 from microshop_chassis.db import Database
-from microshop_chassis.events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, Event, subject_for
+from microshop_chassis.events import DEAD_LETTER_PREFIX, DEAD_LETTER_STREAM, STREAM, Event, subject_for
 from microshop_chassis.inbox import with_inbox
 from microshop_chassis.outbox import OutboxRelay, add_event
 from microshop_chassis.tables import chassis_metadata, inbox
@@ -328,6 +329,61 @@ async def test_batch_linger_gathers_a_trickle_into_one_batch(broker, consumers, 
     await publish(broker, second)
     await wait_until(_async(lambda: batches or singles), timeout=10, what="events handled")
     assert batches == [[first.id, second.id]] and singles == []
+
+
+async def test_batch_linger_keeps_gathering_until_the_linger_has_passed(broker, consumers, unique):
+    """Each event of the trickle is published only once the consumer holds the one before it
+    (delivered, not acked): one fetch that returns at the first arrival would make two batches."""
+    batches: list[list[str]] = []
+    singles: list[str] = []
+
+    async def batch_handler(batch: list[Event]) -> None:
+        batches.append([ev.id for ev in batch])
+
+    async def handler(ev: Event) -> None:
+        singles.append(ev.id)
+
+    consumer = consumers.start(
+        EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=handler,
+                      batch_handler=batch_handler, batch_size=10, batch_linger=30.0)
+    )
+    await wait_until(lambda: _pending_is(consumer, 0), timeout=10, what="consumer subscribed")
+    trickle = [event(unique, n=n) for n in range(4)]
+    for held, ev in enumerate(trickle, start=1):
+        await publish(broker, ev)
+        await wait_until(lambda held=held: _held_is(consumer, held), timeout=10, what=f"{held} held")
+    assert batches == [] and singles == []  # all four held, lingering for more
+    for ev in (event(unique, n=n) for n in range(4, 10)):  # the batch fills: no need to linger on
+        await publish(broker, ev)
+    await wait_until(_async(lambda: batches or singles), timeout=10, what="the full batch handled")
+    assert len(batches) == 1 and len(batches[0]) == 10 and singles == []
+
+
+async def test_batch_linger_does_not_hold_a_lone_event_longer_than_the_linger(broker, consumers, unique):
+    handled: list[float] = []
+
+    async def batch_handler(batch: list[Event]) -> None:
+        raise AssertionError("a lone event is no batch")
+
+    async def handler(ev: Event) -> None:
+        handled.append(asyncio.get_running_loop().time())
+
+    linger = 0.3
+    consumer = consumers.start(
+        EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=handler,
+                      batch_handler=batch_handler, batch_size=10, batch_linger=linger)
+    )
+    await wait_until(lambda: _pending_is(consumer, 0), timeout=10, what="consumer subscribed")
+    published = asyncio.get_running_loop().time()
+    await publish(broker, event(unique, n=1))
+    await wait_until(_async(lambda: handled), timeout=10, what="the event handled")
+    assert linger * 0.9 <= handled[0] - published < linger + 1.0  # it lingered, and no longer than that
+
+
+async def _held_is(consumer: EventConsumer, expected: int) -> bool:
+    """Delivered to the consumer and not yet acked: what it holds while it lingers."""
+    js = await consumer.broker.wait_connected()
+    return (await js.consumer_info(STREAM, consumer.durable)).num_ack_pending == expected
 
 
 async def test_batch_with_a_poison_event_falls_back_to_one_by_one(
