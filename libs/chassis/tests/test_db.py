@@ -12,11 +12,12 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import alembic.command
+import microshop_chassis.db as db_module
 import pytest
 import sqlalchemy as sa
 from microshop_chassis.db import Database, UtcDateTime, newest_revision, utcnow
 from microshop_chassis.tables import chassis_metadata
-from microshop_chassis.testing import create_postgres_database, require_postgres
+from microshop_chassis.testing import create_postgres_database, require_postgres, wait_until
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -92,6 +93,86 @@ async def test_sqlite_pragmas(sqlite_url):
         async with db.engine.connect() as conn:
             assert (await conn.execute(sa.text("PRAGMA journal_mode"))).scalar() == "wal"
             assert (await conn.execute(sa.text("PRAGMA foreign_keys"))).scalar() == 1
+            assert (await conn.execute(sa.text("PRAGMA synchronous"))).scalar() == 1  # NORMAL
+            # The loop's own automatic checkpoint is only a backstop: the checkpoint thread does it.
+            assert (await conn.execute(sa.text("PRAGMA wal_autocheckpoint"))).scalar() == db_module.WAL_BACKSTOP_PAGES
+    finally:
+        await db.dispose()
+
+
+blobs = sa.Table("blobs", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True),
+                 sa.Column("data", sa.LargeBinary, nullable=False))
+
+
+async def _write_pages(db: Database, pages: int) -> None:
+    """About ``pages`` pages of 4 KiB written to the WAL, a page per commit."""
+    async with db.engine.begin() as conn:
+        await conn.run_sync(blobs.metadata.create_all)
+    for _ in range(pages):
+        async with db.transaction() as session:
+            await session.execute(sa.insert(blobs).values(data=os.urandom(3000)))
+
+
+def _wal_pages(sqlite_url: str) -> float:
+    wal = Path(sa.make_url(sqlite_url).database + "-wal")
+    return wal.stat().st_size / 4096 if wal.exists() else 0
+
+
+async def test_the_wal_is_checkpointed_by_a_thread_of_its_own(sqlite_url):
+    db = Database(sqlite_url, checkpoint_interval=0.05)
+    try:
+        await _write_pages(db, 20)  # far below the backstop: the loop's connection checkpoints nothing
+        checkpointer = db.checkpointer
+
+        async def all_frames_checkpointed() -> bool:
+            last = checkpointer.last
+            return last is not None and last[0] == 0 and last[1] > 0 and last[1] == last[2]
+
+        await wait_until(all_frames_checkpointed, timeout=10, what="the WAL checkpointed")
+        assert checkpointer._thread is not None and checkpointer._thread.is_alive()
+    finally:
+        await db.dispose()
+    assert checkpointer._thread is None  # disposing the database stops it
+
+
+async def test_the_wal_stays_bounded_when_the_checkpoint_thread_falls_behind(sqlite_url, monkeypatch):
+    monkeypatch.setattr(db_module, "WAL_BACKSTOP_PAGES", 50)
+    db = Database(sqlite_url, checkpoint_interval=3600)  # the thread never gets to it
+    try:
+        await _write_pages(db, 400)
+        assert db.checkpointer.last is None
+        assert _wal_pages(sqlite_url) < 100  # the backstop checkpointed and the WAL started over
+    finally:
+        await db.dispose()
+
+
+async def test_what_was_committed_survives_a_kill_with_checkpoints_on_their_thread(sqlite_url):
+    """The process is killed (no close, no last checkpoint) while the thread checkpoints: every
+    commit that returned is still there at the next open."""
+    script = f"""
+import asyncio, os, signal, sqlalchemy as sa
+from microshop_chassis.db import Database
+blobs = sa.Table("blobs", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True),
+                 sa.Column("data", sa.LargeBinary, nullable=False))
+async def main():
+    db = Database({sqlite_url!r}, checkpoint_interval=0.01)
+    async with db.engine.begin() as conn:
+        await conn.run_sync(blobs.metadata.create_all)
+    for n in range(1, 301):
+        async with db.transaction() as session:
+            await session.execute(sa.insert(blobs).values(id=n, data=os.urandom(3000)))
+    print("committed", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+asyncio.run(main())
+"""
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == -9 and out.decode().strip() == "committed", err.decode()
+    db = Database(sqlite_url)
+    try:
+        async with db.engine.connect() as conn:
+            assert (await conn.execute(sa.text("SELECT count(*), max(id) FROM blobs"))).one() == (300, 300)
     finally:
         await db.dispose()
 

@@ -1,7 +1,8 @@
 """The database layer: SQLAlchemy 2 async on SQLite (default, a file per service) or PostgreSQL.
 
 SQLite notes, measured in docs/performance.md: WAL with synchronous=NORMAL, statements run inline
-on the event loop (no aiosqlite thread hop), and one connection per process. SQLite admits one
+on the event loop (no aiosqlite thread hop), WAL checkpoints on a thread of their own (their fsyncs
+never block the loop), and one connection per process. SQLite admits one
 writer at a time anyway; one connection turns lock contention (which SQLite resolves by sleeping
 in its busy handler) into a fair asyncio queue. It also means no transaction may stay open across
 a call to another service - which is the rule anyway - and that one SQLite file serves one
@@ -28,18 +29,24 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from .clock import utcnow  # noqa: F401 - where the services with a database take it from
-from .sqlite_inline import inline_creator
+from .sqlite_inline import WalCheckpointer, inline_creator
 from .telemetry import tracer
 
 log = structlog.get_logger("microshop.db")
 
+# The automatic checkpoint on the event loop's connection: only a backstop (SQLite's default is
+# 1,000 pages), should the checkpoint thread fall behind. 4,000 pages of 4 KiB: a 16 MB WAL at most.
+WAL_BACKSTOP_PAGES = 4000
+
 
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, tracer_provider: trace.TracerProvider | None = None,
-                 database_spans: str = "transaction") -> None:
+                 database_spans: str = "transaction", checkpoint_interval: float = 1.0) -> None:
         """``tracer_provider``: client spans in the trace of the code that used the database, one
-        per transaction or per statement (``database_spans``, or ``"off"``)."""
+        per transaction or per statement (``database_spans``, or ``"off"``). ``checkpoint_interval``:
+        seconds between two WAL checkpoints of a SQLite file, on their own thread."""
         self.url = url
+        self.checkpointer: WalCheckpointer | None = None
         address = make_url(url)
         self.is_sqlite = address.get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -49,7 +56,10 @@ class Database:
             # In memory (fast tests): one connection for ever, or the data would go with it.
             pool = {"poolclass": StaticPool} if path == ":memory:" else {"pool_size": 1, "max_overflow": 0,
                                                                          "pool_timeout": 30}
-            self.engine: AsyncEngine = create_async_engine(url, async_creator=inline_creator(path), **pool)
+            if path != ":memory:":
+                self.checkpointer = WalCheckpointer(path, interval=checkpoint_interval)
+            self.engine: AsyncEngine = create_async_engine(
+                url, async_creator=inline_creator(path, self.checkpointer), **pool)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_async_engine(
@@ -144,6 +154,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)  # joins a checkpoint in progress
 
 
 _REVISION_FILE = re.compile(r"^(\d{4})_\w+\.py$")
@@ -205,6 +217,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")  # see WalCheckpointer
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
