@@ -463,9 +463,6 @@ def _print_panel(state: dict) -> None:
     console.print(Panel(table, title=title, subtitle=subtitle, border_style="green", expand=False))
 
 
-if __name__ == "__main__":
-    app(prog_name="microshop")
-
 
 def _run_bench(data_dir: Path, as_json: bool, doing: str, run: Callable[[Path], Awaitable[Any]]) -> Any | None:
     """Run a benchmark against the system in ``data_dir`` (or a fresh one). With ``--json`` it
@@ -488,27 +485,81 @@ def _run_bench(data_dir: Path, as_json: bool, doing: str, run: Callable[[Path], 
 def bench(
     checkouts: int = typer.Option(2000, "--checkouts", "-n", min=1, help="How many checkouts to drive."),
     concurrency: int = typer.Option(32, "--concurrency", "-c", min=1, help="Checkouts in flight at once."),
+    rate: float | None = typer.Option(None, "--rate", "-r", min=0.001, metavar="R",
+                                      help="Open loop: start R user actions per second whatever the answers, "
+                                           "latency counted from each one's intended start."),
+    mix: float = typer.Option(0.0, "--mix", min=0, max=99, metavar="BROWSE_PERCENT",
+                              help="A user mix: this share of the user actions are catalog reads, the rest checkouts."),
+    floor: bool = typer.Option(False, "--floor", help="Also measure a bare aiohttp hop and a bare SQLite commit "
+                                                      "on this machine, and read the figures against them."),
+    sweep: str | None = typer.Option(None, "--sweep", metavar="1,4,16,32,64",
+                                     help="Then a closed loop of -n checkouts at each of these concurrencies."),
+    compare: bool = typer.Option(False, "--compare", help="Start each mode fresh in turn, bench each, print one "
+                                                          "table and write a plot."),
+    modes: str = typer.Option("microservices,monolith,monolith-workers", "--modes",
+                              help="With --compare: which modes."),
+    plot_path: Path = typer.Option(Path("bench-compare.png"), "--plot", help="With --compare: where the PNG goes."),
+    workers: int = typer.Option(2, "--workers", min=2, help="With --compare: the monolith-workers mode's processes."),
+    postgres_url: str | None = typer.Option(None, "--postgres-url",
+                                            help="With --compare: monolith-workers on this existing server (under "
+                                                 "a prefix of its own, dropped after) instead of an embedded one."),
     data_dir: Path = DataDirOption,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Drive checkouts through the gateway and print throughput, latency to CONFIRMED, errors, and
-    each process's memory and CPU. Uses the system running in the data dir, or starts a fresh one."""
+    each process's memory and CPU. Uses the system running in the data dir, or starts a fresh one;
+    with --compare, starts each mode fresh in turn."""
     from .bench import bench as run_bench
+    from .bench_load import parse_levels
 
-    result = _run_bench(data_dir, as_json, f"Driving {checkouts} checkouts at concurrency {concurrency}",
-                        lambda root: run_bench(root, checkouts, concurrency))
+    try:
+        levels = parse_levels(sweep) if sweep else []
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    options = {"rate": rate, "browse_percent": mix, "sweep": levels, "floor": floor}
+    if compare:
+        _bench_compare(checkouts, concurrency, modes, plot_path, as_json,
+                       workers=workers, postgres=postgres_url or EMBEDDED, **options)
+        return
+    loop = f"at {rate:g} user actions/s (open loop)" if rate else f"at concurrency {concurrency}"
+    result = _run_bench(data_dir, as_json, f"Driving {checkouts} checkouts {loop}",
+                        lambda root: run_bench(root, checkouts, concurrency, **options))
     if result is None:
         return
     figures = result.as_dict()
     latency = figures["latency_ms"]
     summary = Table(title="microshop bench", show_header=False)
-    summary.add_row("checkouts / concurrency", f"{checkouts} / {concurrency}")
+    if rate:
+        summary.add_row("checkouts / rate", f"{checkouts} / {rate:g} user actions/s, open loop "
+                                            f"(latency from the intended start)")
+        summary.add_row("achieved rate", f"{figures['achieved_rate_per_s']} user actions/s · "
+                                         f"{result.late} of {result.actions} started late (> 10 ms)")
+    else:
+        summary.add_row("checkouts / concurrency", f"{checkouts} / {concurrency}")
     summary.add_row("confirmed", f"{result.confirmed} in {figures['seconds']} s")
     summary.add_row("throughput", f"{figures['throughput_per_s']} confirmed checkouts/s")
-    summary.add_row("latency to CONFIRMED", f"p50 {latency['p50']} ms · p95 {latency['p95']} ms · "
-                                            f"p99 {latency['p99']} ms · max {latency['max']} ms")
+    summary.add_row("latency to CONFIRMED", " · ".join(f"{p} {v} ms" for p, v in latency.items()))
     other = {k: v for k, v in result.outcomes.items() if k != "CONFIRMED"}
     summary.add_row("errors / other outcomes", ", ".join(f"{k}: {v}" for k, v in other.items()) or "none")
+    total = figures["processes_total"]
+    summary.add_row("CPU per checkout", f"{total['cpu_ms_per_checkout']} ms summed over every process"
+                                        + (" (browsing included)" if mix else ""))
+    if figures["kinds"]:
+        summary.add_row("user actions", f"{result.actions} · {figures['achieved_rate_per_s']}/s")
+        for kind, row in figures["kinds"].items():
+            errors = ", ".join(f"{k}: {v}" for k, v in row["errors"].items()) or "no errors"
+            summary.add_row(f"{kind} ({mix:g} % browse)" if kind == "browse" else kind,
+                            f"{row['count']} · " + " · ".join(f"{p} {v} ms" for p, v in row["latency_ms"].items())
+                            + f" · {errors}")
+    if figures["floor"]:
+        f, times = figures["floor"], figures["floor_multiples"]
+        summary.add_row("floor: a bare aiohttp hop", f"{f['hop_us']} µs round trip · {f['hop_cpu_us']} CPU-µs "
+                                                     "(client + server)")
+        summary.add_row("floor: a bare SQLite commit", f"{f['commit_us']} µs · {f['commit_cpu_us']} CPU-µs "
+                                                       "(INSERT + commit, WAL, synchronous=NORMAL)")
+        summary.add_row("against the floor", f"CPU per checkout = {times['cpu_per_checkout_in_hop_cpu']} bare hops' "
+                                             f"CPU (or {times['cpu_per_checkout_in_commit_cpu']} bare commits') · "
+                                             f"p50 = {times['p50_in_hop_round_trips']} bare round trips")
     lag = figures["read_model_lag_seconds"]
     summary.add_row("reports caught up", "not within 60 s" if lag is None else f"{lag:.2f} s after the last checkout")
     searchable = figures["trace_searchable_seconds"]
@@ -517,12 +568,52 @@ def bench(
     if result.ready_seconds is not None:
         summary.add_row("up: all ready in", f"{result.ready_seconds} s")
     console.print(summary)
-    processes = Table(title="processes during the run")
-    for column in ("component", "RSS MB", "CPU s", "requests"):
+    processes = Table(title="processes during the run (each with its descendants)")
+    for column in ("component", "RSS MB", "CPU s", "CPU-ms/checkout", "requests"):
         processes.add_column(column, justify="left" if column == "component" else "right")
     for name, usage in figures["processes"].items():
-        processes.add_row(name, f"{usage['rss_mb']:.1f}", f"{usage['cpu_s']:.2f}", str(usage.get("requests", "-")))
+        processes.add_row(name, f"{usage['rss_mb']:.1f}", f"{usage['cpu_s']:.2f}",
+                          str(usage["cpu_ms_per_checkout"] or "-"), str(usage.get("requests", "-")))
+    processes.add_row("total", f"{total['rss_mb']:.1f}", f"{total['cpu_s']:.2f}",
+                      str(total["cpu_ms_per_checkout"] or "-"), "", style="bold")
     console.print(processes)
+    if figures["sweep"]:
+        console.print(_sweep_table(figures["sweep"]))
+
+
+def _sweep_table(levels: list[dict]) -> Table:
+    table = Table(title="throughput and latency against concurrency (closed loop per level)")
+    for column in ("concurrency", "checkouts/s", "p50 ms", "p95 ms", "p99 ms", "CPU-ms/checkout", "errors"):
+        table.add_column(column, justify="right")
+    for level in levels:
+        latency = level["latency_ms"]
+        table.add_row(str(level["concurrency"]), f"{level['throughput_per_s']:g}",
+                      *(str(latency[p]) for p in ("p50", "p95", "p99")),
+                      str(level["cpu_ms_per_checkout"]), str(level["errors"]))
+    return table
+
+
+def _bench_compare(checkouts: int, concurrency: int, modes: str, plot_path: Path, as_json: bool, **options) -> None:
+    from .bench_compare import compare, compare_table, parse_modes, plot
+
+    try:
+        chosen = parse_modes(modes)
+        if not as_json:
+            console.print(f"Starting {', '.join(chosen)} fresh in turn; {checkouts} checkouts each...")
+        runs = asyncio.run(compare(chosen, checkouts, concurrency, **options))
+    except (MicroshopError, RuntimeError) as exc:
+        raise fail(str(exc)) from exc
+    written = plot(runs, plot_path)
+    if as_json:
+        print(json.dumps({"modes": [run.as_dict() for run in runs], "plot": str(written)}, indent=2))
+        return
+    console.print(compare_table(runs, checkouts, concurrency))
+    for run in runs:
+        if run.result is not None and run.result.sweep:
+            table = _sweep_table(run.result.sweep)
+            table.title = f"{run.mode}: {table.title}"
+            console.print(table)
+    console.print(f"plot: {written}")
 
 
 @app.command("bench-pages")
@@ -560,3 +651,7 @@ def bench_pages(
                   + f" = {static['total_bytes']:,} bytes")
     if result.ready_seconds is not None:
         console.print(f"up: all ready in {result.ready_seconds} s")
+
+
+if __name__ == "__main__":  # last: every command above is registered by then
+    app(prog_name="microshop")
