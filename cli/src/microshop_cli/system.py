@@ -229,6 +229,11 @@ class System:
     def port(self, name: str) -> int:
         return self._get(name).component.port
 
+    @property
+    def fork_server_pid(self) -> int | None:
+        """The fork server's (forkserver.py): the parent of the Python components, none when off."""
+        return self._fork_server.pid if _alive(self._fork_server) else None
+
     def pid(self, name: str) -> int | None:
         process = self._get(name).process
         return process.pid if process else None
