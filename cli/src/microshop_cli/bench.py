@@ -173,7 +173,9 @@ class Bench:
         loop of ``checkouts`` more at that concurrency; with ``floor``, the bare hop and commit first."""
         customers = max(concurrency, *sweep) if sweep else concurrency
         in_flight = 512 if rate else customers * 2
-        connector = aiohttp.TCPConnector(limit=in_flight, limit_per_host=in_flight)
+        # Idle connections are dropped before uvicorn's 5 s keep-alive closes them: one reused just as
+        # the server closed it fails with ServerDisconnectedError (the pauses between sweep levels).
+        connector = aiohttp.TCPConnector(limit=in_flight, limit_per_host=in_flight, keepalive_timeout=2.0)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as http:
             admin = await login(http, f"{self.gateway}/api/users/login", self.admin_email, self.admin_password)
             skus = await self._stock_up(http, admin, checkouts * (1 + len(sweep)))
