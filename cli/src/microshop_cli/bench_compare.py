@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from microshop_chassis.testing import drop_prefixed
 from rich.table import Table
 
 from .bench import BenchResult, fresh, run_bench
@@ -64,21 +65,6 @@ def mode_config(mode: str, data_dir: Path, workers: int = 2, postgres: str = EMB
                                         postgres_prefix=postgres_prefix if postgres != EMBEDDED else "")
 
 
-async def drop_prefixed(server_url: str, prefix: str) -> None:
-    """Drop the databases and roles a system run with ``postgres_prefix`` created on ``server_url``."""
-    import asyncpg
-
-    connection = await asyncpg.connect(server_url, timeout=5)
-    try:
-        for (name,) in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
-                                              f"{prefix}\\_%"):
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        for (name,) in await connection.fetch("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", f"{prefix}\\_%"):
-            await connection.execute(f'DROP ROLE IF EXISTS "{name}"')
-    finally:
-        await connection.close()
-
-
 async def run_mode(mode: str, checkouts: int, concurrency: int, *, workers: int = 2, postgres: str = EMBEDDED,
                    **options) -> ModeRun:
     """``mode`` started fresh, benched, stopped; ``options``: those of :meth:`Bench.run`."""
@@ -102,7 +88,7 @@ async def run_mode(mode: str, checkouts: int, concurrency: int, *, workers: int 
     finally:
         if prefix:
             try:
-                await drop_prefixed(postgres, prefix)
+                await drop_prefixed(prefix, postgres)
             except OSError:  # the server never answered: nothing was created there
                 pass
     return run

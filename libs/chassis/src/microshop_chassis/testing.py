@@ -237,12 +237,12 @@ def create_postgres_database() -> tuple[str, Callable[[], None]]:
     return f"{base}/{name}", drop
 
 
-async def drop_prefixed(prefix: str) -> None:
-    """Drop the databases and roles named ``<prefix>_...`` on the test server (what a system run
-    with ``postgres_prefix`` created)."""
+async def drop_prefixed(prefix: str, server_url: str = POSTGRES_ADMIN_URL) -> None:
+    """Drop the databases and roles named ``<prefix>_...`` on ``server_url`` (the test server by
+    default): what a system run with ``postgres_prefix`` created."""
     import asyncpg
 
-    connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    connection = await asyncpg.connect(server_url, timeout=5)
     try:
         for (name,) in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
                                               f"{prefix}\\_%"):
