@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 import pytest_asyncio
-from microshop_chassis.testing import POSTGRES_ADMIN_URL, drop_prefixed, missing_outside_ci, require_postgres
+from microshop_chassis.testing import POSTGRES_ADMIN_URL, missing_outside_ci, require_postgres
+from microshop_cli.postgres import drop_prefixed
 from microshop_cli.system import System, SystemConfig
 
 # Every service that can have replicas (scaling.py), run twice.
@@ -33,7 +34,7 @@ def replicated_system(tmp_path_factory):
             async with System(config) as system:
                 yield system
         finally:
-            await drop_prefixed(prefix)
+            await drop_prefixed(prefix, POSTGRES_ADMIN_URL)
 
     return start
 

@@ -20,7 +20,7 @@ import aiohttp
 import asyncpg
 import pytest
 from cli_dummies import cli_env, process_gone
-from microshop_chassis.testing import POSTGRES_ADMIN_URL, drop_prefixed, require_postgres
+from microshop_chassis.testing import POSTGRES_ADMIN_URL, require_postgres
 from microshop_cli import postgres
 from microshop_cli.components import default_components, process_env
 from microshop_cli.errors import MicroshopError
@@ -173,7 +173,7 @@ async def test_an_existing_server_gets_a_prefixed_database_and_role_per_service(
         with pytest.raises(Exception, match="belongs to another microshop"):
             await System(intruder).start()
     finally:
-        await drop_prefixed(prefix)
+        await postgres.drop_prefixed(prefix, POSTGRES_ADMIN_URL)
 
 
 # --- without a server -----------------------------------------------------------------------------

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from microshop_chassis.testing import POSTGRES_ADMIN_URL, drop_prefixed, require_postgres, wait_until
+from microshop_chassis.testing import POSTGRES_ADMIN_URL, require_postgres, wait_until
 from microshop_cli.experiment import Target, stock_up, verify
 from microshop_cli.load import CheckoutLoad
+from microshop_cli.postgres import drop_prefixed
 from microshop_cli.system import System, SystemConfig
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -36,7 +37,7 @@ async def system(tmp_path_factory) -> AsyncIterator[System]:
             await stock_up(Target.of(running), 1000)
             yield running
     finally:
-        await drop_prefixed(prefix)
+        await drop_prefixed(prefix, POSTGRES_ADMIN_URL)
 
 
 def workers_of(pid: int) -> set[int]:

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from microshop_chassis.testing import drop_prefixed
 from rich.table import Table
 
 from .bench import BenchResult, fresh, run_bench
 from .bench_proc import ProcessTrees
 from .bench_stats import cdf
 from .errors import MicroshopError
-from .postgres import EMBEDDED
+from .postgres import EMBEDDED, drop_prefixed
 from .system import SystemConfig
 
 MODES = ("microservices", "monolith", "monolith-workers")

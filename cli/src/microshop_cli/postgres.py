@@ -321,3 +321,19 @@ def describe_databases(plan: PostgresPlan | None, env: dict[str, str]) -> dict[s
         elif spec.storage == "duckdb":
             described[spec.name] = {"kind": "duckdb", "database": f"{spec.name}.duckdb"}
     return described
+
+
+async def drop_prefixed(prefix: str, server_url: str) -> None:
+    """Drop the databases and roles named ``<prefix>_...`` on ``server_url``: what a system run
+    with ``postgres_prefix`` created there (tests and `bench --compare` clean up with it)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(server_url, timeout=5)
+    try:
+        for (name,) in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
+                                              f"{prefix}\\_%"):
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for (name,) in await connection.fetch("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", f"{prefix}\\_%"):
+            await connection.execute(f'DROP ROLE IF EXISTS "{name}"')
+    finally:
+        await connection.close()

@@ -237,22 +237,6 @@ def create_postgres_database() -> tuple[str, Callable[[], None]]:
     return f"{base}/{name}", drop
 
 
-async def drop_prefixed(prefix: str, server_url: str = POSTGRES_ADMIN_URL) -> None:
-    """Drop the databases and roles named ``<prefix>_...`` on ``server_url`` (the test server by
-    default): what a system run with ``postgres_prefix`` created."""
-    import asyncpg
-
-    connection = await asyncpg.connect(server_url, timeout=5)
-    try:
-        for (name,) in await connection.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
-                                              f"{prefix}\\_%"):
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        for (name,) in await connection.fetch("SELECT rolname FROM pg_roles WHERE rolname LIKE $1", f"{prefix}\\_%"):
-            await connection.execute(f'DROP ROLE IF EXISTS "{name}"')
-    finally:
-        await connection.close()
-
-
 def missing_outside_ci(what: str) -> NoReturn:
     """Something a test needs is missing: under CI (``CI`` set) that fails the test, elsewhere it
     is skipped, saying what is missing. A skip in CI would hide a failure."""
