@@ -5,7 +5,7 @@ parse, and the caller sees the answer as it would from aiohttp.
 Everything else about a call stays as it is between processes, on purpose: the client's span,
 deadline, token, retries and breaker; the callee's edge middleware, authentication, validation and
 problem+json. So the monolith runs the same code paths as the microservices, and what it saves is
-exactly the transport (docs/performance.md, "Monolith or microservices").
+exactly the transport (docs/performance.md, `bench --compare`).
 
 The called app runs in a task of its own (with a copy of the caller's context, as a separate
 process would see only the headers): what it sets in context variables stays with it, and the
