@@ -16,7 +16,6 @@ all per mode (bench_compare.py).
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 import uuid
@@ -31,7 +30,7 @@ from microshop_chassis.middleware import QUIET_PATHS
 
 from .bench_floor import Floor, measure_floor
 from .bench_load import BROWSE, CHECKOUT, Sample, closed_loop, open_loop, plan_actions
-from .bench_proc import ProcessTrees
+from .bench_proc import ProcessTrees, rss_mb
 from .bench_stats import latency_ms, percentile
 from .components import admin_credentials
 from .shop_client import login, new_customer, stock_up
@@ -41,7 +40,6 @@ from .system import System, SystemConfig
 FORK_SERVER = "fork-server"
 APPROVED_CARD = {"card_number": "4242424242424242", "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -127,16 +125,6 @@ class BenchResult:
         }
 
 
-def process_usage(pid: int) -> tuple[float, float]:
-    """(RSS in MB, CPU seconds so far) of a live process, from /proc."""
-    with open(f"/proc/{pid}/status") as status:
-        rss_kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
-    return rss_kb / 1024, cpu
-
-
 def served_requests(metrics_text: str, route: str | None = None) -> float:
     """Requests a process served, from its /metrics text: to ``route``, or to any route but the
     operations ones (probes, status checks, scrapes)."""
@@ -202,9 +190,8 @@ class Bench:
             used = trees.cpu_used()
             result.cpu_s = sum(used.values())
             for name, pid in self.pids.items():
-                rss, _ = process_usage(pid)
                 per_checkout = round(used[name] * 1000 / result.confirmed, 2) if result.confirmed else None
-                result.processes[name] = {"rss_mb": round(rss, 1), "cpu_s": round(used[name], 2),
+                result.processes[name] = {"rss_mb": round(rss_mb(pid), 1), "cpu_s": round(used[name], 2),
                                           "cpu_ms_per_checkout": per_checkout}
                 if name in served and name in served_before:
                     result.processes[name]["requests"] = int(served[name] - served_before[name])

@@ -52,6 +52,15 @@ def cpu_seconds(pid: int, reaped_children: bool = True) -> float:
     return sum(int(value) for value in ticks) / CLOCK_TICKS
 
 
+def rss_mb(pid: int) -> float:
+    """Resident set size of ``pid`` alone in MB (shared pages counted in full); 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
+
+
 def pss_mb(pid: int) -> float:
     """Proportional set size of ``pid`` in MB (shared pages split among the processes sharing them)."""
     try:
