@@ -2,17 +2,10 @@
 checkouts, stops, and lands in one JSON answer and one PNG. Nothing about speed is asserted."""
 
 import asyncio
-import importlib.util
 import json
 import sys
 
-import pytest
 from cli_dummies import cli_env
-
-MODULES = ("microshop_gateway", "microshop_orders", "microshop_monolith", "matplotlib")
-
-pytestmark = pytest.mark.skipif(
-    any(importlib.util.find_spec(module) is None for module in MODULES), reason="a component is not installed")
 
 
 async def test_compare_runs_microservices_and_monolith_fresh_and_writes_the_plot(tmp_path):
