@@ -252,19 +252,7 @@ async def test_batch_handler_applies_a_batch_in_one_call_and_acks(broker, consum
     events = [event(unique, n=n) for n in range(5)]
     for ev in events:  # all stored before the consumer's first fetch
         await publish(broker, ev)
-    batches: list[list[str]] = []
-    singles: list[str] = []
-
-    async def batch_handler(batch: list[Event]) -> None:
-        batches.append([ev.id for ev in batch])
-
-    async def handler(ev: Event) -> None:
-        singles.append(ev.id)
-
-    consumer = consumers.start(
-        EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=handler,
-                      batch_handler=batch_handler, batch_size=10)
-    )
+    consumer, batches, singles = _recording_batches(consumers, broker, unique)
     await wait_until(_async(lambda: batches), timeout=10, what="batch handled")
     await wait_until(lambda: _pending_is(consumer, 0), timeout=10, what="batch acked")
     assert batches == [[ev.id for ev in events]]
@@ -310,19 +298,7 @@ async def test_each_batched_event_has_a_consumer_span_in_its_own_trace_linked_to
 async def test_batch_linger_gathers_a_trickle_into_one_batch(broker, consumers, unique):
     """With batch_linger, an event that arrives while the consumer is idle waits a moment for
     company, so events published one after another are applied together."""
-    batches: list[list[str]] = []
-    singles: list[str] = []
-
-    async def batch_handler(batch: list[Event]) -> None:
-        batches.append([ev.id for ev in batch])
-
-    async def handler(ev: Event) -> None:
-        singles.append(ev.id)
-
-    consumer = consumers.start(
-        EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=handler,
-                      batch_handler=batch_handler, batch_size=10, batch_linger=1.0)
-    )
+    consumer, batches, singles = _recording_batches(consumers, broker, unique, batch_linger=1.0)
     await wait_until(lambda: _pending_is(consumer, 0), timeout=10, what="consumer subscribed")
     first, second = event(unique, n=1), event(unique, n=2)
     await publish(broker, first)
@@ -334,19 +310,7 @@ async def test_batch_linger_gathers_a_trickle_into_one_batch(broker, consumers, 
 async def test_batch_linger_keeps_gathering_until_the_linger_has_passed(broker, consumers, unique):
     """Each event of the trickle is published only once the consumer holds the one before it
     (delivered, not acked): one fetch that returns at the first arrival would make two batches."""
-    batches: list[list[str]] = []
-    singles: list[str] = []
-
-    async def batch_handler(batch: list[Event]) -> None:
-        batches.append([ev.id for ev in batch])
-
-    async def handler(ev: Event) -> None:
-        singles.append(ev.id)
-
-    consumer = consumers.start(
-        EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=handler,
-                      batch_handler=batch_handler, batch_size=10, batch_linger=30.0)
-    )
+    consumer, batches, singles = _recording_batches(consumers, broker, unique, batch_linger=30.0)
     await wait_until(lambda: _pending_is(consumer, 0), timeout=10, what="consumer subscribed")
     trickle = [event(unique, n=n) for n in range(4)]
     for held, ev in enumerate(trickle, start=1):
@@ -378,6 +342,25 @@ async def test_batch_linger_does_not_hold_a_lone_event_longer_than_the_linger(br
     await publish(broker, event(unique, n=1))
     await wait_until(_async(lambda: handled), timeout=10, what="the event handled")
     assert linger * 0.9 <= handled[0] - published < linger + 1.0  # it lingered, and no longer than that
+
+
+def _recording_batches(consumers, broker, unique: str, **options) -> tuple[EventConsumer, list[list[str]], list[str]]:
+    """A started consumer with a batch handler (batches of 10), and what it got: the ids of each
+    batch applied at once, and of each event handled alone."""
+    batches: list[list[str]] = []
+    singles: list[str] = []
+
+    async def batch_handler(batch: list[Event]) -> None:
+        batches.append([ev.id for ev in batch])
+
+    async def handler(ev: Event) -> None:
+        singles.append(ev.id)
+
+    consumer = consumers.start(
+        EventConsumer(broker, durable=unique, subjects=[subject_for(unique)], handler=handler,
+                      batch_handler=batch_handler, batch_size=10, **options)
+    )
+    return consumer, batches, singles
 
 
 async def _held_is(consumer: EventConsumer, expected: int) -> bool:
