@@ -112,6 +112,11 @@ class Component:
     workers: int = 1
 
     @property
+    def runs(self) -> tuple[str, ...]:
+        """The services this process runs: its modules (the monolith), its service, or itself."""
+        return self.modules or (self.service or self.name,)
+
+    @property
     def release(self) -> str | None:
         return self.env.get(RELEASE_ENV)
 

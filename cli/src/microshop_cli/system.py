@@ -232,7 +232,8 @@ class System:
     @property
     def fork_server_pid(self) -> int | None:
         """The fork server's (forkserver.py): the parent of the Python components, none when off."""
-        return self._fork_server.pid if _alive(self._fork_server) else None
+        server = self._fork_server
+        return server.pid if server is not None and server.returncode is None else None
 
     def pid(self, name: str) -> int | None:
         process = self._get(name).process
@@ -280,7 +281,7 @@ class System:
             "gateway_url": gateway.component.url if gateway else None,
             "ready_seconds": self.ready_seconds,
             # Parent of the Python components (forkserver.py); its memory is theirs, shared.
-            "fork_server_pid": self._fork_server.pid if _alive(self._fork_server) else None,
+            "fork_server_pid": self.fork_server_pid,
             "databases": postgres.describe_databases(self.postgres, self.env),
             "processes": {
                 name: {
@@ -445,8 +446,8 @@ class System:
             databases_ready = self.postgres is None
             streams_ready = not self.config.nats_cluster
             for step in self._steps():
-                if not databases_ready and any(set(m.component.modules or (m.component.name,))
-                                               & set(postgres.relational_services()) for m in step):
+                if not databases_ready and any(set(m.component.runs) & set(postgres.relational_services())
+                                               for m in step):
                     await self._provision_databases()
                     databases_ready = True
                 if not streams_ready and not any(m.component.name in nats_cluster.NODES for m in step):
@@ -529,24 +530,19 @@ class System:
             # Its replica settings, and its own secrets (broker user, database URL) only: never in
             # the environment all share.
             own = dict(component.env)
-            for service in component.modules or (component.service or component.name,):
+            sharing = self._database_processes()
+            for service in component.runs:
                 own.update(broker_env(service, self._broker_passwords, prefixed=bool(component.modules)))
-                own.update(postgres.database_env(service, self.postgres, processes=self._database_processes(),
+                own.update(postgres.database_env(service, self.postgres, processes=sharing,
                                                  max_connections=self._postgres_connections))
             account = {"user": component.user, "group": component.user, "extra_groups": []} if component.user else {}
-            module = forkserver.python_module(component.command)
-            if module is not None and not account and await self._fork_server_ready():
-                try:
-                    managed.process = await forkserver.fork(self.paths.fork_server_socket, *module, {**self.env, **own},
-                                                            log_file.fileno())
-                except (OSError, TimeoutError) as exc:
-                    self._log(logging.WARNING, "the fork server could not start %s (%s): starting it on its own",
-                              component.name, exc)
+            env = {**self.env, **own}
+            forked = None if account else await self._forked(component, env, log_file.fileno())
             try:
-                managed.process = managed.process if _alive(managed.process) else await asyncio.create_subprocess_exec(
+                managed.process = forked or await asyncio.create_subprocess_exec(
                     *component.command,
                     stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    env={**self.env, **own}, **account,
+                    env=env, **account,
                     # Own session: Ctrl-C in the terminal reaches the supervisor only, which stops in order.
                     start_new_session=True,
                     preexec_fn=_child_setup(os.getpid()),
@@ -556,6 +552,19 @@ class System:
         managed.started_at = datetime.now(UTC)
         self._log(logging.INFO, "started %s (pid %d)", component.name, managed.process.pid)
         self._write_state()
+
+    async def _forked(self, component: Component, env: dict[str, str], log_fd: int) -> forkserver.ForkedProcess | None:
+        """``component`` forked by the fork server; None when it is not a ``python -m`` or the server
+        cannot (then it is exec'd, as without one)."""
+        module = forkserver.python_module(component.command)
+        if module is None or not await self._fork_server_ready():
+            return None
+        try:
+            return await forkserver.fork(self.paths.fork_server_socket, *module, env, log_fd)
+        except (OSError, TimeoutError) as exc:
+            self._log(logging.WARNING, "the fork server could not start %s (%s): starting it on its own",
+                      component.name, exc)
+            return None
 
     async def _start_fork_server(self) -> None:
         """Start the fork server unless MICROSHOP_FORK_SERVER=0 or no component is a ``python -m``;
@@ -607,8 +616,7 @@ class System:
     def _database_processes(self) -> int:
         """Processes (replicas included) that use the PostgreSQL server: they share its connections."""
         relational = postgres.relational_services()
-        return sum(len(set(m.component.modules or (m.component.service,)) & set(relational)) * m.component.workers
-                   for m in self._managed.values())
+        return sum(len(set(m.component.runs) & set(relational)) * m.component.workers for m in self._managed.values())
 
     async def _probe_ready(self, component: Component) -> bool:
         if component.ready_url is None:
@@ -755,10 +763,6 @@ def _package_version(service: str) -> str:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
-
-
-def _alive(process) -> bool:
-    return process is not None and process.returncode is None
 
 
 def _signal_group(pid: int, sig: int) -> None:
