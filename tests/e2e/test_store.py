@@ -255,6 +255,8 @@ async def test_every_service_serves_metrics_and_its_openapi(shop):
         # An admin's token, as the monolith's public port asks for it (a service's own port does not).
         text = (await ApiClient(shop.system.url(name), shop.admin_token).get("/metrics")).body
         assert "http_server_requests_total" in text, name
+        if shop.monolith:  # on the public port: not for anyone without that token
+            assert (await ApiClient(shop.system.url(name)).get("/metrics")).status == 401, name
         schema = await shop.gateway.get(f"/api/{name}/openapi.json")
         assert schema.status == 200 and schema.body["paths"], name
 

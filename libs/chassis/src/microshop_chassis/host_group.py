@@ -61,10 +61,6 @@ class HostGroup:
     def drain_time_left(self) -> float:
         return max(host.drain_time_left() for host in self.hosts)
 
-    @property
-    def draining(self) -> bool:
-        return self.public.draining
-
     def _operations(self) -> APIRouter:
         router = APIRouter(prefix="/_services/{name}", tags=["operations"], include_in_schema=False)
         by_name = {host.name: host for host in self.inner}
@@ -73,11 +69,6 @@ class HostGroup:
             if name not in by_name:
                 raise UNKNOWN_SERVICE(f"This process runs {', '.join(by_name)}; not {name!r}.")
             return by_name[name]
-
-        @router.get("/metrics", dependencies=[Depends(require_operator)])
-        async def metrics(name: str) -> Response:
-            body, content_type = inner(name).metrics.render()
-            return Response(body, media_type=content_type)
 
         @router.get("/health")
         async def health(name: str) -> Response:
@@ -92,6 +83,7 @@ class HostGroup:
         async def jwks(name: str) -> Response:
             return await self._read(inner(name), "/.well-known/jwks.json", None)
 
+        # Anything else (its /metrics, its admin reads) only for an operator, as the public /metrics.
         @router.get("/{path:path}", dependencies=[Depends(require_operator)])
         async def read(name: str, path: str, request: Request) -> Response:
             return await self._read(inner(name), "/" + path, request)

@@ -82,7 +82,9 @@ def serve(host: ServiceHost | HostGroup, *, workers: int = 1) -> None:
     DrainingServer(config, host).run()
 
 
-# A worker that died this soon after its start is restarted only after this pause (no fork storm).
+# A worker that died within _WORKER_EARLY_DEATH seconds of its start is restarted only after
+# _WORKER_RESTART_PAUSE (no fork storm when every start fails).
+_WORKER_EARLY_DEATH = 5.0
 _WORKER_RESTART_PAUSE = 1.0
 
 
@@ -127,7 +129,7 @@ def _serve_in_workers(config: uvicorn.Config, host: ServiceHost | HostGroup, wor
         if started is None or stopping:
             continue
         log.error("worker_died", pid=pid, exit_code=os.waitstatus_to_exitcode(status))
-        if time.monotonic() - started < 5:
+        if time.monotonic() - started < _WORKER_EARLY_DEATH:
             time.sleep(_WORKER_RESTART_PAUSE)
         if not stopping:
             start_worker()
