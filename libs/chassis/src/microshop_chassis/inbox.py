@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from .consumer import EventHandler
 from .db import Database
 from .events import Event
-from .tables import inbox, insert_ignoring_duplicates
+from .tables import inbox, insert_or_ignore
 
 log = structlog.get_logger("microshop.inbox")
 
@@ -30,18 +30,10 @@ def with_inbox(db: Database, consumer: str, apply: SessionHandler) -> EventHandl
 
     async def handle(event: Event) -> None:
         async with db.transaction() as session:
-            dialect = session.bind.dialect.name
             result = await session.execute(
-                insert_ignoring_duplicates(
-                    dialect,
-                    inbox,
-                    {
-                        "consumer": consumer,
-                        "event_id": event.id,
-                        "event_type": event.type,
-                        "handled_at": datetime.now(UTC),
-                    },
-                )
+                insert_or_ignore(session.bind.dialect.name, inbox),
+                {"consumer": consumer, "event_id": event.id, "event_type": event.type,
+                 "handled_at": datetime.now(UTC)},
             )
             if result.rowcount == 0:
                 log.info("event_duplicate_skipped", consumer=consumer, event_id=event.id, type=event.type)

@@ -32,20 +32,26 @@ log = structlog.get_logger("microshop.outbox")
 
 _WROTE_OUTBOX = "microshop.outbox_written"
 
+# Built once: on these paths building a statement costs more than running it (docs/performance.md,
+# "Prebuilt statements").
+_STAGE = sa.insert(outbox)
+_OLDEST = (sa.select(outbox.c.id, outbox.c.event_id, outbox.c.subject, outbox.c.event_type, outbox.c.payload,
+                     outbox.c.headers)
+           .order_by(outbox.c.id).limit(sa.bindparam("batch_size")))
+_REMOVE = sa.delete(outbox).where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
+
 
 async def add_event(session: AsyncSession, event: Event) -> None:
     """Stage ``event`` in the caller's transaction; it is published only if that commits."""
-    await session.execute(
-        sa.insert(outbox).values(
-            event_id=event.id,
-            subject=event.subject,
-            event_type=event.type,
-            payload=event.model_dump_json(),
-            # The trace context of the change travels with the event to every consumer.
-            headers=json.dumps(inject_headers({})),
-            created_at=datetime.now(UTC),
-        )
-    )
+    await session.execute(_STAGE, {
+        "event_id": event.id,
+        "subject": event.subject,
+        "event_type": event.type,
+        "payload": event.model_dump_json(),
+        # The trace context of the change travels with the event to every consumer.
+        "headers": json.dumps(inject_headers({})),
+        "created_at": datetime.now(UTC),
+    })
     session.info[_WROTE_OUTBOX] = True
 
 
@@ -97,14 +103,7 @@ class OutboxRelay(BackgroundWorker):
     async def publish_batch(self) -> int:
         """Publish the oldest pending events; return how many were published."""
         async with self.db.session() as session:
-            rows = (
-                await session.execute(
-                    sa.select(outbox.c.id, outbox.c.event_id, outbox.c.subject, outbox.c.event_type,
-                              outbox.c.payload, outbox.c.headers)
-                    .order_by(outbox.c.id)
-                    .limit(self.batch_size)
-                )
-            ).all()
+            rows = (await session.execute(_OLDEST, {"batch_size": self.batch_size})).all()
         if not rows:
             self.metrics.outbox_backlog.set(0)
             return 0
@@ -140,7 +139,7 @@ class OutboxRelay(BackgroundWorker):
             self.metrics.outbox_published.labels(row.event_type).inc()
         if published:
             async with self.db.transaction() as session:
-                await session.execute(sa.delete(outbox).where(outbox.c.id.in_(published)))
+                await session.execute(_REMOVE, {"ids": published})
         failed = next((a for a in acks if isinstance(a, BaseException)), None)
         if failed is not None:
             raise failed

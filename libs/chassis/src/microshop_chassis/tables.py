@@ -6,6 +6,8 @@ Each service's first migration creates them from these definitions
 
 from __future__ import annotations
 
+from functools import cache
+
 import sqlalchemy as sa
 
 chassis_metadata = sa.MetaData()
@@ -34,8 +36,16 @@ inbox = sa.Table(
 
 def insert_ignoring_duplicates(session_or_conn_dialect: str, table: sa.Table, values: dict):
     """An INSERT that does nothing when the primary key exists (SQLite and PostgreSQL alike)."""
-    if session_or_conn_dialect == "postgresql":
+    return insert_or_ignore(session_or_conn_dialect, table).values(**values)
+
+
+@cache
+def insert_or_ignore(dialect: str, table: sa.Table):
+    """The same, built once per dialect and table, the row given as parameters at execution:
+    ``session.execute(insert_or_ignore(dialect, table), row)``. On a hot path, building a statement
+    costs more than running it (docs/performance.md, "Prebuilt statements")."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(table).values(**values).on_conflict_do_nothing()
+    return insert(table).on_conflict_do_nothing()

@@ -17,9 +17,21 @@ from microshop_chassis.outbox import add_event
 from sqlalchemy.exc import IntegrityError
 
 from .domain import OrderStatus, Step
-from .models import Order
+from .models import Order, OrderLine
 
 orders = Order.__table__
+order_lines = OrderLine.__table__
+
+# The statements of a checkout are built once: building one costs more than running it
+# (docs/performance.md, "Prebuilt statements"). The values come as parameters at execution.
+_INSERT_ORDER = sa.insert(orders)
+_INSERT_LINES = sa.insert(order_lines)
+_BY_ID = sa.select(Order).where(Order.id == sa.bindparam("order_id"))
+_BY_KEY = sa.select(Order).where(Order.customer_id == sa.bindparam("customer_id"),
+                                 Order.idempotency_key == sa.bindparam("key"))
+# The SET clause is the columns named in the parameters besides these two.
+_MOVE = sa.update(orders).where(orders.c.id == sa.bindparam("moved_id"),
+                                orders.c.saga_step == sa.bindparam("from_step"))
 
 
 class DuplicateKey(Exception):
@@ -32,10 +44,14 @@ class OrderStore:
 
     async def add(self, order: Order, event: Event) -> None:
         """Insert a new order with its first event; ``DuplicateKey`` if the customer's key is taken."""
+        row = {column.key: getattr(order, column.key) for column in orders.columns}
+        lines = [{"order_id": order.id, "sku": line.sku, "quantity": line.quantity,
+                  "unit_price_cents": line.unit_price_cents} for line in order.lines]
         try:
             async with self.db.transaction() as session:
-                session.add(order)
-                await session.flush()  # the unique (customer, key) decides between concurrent twins
+                # The unique (customer, key) decides between concurrent twins.
+                await session.execute(_INSERT_ORDER, row)
+                await session.execute(_INSERT_LINES, lines)
                 await add_event(session, event)
         except IntegrityError as exc:
             raise DuplicateKey(order.idempotency_key) from exc
@@ -43,15 +59,11 @@ class OrderStore:
     async def get(self, order_id: str) -> Order | None:
         """The order as stored, lines included (a detached object: nothing is lazy-loaded later)."""
         async with self.db.session() as session:
-            return await session.get(Order, order_id, populate_existing=True)
+            return (await session.execute(_BY_ID, {"order_id": order_id})).scalar_one_or_none()
 
     async def by_key(self, customer_id: str, key: str) -> Order | None:
         async with self.db.session() as session:
-            return (
-                await session.execute(
-                    sa.select(Order).where(Order.customer_id == customer_id, Order.idempotency_key == key)
-                )
-            ).scalar_one_or_none()
+            return (await session.execute(_BY_KEY, {"customer_id": customer_id, "key": key})).scalar_one_or_none()
 
     async def page(self, *, customer_id: str | None, status: str | None, limit: int,
                    offset: int) -> tuple[list[Order], int]:
@@ -70,9 +82,7 @@ class OrderStore:
         """Record a saga move from ``step`` (with its event, in one transaction); False when another
         driver moved the saga first."""
         async with self.db.transaction() as session:
-            moved = await session.execute(
-                sa.update(orders).where(orders.c.id == order_id, orders.c.saga_step == step.value).values(**changes)
-            )
+            moved = await session.execute(_MOVE, {"moved_id": order_id, "from_step": step.value, **changes})
             if moved.rowcount != 1:
                 return False
             if event is not None:
