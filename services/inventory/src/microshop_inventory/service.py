@@ -59,6 +59,46 @@ HELD = ReservationStatus.HELD
 _STOCK_COLUMNS = (products.c.sku, products.c.on_hand, products.c.reserved, products.c.received_units,
                   products.c.sold_units)
 
+# Statements on a checkout's path are built once, their values given at execution: building one
+# costs more than running it (docs/performance.md, "Prebuilt statements").
+_PRODUCTS_BY_SKU = (
+    select(products).where(products.c.sku.in_(bindparam("skus", expanding=True)))
+    .order_by(products.c.sku).limit(bindparam("limit")).offset(bindparam("offset"))
+)
+_COUNT_PRODUCTS_BY_SKU = (
+    select(func.count()).select_from(products).where(products.c.sku.in_(bindparam("skus", expanding=True)))
+)
+_KNOWN_SKUS = select(products.c.sku).where(products.c.sku.in_(bindparam("skus", expanding=True)))
+_HOLD_UNITS = (
+    update(products)
+    .where(products.c.sku == bindparam("line_sku"),
+           products.c.on_hand - products.c.reserved >= bindparam("quantity", type_=Integer))
+    .values(reserved=products.c.reserved + bindparam("quantity", type_=Integer), updated_at=bindparam("now"))
+)
+_MOVE_UNITS = (
+    update(products)
+    .where(products.c.sku == bindparam("line_sku"))
+    .values(on_hand=products.c.on_hand + bindparam("on_hand_delta", type_=Integer),
+            reserved=products.c.reserved + bindparam("reserved_delta", type_=Integer),
+            sold_units=products.c.sold_units + bindparam("sold_delta", type_=Integer),
+            updated_at=bindparam("now"))
+)
+_INSERT_RESERVATION = insert(reservations)
+_INSERT_LINES = insert(reservation_lines)
+_RESERVATION_STATE = (
+    select(reservations.c.status, reservations.c.expires_at).where(reservations.c.order_id == bindparam("order"))
+)
+_LINES_OF_ORDER = (
+    select(reservation_lines.c.sku, reservation_lines.c.quantity)
+    .where(reservation_lines.c.order_id == bindparam("order"))
+)
+_MOVE_RESERVATION = (  # one step of the reservation's state machine, only from the step's source state
+    update(reservations)
+    .where(reservations.c.order_id == bindparam("order"), reservations.c.status == bindparam("source"))
+    .values(status=bindparam("target"), updated_at=bindparam("now"))
+    .returning(reservations.c.expires_at)
+)
+
 
 def _product(row) -> Product:
     return Product(sku=row.sku, name=row.name, description=row.description, price_cents=row.price_cents,
@@ -78,13 +118,24 @@ class Catalog:
 
     async def list_products(self, *, skus: list[str] | None, limit: int, offset: int) -> tuple[list[Product], int]:
         """A page of products by sku (only ``skus`` when given), and how many there are in all."""
-        where = [products.c.sku.in_(skus)] if skus else []
+        if skus:
+            return await self._products_by_sku(skus, limit=limit, offset=offset)
         async with self.db.session() as session:
-            total = (await session.execute(select(func.count()).select_from(products).where(*where))).scalar_one()
-            rows = await session.execute(
-                select(products).where(*where).order_by(products.c.sku).limit(limit).offset(offset)
-            )
+            total = (await session.execute(select(func.count()).select_from(products))).scalar_one()
+            rows = await session.execute(select(products).order_by(products.c.sku).limit(limit).offset(offset))
             return [_product(row) for row in rows], total
+
+    async def _products_by_sku(self, skus: list[str], *, limit: int, offset: int) -> tuple[list[Product], int]:
+        """A checkout's price lookup. A page that ends before ``limit`` holds the last match, so
+        its rows tell the total and the count is needed only otherwise."""
+        params = {"skus": skus, "limit": limit, "offset": offset}
+        async with self.db.session() as session:
+            rows = (await session.execute(_PRODUCTS_BY_SKU, params)).all()
+            if len(rows) < limit and (rows or offset == 0):
+                total = offset + len(rows)
+            else:
+                total = (await session.execute(_COUNT_PRODUCTS_BY_SKU, {"skus": skus})).scalar_one()
+        return [_product(row) for row in rows], total
 
     async def get_product(self, sku: str) -> Product:
         async with self.db.session() as session:
@@ -188,12 +239,7 @@ class Reservations:
 
     async def find(self, order_id: str) -> Reservation | None:
         async with self.db.session() as session:
-            row = (
-                await session.execute(
-                    select(reservations.c.status, reservations.c.expires_at)
-                    .where(reservations.c.order_id == order_id)
-                )
-            ).first()
+            row = (await session.execute(_RESERVATION_STATE, {"order": order_id})).first()
             if row is None:
                 return None
             return Reservation(order_id, ReservationStatus(row.status), await _quantities(session, order_id),
@@ -228,26 +274,19 @@ class Reservations:
         async with self.db.transaction() as session:
             # First, so a second reserve for this order fails here (IntegrityError) before touching stock.
             await session.execute(
-                insert(reservations).values(order_id=order_id, status=HELD, expires_at=expires_at,
-                                            created_at=now, updated_at=now)
+                _INSERT_RESERVATION,
+                {"order_id": order_id, "status": HELD, "expires_at": expires_at, "created_at": now, "updated_at": now},
             )
             await session.execute(
-                insert(reservation_lines),
-                [{"order_id": order_id, "sku": sku, "quantity": q} for sku, q in quantities.items()],
+                _INSERT_LINES, [{"order_id": order_id, "sku": sku, "quantity": q} for sku, q in quantities.items()]
             )
             short = []
             for sku, quantity in sorted(quantities.items()):
-                held = await session.execute(
-                    update(products)
-                    .where(products.c.sku == sku, products.c.on_hand - products.c.reserved >= quantity)
-                    .values(reserved=products.c.reserved + quantity, updated_at=now)
-                )
+                held = await session.execute(_HOLD_UNITS, {"line_sku": sku, "quantity": quantity, "now": now})
                 if held.rowcount != 1:
                     short.append(sku)
             if short:  # raising rolls everything back: nothing held, nothing recorded
-                known = set(
-                    (await session.execute(select(products.c.sku).where(products.c.sku.in_(short)))).scalars()
-                )
+                known = set((await session.execute(_KNOWN_SKUS, {"skus": short})).scalars())
                 unknown = [sku for sku in short if sku not in known]
                 if unknown:
                     raise UnknownSkus(unknown)
@@ -343,9 +382,7 @@ class Reservations:
 
 
 async def _quantities(session: AsyncSession, order_id: str) -> dict[str, int]:
-    rows = await session.execute(
-        select(reservation_lines.c.sku, reservation_lines.c.quantity).where(reservation_lines.c.order_id == order_id)
-    )
+    rows = await session.execute(_LINES_OF_ORDER, {"order": order_id})
     return as_quantities((sku, quantity) for sku, quantity in rows)
 
 
@@ -353,21 +390,11 @@ async def _move_units(session: AsyncSession, quantities: Mapping[str, int], step
     """Apply ``step``'s effect on stock to every line, in sku order (see the module docstring)."""
     if not quantities:
         return
-    statement = (
-        update(products)
-        .where(products.c.sku == bindparam("line_sku"))
-        .values(
-            on_hand=products.c.on_hand + bindparam("on_hand_delta", type_=Integer),
-            reserved=products.c.reserved + bindparam("reserved_delta", type_=Integer),
-            sold_units=products.c.sold_units + bindparam("sold_delta", type_=Integer),
-            updated_at=now,
-        )
-    )
     await session.execute(
-        statement,
+        _MOVE_UNITS,
         [
             {"line_sku": sku, "on_hand_delta": step.on_hand * q, "reserved_delta": step.reserved * q,
-             "sold_delta": step.sold * q}
+             "sold_delta": step.sold * q, "now": now}
             for sku, q in sorted(quantities.items())
         ],
     )
@@ -380,10 +407,7 @@ async def _try_step(session: AsyncSession, order_id: str, step: Transition,
     now = utcnow()
     moved = (
         await session.execute(
-            update(reservations)
-            .where(reservations.c.order_id == order_id, reservations.c.status == step.source)
-            .values(status=step.target, updated_at=now)
-            .returning(reservations.c.expires_at)
+            _MOVE_RESERVATION, {"order": order_id, "source": step.source, "target": step.target, "now": now}
         )
     ).first()
     if moved is not None:
@@ -391,11 +415,7 @@ async def _try_step(session: AsyncSession, order_id: str, step: Transition,
         await _move_units(session, quantities, step, now)
         return Reservation(order_id, step.target, quantities, moved.expires_at)
 
-    found = (
-        await session.execute(
-            select(reservations.c.status, reservations.c.expires_at).where(reservations.c.order_id == order_id)
-        )
-    ).first()
+    found = (await session.execute(_RESERVATION_STATE, {"order": order_id})).first()
     if found is None:
         if not tombstone_when_unknown:
             raise ReservationNotFound(order_id)

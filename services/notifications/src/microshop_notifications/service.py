@@ -17,8 +17,8 @@ from microshop_chassis.auth import Principal
 from microshop_chassis.db import Database, utcnow
 from microshop_chassis.events import Event
 from microshop_chassis.inbox import with_inbox
-from microshop_chassis.tables import insert_ignoring_duplicates
-from sqlalchemy import func, select, update
+from microshop_chassis.tables import insert_or_ignore
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .domain import DeliveryStatus, Draft, NotificationNotFound, NotificationType, retry_delay
@@ -26,6 +26,15 @@ from .events import draft_for
 from .models import Notification
 
 log = structlog.get_logger("microshop.notifications")
+
+# Statements on a checkout's path are built once, their values given at execution: building one
+# costs more than running it (docs/performance.md, "Prebuilt statements"). On the table, not the
+# model: the ORM's bulk path costs more again, and these calls load no object.
+_MARK_SENT = (
+    update(Notification.__table__)
+    .where(Notification.__table__.c.id == bindparam("notification_id"))
+    .values(status=DeliveryStatus.SENT.value, sent_at=bindparam("now"))
+)
 
 
 class Notifications:
@@ -49,9 +58,8 @@ class Notifications:
         # The insert ignores a clash on event_id or on (type, order_id): a second event for the
         # same order outcome is a duplicate, not an error worth retrying.
         now = utcnow()
-        statement = insert_ignoring_duplicates(
-            session.bind.dialect.name,
-            Notification.__table__,
+        result = await session.execute(
+            insert_or_ignore(session.bind.dialect.name, Notification.__table__),
             {
                 "id": str(uuid.uuid4()),
                 "event_id": event.id,
@@ -69,7 +77,7 @@ class Notifications:
                 "sent_at": None,
             },
         )
-        if (await session.execute(statement)).rowcount == 0:
+        if result.rowcount == 0:
             log.info("notification_duplicate_skipped", event_id=event.id, type=draft.type.value,
                      order_id=draft.order_id)
 
@@ -167,11 +175,7 @@ class Notifications:
 
     async def mark_sent(self, notification_id: str) -> None:
         async with self.db.transaction() as session:
-            await session.execute(
-                update(Notification)
-                .where(Notification.id == notification_id)
-                .values(status=DeliveryStatus.SENT.value, sent_at=utcnow())
-            )
+            await session.execute(_MARK_SENT, {"notification_id": notification_id, "now": utcnow()})
 
     async def mark_failed(self, notifications: Sequence[Notification], error: str) -> None:
         """Count a failed attempt on each and schedule its retry; the rows stay PENDING, never lost."""
