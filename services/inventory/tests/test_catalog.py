@@ -48,6 +48,20 @@ async def test_product_list_is_ordered_paged_and_filtered_by_sku(inventory):
     assert [(p["sku"], p["available"]) for p in chosen.body["items"]] == [("A-1", 2), ("D-4", 2)]
 
 
+async def test_a_list_by_sku_tells_the_true_total_on_every_page(inventory):
+    # The total of a page that ends early comes from its rows, of a full one from a count: both agree.
+    for sku in ("A-1", "B-2", "C-3", "D-4", "E-5"):
+        await inventory.add_product(sku, on_hand=1)
+    wanted = [("sku", sku) for sku in ("E-5", "NOPE", "A-1", "C-3", "C-3")]
+    matching = ["A-1", "C-3", "E-5"]
+    for limit in range(1, 5):
+        for offset in range(0, 5):
+            page = await inventory.anonymous.get("/products", params=[*wanted, ("limit", limit), ("offset", offset)])
+            assert page.status == 200
+            assert page.body["total"] == len(matching), (limit, offset)
+            assert [p["sku"] for p in page.body["items"]] == matching[offset:offset + limit], (limit, offset)
+
+
 async def test_unknown_product_is_a_404_problem(inventory):
     reply = await inventory.anonymous.get("/products/NOPE")
     assert reply.status == 404 and problem_type(reply) == "product-not-found"
