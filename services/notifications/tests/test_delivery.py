@@ -8,6 +8,7 @@ from aiosmtpd.smtp import SMTP
 from microshop_chassis.auth import Principal
 from microshop_chassis.db import Database
 from microshop_chassis.events import Event
+from microshop_chassis.testing import wait_until
 from microshop_notifications.delivery import DeliveryWorker
 from microshop_notifications.mail import SmtpSender
 from microshop_notifications.service import Notifications
@@ -68,6 +69,48 @@ async def test_a_refused_message_waits_while_the_rest_of_the_batch_is_sent(datab
         # Nothing is due now: the refused one waits out its backoff, the sent one is done.
         assert await worker.deliver_due() == 0
     finally:
+        await db.dispose()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_connection_serves_the_next_batch_until_idle_or_closed_by_the_server(database_url):
+    handler = RefusingSmtpHandler(refused="nobody@example.com")
+    sessions: list[SMTP] = []
+
+    def new_session() -> SMTP:
+        sessions.append(SMTP(handler, hostname="counting-smtp"))
+        return sessions[-1]
+
+    server = await asyncio.get_running_loop().create_server(new_session, "127.0.0.1", 0)
+    db = Database(database_url)
+    sender = SmtpSender("127.0.0.1", server.sockets[0].getsockname()[1], timeout=5, keep_alive=30)
+    try:
+        await db.migrate("microshop_notifications:migrations")
+        notifications = Notifications(db, consumer="notifications", retry_backoff=60, retry_backoff_max=60)
+        worker = DeliveryWorker(notifications, sender, mail_from="microshop <shop@microshop.local>",
+                                batch_size=10, interval=1, lease_seconds=60)
+        for address in ("a@example.com", "b@example.com"):
+            await record_welcome(notifications, address)
+            assert await worker.deliver_due() == 1
+        assert handler.delivered == [["a@example.com"], ["b@example.com"]]
+        assert len(sessions) == 1 and sender.holds_connection
+
+        # The server ends the session while it idles: the next batch opens another, sends, loses nothing.
+        sessions[0].transport.close()
+        await wait_until(lambda: asyncio.sleep(0, not sender.holds_connection), what="the close seen")
+        await record_welcome(notifications, "c@example.com")
+        assert await worker.deliver_due() == 1
+        assert handler.delivered[-1] == ["c@example.com"] and len(sessions) == 2
+
+        await sender.close()  # at stop: QUIT, nothing kept
+        assert not sender.holds_connection
+        await record_welcome(notifications, "d@example.com")
+        assert await worker.deliver_due() == 1 and len(sessions) == 3
+        rows, _ = await notifications.list(ADMIN, type=None, order_id=None, limit=10, offset=0)
+        assert {row.status for row in rows} == {"SENT"}
+    finally:
+        await sender.close()
         await db.dispose()
         server.close()
         await server.wait_closed()

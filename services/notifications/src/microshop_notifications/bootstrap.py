@@ -29,8 +29,11 @@ def build(settings: NotificationsSettings | None = None, *, verifier: JwtVerifie
     notifications = host.provide(Notifications, Notifications(
         db, consumer=CONSUMER, retry_backoff=settings.retry_backoff_seconds,
         retry_backoff_max=settings.retry_backoff_max_seconds))
-    mail = mail or SmtpSender(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds,
-                              tracer=host.tracer_provider.get_tracer("microshop.mail"))
+    if mail is None:
+        mail = SmtpSender(settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds,
+                          keep_alive=settings.smtp_keep_alive_seconds,
+                          tracer=host.tracer_provider.get_tracer("microshop.mail"))
+        host.on_stop(mail.close, "smtp-close")
     # First round at once: sends what an earlier run left PENDING (on SQLite, leased rows too).
     delivery = host.worker(DeliveryWorker(
         notifications, mail, mail_from=settings.mail_from, batch_size=settings.delivery_batch_size,

@@ -14,6 +14,8 @@ class NotificationsSettings(ServiceSettings):
     smtp_port: int = shared(1025, "SMTP_PORT")
     # Upper bound for connecting, and for sending one message, in seconds.
     smtp_timeout_seconds: float = 10.0
+    # A connection stays open this long after its batch, for the next one (0: one per batch).
+    smtp_keep_alive_seconds: float = 5.0
     mail_from: str = "microshop <shop@microshop.local>"
     # The delivery worker wakes after every recorded event, and at least this often.
     delivery_interval_seconds: float = 2.0
