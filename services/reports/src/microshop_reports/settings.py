@@ -14,6 +14,9 @@ class ReportsSettings(ServiceSettings):
     duckdb_path: str = ""
     # DuckDB's own cap on its buffers; the process budget is < 80 MB RSS in all.
     duckdb_memory_limit: str = "64MB"
+    # Live events wait up to this long (from the first) to be applied together: DuckDB's cost is
+    # per transaction, so a longer wait is cheaper and leaves the report that much staler.
+    batch_linger_seconds: float = 0.25
     # Events applied per DuckDB transaction while replaying the stream.
     replay_batch_size: int = 256
 
