@@ -148,20 +148,18 @@ class Payments:
     ) -> tuple[Payment, bool]:
         """The order's payment, inserted PENDING (in its own short transaction) when there is none;
         and whether it was inserted by this call."""
-        existing = await self.store.find(order_id)
-        if existing is not None:
-            return existing, False
-        payment = await self.store.create(INTENT, order_id=order_id, customer_id=customer_id,
-                                          amount_cents=amount_cents, currency=currency,
-                                          idempotency_key=idempotency_key)
-        if payment is None:
+        payment, created = await self.store.find_or_create(INTENT, order_id=order_id, customer_id=customer_id,
+                                                           amount_cents=amount_cents, currency=currency,
+                                                           idempotency_key=idempotency_key)
+        if payment is None:  # a racer inserted one between the look-up and the insert
             winner = await self.store.find(order_id)
             if winner is None:  # the conflict was not on order_id: a genuine error
                 raise RuntimeError(f"payment insert for order {order_id} conflicted, yet no payment exists")
             log.info("charge_race_lost", order_id=order_id, payment_id=winner.id, status=winner.status)
             return winner, False
-        log.info("payment_intent_recorded", order_id=order_id, payment_id=payment.id)
-        return payment, True
+        if created:
+            log.info("payment_intent_recorded", order_id=order_id, payment_id=payment.id)
+        return payment, created
 
     async def _record(self, payment: Payment, result: ChargeResult) -> bool:
         """Move a PENDING payment to what the processor did; False when it is no longer PENDING
