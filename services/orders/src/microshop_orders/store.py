@@ -26,9 +26,12 @@ order_lines = OrderLine.__table__
 # (docs/performance.md, "Prebuilt statements"). The values come as parameters at execution.
 _INSERT_ORDER = sa.insert(orders)
 _INSERT_LINES = sa.insert(order_lines)
-_BY_ID = sa.select(Order).where(Order.id == sa.bindparam("order_id"))
-_BY_KEY = sa.select(Order).where(Order.customer_id == sa.bindparam("customer_id"),
-                                 Order.idempotency_key == sa.bindparam("key"))
+# Reads are Core rows made into (detached) orders here: the ORM's loading cost more than the queries.
+_BY_ID = sa.select(orders).where(orders.c.id == sa.bindparam("order_id"))
+_BY_KEY = sa.select(orders).where(orders.c.customer_id == sa.bindparam("customer_id"),
+                                  orders.c.idempotency_key == sa.bindparam("key"))
+_LINES_OF_ORDER = (sa.select(order_lines.c.sku, order_lines.c.quantity, order_lines.c.unit_price_cents)
+                   .where(order_lines.c.order_id == sa.bindparam("order_id")).order_by(order_lines.c.sku))
 # The SET clause is the columns named in the parameters besides these two.
 _MOVE = sa.update(orders).where(orders.c.id == sa.bindparam("moved_id"),
                                 orders.c.saga_step == sa.bindparam("from_step"))
@@ -59,11 +62,12 @@ class OrderStore:
     async def get(self, order_id: str) -> Order | None:
         """The order as stored, lines included (a detached object: nothing is lazy-loaded later)."""
         async with self.db.session() as session:
-            return (await session.execute(_BY_ID, {"order_id": order_id})).scalar_one_or_none()
+            return await _order(session, (await session.execute(_BY_ID, {"order_id": order_id})).first())
 
     async def by_key(self, customer_id: str, key: str) -> Order | None:
         async with self.db.session() as session:
-            return (await session.execute(_BY_KEY, {"customer_id": customer_id, "key": key})).scalar_one_or_none()
+            row = (await session.execute(_BY_KEY, {"customer_id": customer_id, "key": key})).first()
+            return await _order(session, row)
 
     async def page(self, *, customer_id: str | None, status: str | None, limit: int,
                    offset: int) -> tuple[list[Order], int]:
@@ -129,3 +133,10 @@ class OrderStore:
                 if result.rowcount == 1:
                     claimed.append(order_id)
         return claimed
+
+
+async def _order(session, row) -> Order | None:
+    if row is None:
+        return None
+    lines = await session.execute(_LINES_OF_ORDER, {"order_id": row.id})
+    return Order(**row._mapping, lines=[OrderLine(**line._mapping) for line in lines])
