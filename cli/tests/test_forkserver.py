@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from microshop_cli.forkserver import fork
+from microshop_cli.forkserver import fork, main_imports
 
 
 @pytest.fixture
@@ -62,3 +62,11 @@ async def test_when_the_server_stops_its_children_stop_too(server, tmp_path):
                              out.fileno())
     process.terminate()
     assert await asyncio.wait_for(serving.wait(), 10) == -signal.SIGTERM  # drained, reported, then the server left
+
+
+def test_a_components_code_to_preload_is_read_from_its_main_not_run():
+    # Read from the source: a service's __main__ serves its app when run.
+    assert main_imports("microshop_orders") == ["microshop_chassis.runner", "microshop_orders.bootstrap"]
+    # A plain module run as __main__ (no package) must not be imported beforehand; an unknown one is skipped.
+    assert main_imports("json.tool") == []
+    assert main_imports("no_such_package_here") == []

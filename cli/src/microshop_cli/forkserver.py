@@ -13,8 +13,11 @@ still be started alone as its own process (that is how it deploys); ``MICROSHOP_
 makes the launcher start every component that way too.
 
 The fork server is the launcher's child: it gets SIGTERM if the launcher dies and passes it on to
-its children. It never runs a thread (a fork copies only the forking thread), and nothing of a
-service is imported in it: only third-party packages and the chassis, as the launcher itself.
+its children. It never runs a thread (a fork copies only the forking thread). Beyond the shared
+packages it imports each component's own code (``--preload PACKAGE``: what that package's
+``__main__`` imports, read from its source, never run), so that is shared too; importing a
+component's modules has no side effects (settings are read, threads started and files opened
+when its app is built, in the child).
 
 Protocol, over a SOCK_SEQPACKET Unix socket (0600, in the private run folder), one connection
 per child: the launcher sends ``{"module", "args", "env", "cwd"}`` with the log file's descriptor
@@ -28,10 +31,12 @@ needed is ``python -m`` semantics under the launcher's supervision.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import contextlib
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import runpy
@@ -41,6 +46,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 # What every Python component imports; a missing one is skipped (a slimmer install).
@@ -55,7 +61,20 @@ PRELOAD = (
     "yarl",
     "microshop_chassis.host", "microshop_chassis.runner", "microshop_chassis.db", "microshop_chassis.outbox",
     "microshop_chassis.consumer", "microshop_chassis.inbox", "microshop_chassis.migrations",
+    # Imported when an app is built or served, not when its modules are: the OTLP exporter's
+    # requests session (requests, urllib3, charset_normalizer, certifi: 8 MB a child dirtied building
+    # its app), the event loop and the WebSocket protocol uvicorn picks.
+    "requests", "concurrent.futures.thread", "encodings.idna", "importlib.resources.readers",
+    "uvloop", "uvicorn.protocols.websockets.websockets_sansio_impl",
 )
+# glibc malloc's settings for the server, and so for every child: a child inherits the allocator
+# as it is at the fork (glibc reads these variables once, at a process's start: in a child's own
+# environment they come too late). A fixed mmap threshold keeps glibc from raising it after a large
+# block is freed, which left such blocks in a thread's arena for good (users' 19 MiB argon2
+# buffer: 20 MB of its idle memory). Two arenas rather than one per thread (span export, SQLite and
+# argon2 workers, libuv's pool), whose touched pages stay with the process; the Python code runs
+# in one thread. The caller's own MALLOC_* settings win.
+MALLOC_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 MAX_MESSAGE = 256 * 1024
 # At its stop, how long the server lets its children drain (as the launcher does) before SIGKILL.
 CHILDREN_STOP_SECONDS = 15.0
@@ -63,21 +82,43 @@ CHILD_UMASK = 0o077
 PR_SET_PDEATHSIG = 1
 
 
-def preload() -> list[str]:
-    """Import what the components share; the names that could not be imported."""
+def preload(names: Sequence[str] = PRELOAD) -> list[str]:
+    """Import ``names`` (what the components share, by default); those that could not be imported."""
     missing = []
-    for name in PRELOAD:
+    for name in names:
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:  # noqa: BLE001 - that component fails in its own process, the traceback in its log
             missing.append(name)
     return missing
 
 
-def serve(path: Path) -> None:
-    """Accept requests on ``path`` until SIGTERM, forking a child for each."""
+def main_imports(package: str) -> list[str]:
+    """The modules ``python -m package`` imports at its top level, read from its source, not run;
+    none for a module that is not a package (run as ``__main__``, it must not be imported before)."""
+    modules: list[str] = []
+    try:
+        spec = importlib.util.find_spec(f"{package}.__main__")
+        for node in ast.parse(spec.loader.get_source(spec.name)).body:
+            if isinstance(node, ast.Import):
+                modules += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+                # `from . import store` imports a module; `from .app import create_app` a name in one.
+                submodules = importlib.util.find_spec(base).submodule_search_locations is not None
+                modules += [base, *(f"{base}.{alias.name}" for alias in node.names
+                                    if submodules and importlib.util.find_spec(f"{base}.{alias.name}"))]
+    except Exception:  # noqa: BLE001 - not a package, or broken: its child will say so in its log
+        pass
+    return modules
+
+
+def serve(path: Path, packages: Sequence[str] = ()) -> None:
+    """Import what the components share and the code of those in ``packages``, then accept requests
+    on ``path`` until SIGTERM, forking a child for each. Everything is imported before the first
+    fork: an import after it would write to pages a child shares, each write a copy."""
     _die_with_parent()
-    missing = preload()
+    missing = preload([*PRELOAD, *(module for package in packages for module in main_imports(package))])
     gc.collect()
     gc.freeze()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -287,7 +328,10 @@ def python_module(command: list[str] | tuple[str, ...]) -> tuple[str, list[str]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--socket", required=True, type=Path)
-    serve(parser.parse_args().socket)
+    parser.add_argument("--preload", action="append", default=[], metavar="PACKAGE",
+                        help="a component's package, to import what its __main__ imports (repeatable)")
+    arguments = parser.parse_args()
+    serve(arguments.socket, arguments.preload)
 
 
 if __name__ == "__main__":

@@ -571,13 +571,17 @@ class System:
         the components that come first (NATS) do not wait for its imports."""
         if self.env.get("MICROSHOP_FORK_SERVER", "1") == "0":
             return
-        if not any(forkserver.python_module(m.component.command) for m in self._managed.values()):
+        modules = [forkserver.python_module(m.component.command) for m in self._managed.values()]
+        packages = sorted({module for module, _args in filter(None, modules)})
+        if not packages:
             return  # nothing it could start
         log = self.paths.log_file("fork-server").open("ab")  # noqa: ASYNC230, SIM115 - the child holds it; closed below
         try:
             self._fork_server = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "microshop_cli.forkserver", "--socket", str(self.paths.fork_server_socket),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                *(argument for package in packages for argument in ("--preload", package)),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={**forkserver.MALLOC_ENV, **self.env},  # the children inherit its allocator's settings
                 start_new_session=True, preexec_fn=_child_setup(os.getpid()))
         except OSError as exc:
             self._log(logging.WARNING, "no fork server (%s): every component starts on its own", exc)
