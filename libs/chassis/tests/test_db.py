@@ -373,3 +373,30 @@ async def test_no_database_spans_when_they_are_off(database_url, traced):
     finally:
         await db.dispose()
     assert [span.name for span in exporter.get_finished_spans()] == ["the request"]
+
+
+async def test_units_of_work_take_turns_even_when_one_waits_inside(notes_db):
+    # One connection on SQLite: a unit that waits inside must not let another unit's statements,
+    # or a readiness ping, into its transaction; each gets its turn and its own outcome.
+    inside, go_on = asyncio.Event(), asyncio.Event()
+
+    async def failing_unit():
+        async with notes_db.transaction() as session:
+            await session.execute(sa.insert(notes).values(text="rolled back"))
+            inside.set()
+            await go_on.wait()
+            raise LookupError("the use case failed")
+
+    async def kept_unit():
+        async with notes_db.transaction() as session:
+            await session.execute(sa.insert(notes).values(text="kept"))
+
+    first = asyncio.create_task(failing_unit())
+    await inside.wait()
+    others = [asyncio.create_task(kept_unit()), asyncio.create_task(notes_db.ping())]
+    await asyncio.sleep(0)  # let them start and reach the database (or their turn)
+    go_on.set()
+    with pytest.raises(LookupError):
+        await first
+    await asyncio.gather(*others)
+    assert await _texts(notes_db) == ["kept"]

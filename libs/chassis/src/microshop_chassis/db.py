@@ -7,6 +7,12 @@ writer at a time anyway; one connection turns lock contention (which SQLite reso
 in its busy handler) into a fair asyncio queue. It also means no transaction may stay open across
 a call to another service - which is the rule anyway - and that one SQLite file serves one
 process: replicas of a service share a PostgreSQL database instead.
+
+On SQLite a unit of work (``transaction()``, ``session()``) is a sync SQLAlchemy ``Session`` on
+that one connection, behind ``InlineSession`` (AsyncSession's methods, awaited the same way): the
+async layer only cost CPU where nothing waits. An ``asyncio.Lock`` makes units of work take turns,
+as the one-connection pool did; the ``AsyncEngine`` on the same connection serves the rest (start-up,
+tests), and ``ping()`` takes the lock too.
 """
 
 from __future__ import annotations
@@ -22,14 +28,14 @@ from pathlib import PurePath
 import structlog
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from sqlalchemy import DateTime, TypeDecorator, event, text
+from sqlalchemy import DateTime, TypeDecorator, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from .clock import utcnow  # noqa: F401 - where the services with a database take it from
-from .sqlite_inline import WalCheckpointer, inline_creator
+from .sqlite_inline import InlineSession, SharedSqlite, WalCheckpointer
 from .telemetry import tracer
 
 log = structlog.get_logger("microshop.db")
@@ -49,6 +55,7 @@ class Database:
         self.checkpointer: WalCheckpointer | None = None
         address = make_url(url)
         self.is_sqlite = address.get_backend_name() == "sqlite"
+        self._inline_engine = None
         if self.is_sqlite:
             # Statements run inline on the event loop instead of aiosqlite's thread (see
             # sqlite_inline.py for why and for the trade-off).
@@ -58,9 +65,10 @@ class Database:
                                                                          "pool_timeout": 30}
             if path != ":memory:":
                 self.checkpointer = WalCheckpointer(path, interval=checkpoint_interval)
-            self.engine: AsyncEngine = create_async_engine(
-                url, async_creator=inline_creator(path, self.checkpointer), **pool)
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            shared = SharedSqlite(path, _sqlite_pragmas, self.checkpointer)
+            self.engine: AsyncEngine = create_async_engine(url, async_creator=shared.async_creator, **pool)
+            self._inline_engine = create_engine("sqlite://", creator=shared.sync_creator, poolclass=StaticPool)
+            self._inline_turn = asyncio.Lock()
         else:
             self.engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
@@ -76,19 +84,26 @@ class Database:
         if tracer_provider is not None and database_spans == "transaction":
             self._unit_tracer = tracer("microshop.db", tracer_provider)
         elif tracer_provider is not None and database_spans == "statement":
-            _trace_statements(self.engine.sync_engine, tracer("microshop.db", tracer_provider),
-                              self._span_attributes)
+            for engine in filter(None, (self.engine.sync_engine, self._inline_engine)):
+                _trace_statements(engine, tracer("microshop.db", tracer_provider), self._span_attributes)
         # A Session subclass of our own, so session events (the outbox's after_commit) listen to
         # this database only.
         self.sync_session_class = type("ServiceSession", (Session,), {})
         self.sessions = async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class
         )
+        self._inline_sessions = None if self._inline_engine is None else sessionmaker(
+            self._inline_engine, class_=self.sync_session_class, expire_on_commit=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session in one transaction: committed on success, rolled back on error."""
         with self._unit_of_work_span():
+            if self._inline_sessions is not None:
+                async with self._inline_turn:
+                    with self._inline_sessions.begin() as sync_session:
+                        yield InlineSession(sync_session)
+                return
             session = self.sessions()
             try:
                 await session.begin()
@@ -100,6 +115,11 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         with self._unit_of_work_span():
+            if self._inline_sessions is not None:
+                async with self._inline_turn:
+                    with self._inline_sessions() as sync_session:
+                        yield InlineSession(sync_session)
+                return
             session = self.sessions()
             try:
                 yield session
@@ -137,6 +157,11 @@ class Database:
             span.end()
 
     async def ping(self) -> None:
+        if self._inline_engine is not None:
+            async with self._inline_turn:
+                with self._inline_engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            return
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
@@ -172,6 +197,8 @@ class Database:
             return None
 
     async def dispose(self) -> None:
+        if self._inline_engine is not None:
+            self._inline_engine.dispose()  # holds no connection of its own (SharedHandle)
         await self.engine.dispose()
         if self.checkpointer is not None:
             await asyncio.to_thread(self.checkpointer.stop)  # joins a checkpoint in progress
@@ -232,7 +259,7 @@ def _summary(statement: str) -> str:
     return " ".join(statement.split()[:6])
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

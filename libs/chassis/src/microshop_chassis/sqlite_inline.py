@@ -12,16 +12,23 @@ stated plainly: a statement blocks the loop while it runs, so this is for short 
 on a local file, which is all the services do (no statement spans a network call). The one
 slow thing SQLite does on its own, the WAL checkpoint with its fsyncs (3.5-7 ms each, measured),
 is moved off the loop: ``WalCheckpointer`` runs it on a thread of its own.
+
+A process keeps one sqlite3 connection to its file (``SharedSqlite``), which two SQLAlchemy engines
+use: the asyncio one above, for what needs an ``AsyncEngine``, and a sync one for the units of work
+(db.py says why and how they never interleave).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
+from sqlalchemy.engine import Result, ScalarResult
+from sqlalchemy.orm import Session
 
 log = structlog.get_logger("microshop.db")
 
@@ -85,8 +92,10 @@ class InlineCursor:
 class InlineConnection:
     """What SQLAlchemy's aiosqlite adapter calls on an aiosqlite connection, done inline."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, on_close: Callable[[sqlite3.Connection], None] = lambda _c: None
+                 ) -> None:
         self._conn = connection
+        self._on_close = on_close
         # SQLAlchemy's adapter checks ``_connection`` to know the connection is still open.
         self._connection: sqlite3.Connection | None = connection
 
@@ -107,30 +116,66 @@ class InlineConnection:
         self._conn.create_function(*args, **kwargs)
 
     async def close(self) -> None:
-        if self._connection is not None:
-            self._connection = None
-            self._conn.close()
+        self.stop()
 
     def stop(self) -> None:
         """aiosqlite's forced close, used when SQLAlchemy terminates a connection."""
         if self._connection is not None:
             self._connection = None
             self._conn.close()
+            self._on_close(self._conn)
 
 
-def inline_creator(path: str, checkpointer: WalCheckpointer | None = None):
-    """An ``async_creator`` for ``create_async_engine("sqlite+aiosqlite:///...")``; the first
-    connection starts ``checkpointer`` (in the process that uses the database, even after a fork)."""
+class SharedSqlite:
+    """The one sqlite3 connection of a process to its database: opened on first use with
+    ``setup`` (the pragmas), starting ``checkpointer``; opened again after the asyncio engine's
+    pool closed it (a dispose, an invalidation)."""
 
-    async def connect(*_args: Any, **_kwargs: Any) -> InlineConnection:
-        # check_same_thread=False: SQLAlchemy may close a pooled connection from its finaliser;
-        # every statement still runs on the event loop's thread.
-        connection = InlineConnection(sqlite3.connect(path, check_same_thread=False))
-        if checkpointer is not None:
-            checkpointer.start()
-        return connection
+    def __init__(self, path: str, setup: Callable[[sqlite3.Connection], None],
+                 checkpointer: WalCheckpointer | None = None) -> None:
+        self.path = path
+        self._setup = setup
+        self.checkpointer = checkpointer
+        self._conn: sqlite3.Connection | None = None
 
-    return connect
+    def get(self) -> sqlite3.Connection:
+        if self._conn is None:
+            # check_same_thread=False: SQLAlchemy may close a pooled connection from its finaliser;
+            # every statement still runs on the event loop's thread.
+            connection = sqlite3.connect(self.path, check_same_thread=False)
+            self._setup(connection)
+            self._conn = connection
+            if self.checkpointer is not None:  # in the process that uses the file, even after a fork
+                self.checkpointer.start()
+        return self._conn
+
+    def closed(self, connection: sqlite3.Connection) -> None:
+        if self._conn is connection:
+            self._conn = None
+
+    async def async_creator(self, *_args: Any, **_kwargs: Any) -> InlineConnection:
+        """For ``create_async_engine(..., async_creator=...)``."""
+        return InlineConnection(self.get(), on_close=self.closed)
+
+    def sync_creator(self) -> SharedHandle:
+        """For ``create_engine(..., creator=..., poolclass=StaticPool)``."""
+        return SharedHandle(self)
+
+
+class SharedHandle:
+    """What the sync engine holds as its DBAPI connection: the shared connection of the moment.
+    Closing it is the asyncio engine's pool's business, so ``close()`` here does nothing."""
+
+    __slots__ = ("_shared",)
+
+    def __init__(self, shared: SharedSqlite) -> None:
+        self._shared = shared
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shared.get(), name)
+
+    def close(self) -> None:
+        pass
 
 
 class WalCheckpointer:
@@ -196,3 +241,58 @@ class WalCheckpointer:
         conn = sqlite3.connect(f"{Path(self.path).resolve().as_uri()}?mode=rw", uri=True, check_same_thread=False)
         conn.execute("PRAGMA synchronous=NORMAL")  # the checkpoint syncs as the service's connection would
         return conn
+
+
+_PREBUFFERED = {"prebuffer_rows": True}  # as AsyncSession's results: fetched before execute returns
+
+
+class InlineSession:
+    """What the services use of ``AsyncSession``, over a sync ``Session`` on the shared connection.
+
+    Statements run inline on the event loop either way; SQLAlchemy's async layer around them
+    (greenlets, the adapted driver calls) cost half of a short unit of work (262 against 122 µs
+    for an UPDATE, a SELECT and the COMMIT: docs/performance.md). Anything else of the session is
+    at ``sync_session``.
+    """
+
+    __slots__ = ("sync_session",)
+
+    def __init__(self, sync_session: Session) -> None:
+        self.sync_session = sync_session
+
+    @property
+    def info(self) -> dict:
+        return self.sync_session.info
+
+    @property
+    def bind(self):
+        return self.sync_session.bind
+
+    async def execute(self, statement: Any, params: Any = None, *, execution_options: dict | None = None,
+                      **kwargs: Any) -> Result:
+        options = _PREBUFFERED if execution_options is None else {**execution_options, **_PREBUFFERED}
+        return self.sync_session.execute(statement, params, execution_options=options, **kwargs)
+
+    async def scalars(self, statement: Any, params: Any = None, **kwargs: Any) -> ScalarResult:
+        return (await self.execute(statement, params, **kwargs)).scalars()
+
+    async def scalar(self, statement: Any, params: Any = None, **kwargs: Any) -> Any:
+        return (await self.execute(statement, params, **kwargs)).scalar()
+
+    async def get(self, entity: Any, ident: Any, **kwargs: Any) -> Any:
+        return self.sync_session.get(entity, ident, **kwargs)
+
+    def add(self, instance: Any) -> None:
+        self.sync_session.add(instance)
+
+    def add_all(self, instances: Any) -> None:
+        self.sync_session.add_all(instances)
+
+    async def flush(self) -> None:
+        self.sync_session.flush()
+
+    async def commit(self) -> None:
+        self.sync_session.commit()
+
+    async def rollback(self) -> None:
+        self.sync_session.rollback()
