@@ -126,16 +126,13 @@ class Database:
             finally:
                 await self._close(session)
 
-    async def _close(self, session: AsyncSession) -> None:
-        """Close (and so roll back what was not committed), returning the connection to the pool.
-        SQLAlchemy's own context managers close in a shielded task, so that a cancelled caller
-        still gives its connection back: two tasks per unit of work, ~25% of a short transaction's
-        cost (docs/performance.md, "Prebuilt statements"). On SQLite nothing in a close waits
-        (statements run inline), so a cancellation cannot land in it: no task is needed."""
-        if self.is_sqlite:
-            await session.close()
-        else:
-            await asyncio.shield(session.close())
+    @staticmethod
+    async def _close(session: AsyncSession) -> None:
+        """Close (and so roll back what was not committed), returning the connection to the pool,
+        shielded so that a cancelled caller still gives its connection back. SQLAlchemy's own
+        context managers do the same with two tasks per unit of work (docs/performance.md,
+        "Prebuilt statements"); this is one."""
+        await asyncio.shield(session.close())
 
     @contextmanager
     def _unit_of_work_span(self) -> Iterator[None]:
