@@ -54,20 +54,21 @@ def cpu_seconds(pid: int, reaped_children: bool = True) -> float:
 
 def rss_mb(pid: int) -> float:
     """Resident set size of ``pid`` alone in MB (shared pages counted in full); 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
-    except (OSError, StopIteration):
-        return 0.0
+    return _proc_kb_field(f"/proc/{pid}/status", "VmRSS:") / 1024
 
 
 def pss_mb(pid: int) -> float:
     """Proportional set size of ``pid`` in MB (shared pages split among the processes sharing them)."""
+    return _proc_kb_field(f"/proc/{pid}/smaps_rollup", "Pss:") / 1024
+
+
+def _proc_kb_field(path: str, field: str) -> int:
+    """The kB figure of the line starting with ``field`` in a /proc file; 0 when the process is gone."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            return next(int(line.split()[1]) for line in rollup if line.startswith("Pss:")) / 1024
+        with open(path) as lines:
+            return next(int(line.split()[1]) for line in lines if line.startswith(field))
     except (OSError, StopIteration):
-        return 0.0
+        return 0
 
 
 class ProcessTrees:
