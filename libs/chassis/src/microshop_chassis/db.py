@@ -89,11 +89,11 @@ class Database:
         # A Session subclass of our own, so session events (the outbox's after_commit) listen to
         # this database only.
         self.sync_session_class = type("ServiceSession", (Session,), {})
-        self.sessions = async_sessionmaker(
-            self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class
-        )
+        # Units of work: sync sessions on SQLite (see the module docstring), async ones otherwise.
         self._inline_sessions = None if self._inline_engine is None else sessionmaker(
             self._inline_engine, class_=self.sync_session_class, expire_on_commit=False)
+        self.sessions = None if self._inline_engine is not None else async_sessionmaker(
+            self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

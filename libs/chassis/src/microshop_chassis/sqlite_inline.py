@@ -92,8 +92,7 @@ class InlineCursor:
 class InlineConnection:
     """What SQLAlchemy's aiosqlite adapter calls on an aiosqlite connection, done inline."""
 
-    def __init__(self, connection: sqlite3.Connection, on_close: Callable[[sqlite3.Connection], None] = lambda _c: None
-                 ) -> None:
+    def __init__(self, connection: sqlite3.Connection, on_close: Callable[[sqlite3.Connection], None]) -> None:
         self._conn = connection
         self._on_close = on_close
         # SQLAlchemy's adapter checks ``_connection`` to know the connection is still open.

@@ -79,7 +79,8 @@ def tracer_provider(service: str, exporter: str = "none", data_dir: Path | None 
     # Shut down by its service when it stops (flushing what is batched), not at interpreter exit:
     # a process may build many services over its life (the tests do).
     attributes = {"service.name": service, **({"service.instance.id": instance} if instance else {})}
-    provider = TracerProvider(resource=_HashedOnce.of(Resource.create(attributes)), shutdown_on_exit=False)
+    created = Resource.create(attributes)  # with the SDK's defaults and OTEL_RESOURCE_ATTRIBUTES
+    provider = TracerProvider(resource=_HashedOnce(created.attributes, created.schema_url), shutdown_on_exit=False)
     if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))  # configured by OTEL_* alone
     if telemetry_url:
@@ -110,20 +111,16 @@ def annotate_order(order_id: str) -> None:
 
 
 class _HashedOnce(Resource):
-    """The same resource, hashed once. The SDK's OTLP encoder groups each batch's spans by resource
-    and hashes it per span, by dumping its attributes to JSON: 1.3% of a service's CPU under load."""
+    """A resource hashed once. The SDK's OTLP encoder groups each batch's spans by resource and
+    hashes it per span, by dumping its attributes to JSON: 1.3% of a service's CPU under load.
+    (Equality is Resource's; the hash is the same value, kept.)"""
 
-    @classmethod
-    def of(cls, resource: Resource) -> _HashedOnce:
-        hashed = cls(resource.attributes, resource.schema_url)
-        hashed._hash = Resource.__hash__(hashed)
-        return hashed
+    def __init__(self, attributes, schema_url: str | None = None) -> None:
+        super().__init__(attributes, schema_url)
+        self._hash = super().__hash__()
 
     def __hash__(self) -> int:
         return self._hash
-
-    def __eq__(self, other: object) -> bool:
-        return Resource.__eq__(self, other)
 
 
 def _local_session():
