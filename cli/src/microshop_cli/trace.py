@@ -35,7 +35,7 @@ def trace_command(target: str, url: str, console: Console | None = None) -> int:
         return 1
     if not traces:
         what = f"trace {target}" if TRACE_ID.match(target.strip()) else f"order {target}"
-        console.print(Text(f"No spans of {what} at {url}: never sent, not exported yet, or pruned.",
+        console.print(Text(f"No spans of {what} at {url}: not sampled, never sent, not exported yet, or pruned.",
                            style="bold red"), soft_wrap=True)
         return 1
     for spans in traces:

@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from microshop_chassis.db import Database, UtcDateTime, newest_revision, utcnow
 from microshop_chassis.tables import chassis_metadata
 from microshop_chassis.testing import create_postgres_database, require_postgres, wait_until
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 metadata = sa.MetaData()
 notes = sa.Table(
@@ -361,6 +362,32 @@ async def test_database_work_outside_any_trace_makes_no_span(database_url, trace
         finally:
             await db.dispose()
     assert exporter.get_finished_spans() == ()
+
+
+async def test_database_work_in_a_trace_not_sampled_does_not_even_ask_for_a_span(database_url):
+    asked: list[str] = []
+
+    class Asked(sampling.Sampler):  # what decides a span whose parent was not sampled
+        def should_sample(self, *_args, **kwargs) -> sampling.SamplingResult:
+            asked.append(kwargs["name"])
+            return sampling.SamplingResult(sampling.Decision.DROP)
+
+        def get_description(self) -> str:
+            return "asked"
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampling.ParentBased(
+        sampling.ALWAYS_ON, remote_parent_not_sampled=Asked(), local_parent_not_sampled=Asked()))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    not_sampled = NonRecordingSpan(SpanContext(trace_id=0xAB, span_id=0xCD, is_remote=True, trace_flags=TraceFlags(0)))
+    db = Database(database_url, tracer_provider=provider)
+    try:
+        with provider.get_tracer("test").start_as_current_span("the request", context=set_span_in_context(not_sampled)):
+            async with db.transaction() as session:
+                await session.execute(sa.text("SELECT 1"))
+    finally:
+        await db.dispose()
+    assert asked == ["the request"] and exporter.get_finished_spans() == ()
 
 
 async def test_no_database_spans_when_they_are_off(database_url, traced):

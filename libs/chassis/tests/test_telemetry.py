@@ -4,13 +4,15 @@ sampler variables let through. The receivers here are plain HTTP servers that ke
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from microshop_chassis.telemetry import tracer_provider
+from microshop_chassis.telemetry import RateLimitedSampler, encode_threshold, sampling_weight, tracer_provider
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 
 class OtlpSink:
@@ -94,3 +96,63 @@ def test_the_standard_sampler_variables_choose_how_many_traces_are_kept(sink, mo
     assert provider.force_flush(10_000)
     provider.shutdown()
     assert sink.spans() == [("orders", "POST /orders")]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def offer(sampler: RateLimitedSampler, clock: FakeClock, per_second: float, seconds: float) -> list:
+    """New traces at a steady rate for a while; the sampling results."""
+    ids = random.Random(7)
+    results = []
+    for _ in range(round(per_second * seconds)):
+        clock.now += 1 / per_second
+        results.append(sampler.should_sample(None, ids.getrandbits(128), "POST /api/orders"))
+    return results
+
+
+def test_below_its_rate_the_sampler_keeps_every_new_trace_and_says_each_stands_for_itself():
+    clock = FakeClock()
+    results = offer(RateLimitedSampler(10, clock=clock), clock, per_second=8, seconds=60)
+    assert all(result.decision.is_sampled() for result in results)
+    assert {sampling_weight(result.trace_state.to_header()) for result in results} == {1.0}
+
+
+def test_above_its_rate_the_sampler_keeps_about_its_rate_and_weighs_what_it_keeps_for_the_rest():
+    clock = FakeClock()
+    sampler = RateLimitedSampler(10, clock=clock)
+    offer(sampler, clock, per_second=200, seconds=10)  # the average has adapted
+    results = offer(sampler, clock, per_second=200, seconds=30)
+    kept = [result for result in results if result.decision.is_sampled()]
+    assert 8 * 30 <= len(kept) <= 12 * 30
+    # Together the kept traces stand for every trace offered, as the console's map counts them.
+    stood_for = sum(sampling_weight(result.trace_state.to_header()) for result in kept)
+    assert stood_for == pytest.approx(len(results), rel=0.15)
+
+
+def test_a_rate_limited_service_follows_the_decision_of_the_trace_it_continues(sink, monkeypatch):
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    provider = tracer_provider("orders", telemetry_url=sink.url, traces_per_second=10)
+    tracer = provider.get_tracer("test")
+    dropped = SpanContext(trace_id=0xAB, span_id=0xCD, is_remote=True, trace_flags=TraceFlags(0))
+    with tracer.start_as_current_span("POST /orders", context=set_span_in_context(NonRecordingSpan(dropped))) as span:
+        assert not span.is_recording()  # its caller did not keep the trace: neither does it
+    with tracer.start_as_current_span("POST /orders") as span:
+        assert span.is_recording() and span.get_span_context().trace_state.get("ot") == "th:0"
+    assert provider.force_flush(10_000)
+    provider.shutdown()
+    assert sink.spans() == [("orders", "POST /orders")]
+
+
+@pytest.mark.parametrize(("trace_state", "weight"), [
+    ("", 1.0), ("ot=th:0", 1.0), ("ot=th:8", 2.0), ("vendor=x,ot=rv:12;th:c", 4.0), ("ot=th:e", 8.0),
+    ("ot=th:zz", 1.0), ("ot=th:123456789abcdef0", 1.0),  # not a threshold: counted as itself
+])
+def test_a_trace_state_says_how_many_traces_a_kept_one_stands_for(trace_state, weight):
+    assert sampling_weight(trace_state) == weight
+    assert encode_threshold(0) == "0" and encode_threshold(1 << 55) == "8"

@@ -105,6 +105,16 @@ async def test_an_otlp_json_payload_with_hex_ids_is_kept_with_those_ids(receiver
     assert root["order_id"] == "ord-json"
 
 
+async def test_a_span_of_a_sampled_trace_keeps_the_weight_its_trace_state_gives_it(receiver):
+    payload = otlp_json()
+    root, child = payload["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    root["traceState"] = "ot=th:c"  # a quarter of the traces kept: this one stands for four
+    status, _type, _body = await post(receiver.url, json.dumps(payload).encode(), "application/json")
+    assert status == 200
+    spans = (await receiver.api.get(f"/api/traces/{TRACE_ID}")).body["spans"]
+    assert [span["weight"] for span in spans] == [4.0, 1.0]  # the child says nothing: itself
+
+
 async def test_an_otlp_json_payload_may_come_gzipped(receiver):
     compressed = gzip.compress(json.dumps(otlp_json()).encode())
     status, _type, _body = await post(receiver.url, compressed, "application/json", **{"Content-Encoding": "gzip"})

@@ -112,3 +112,13 @@ def test_the_layout_puts_the_gateway_left_services_middle_and_outside_systems_ri
     assert y["orders db (sqlite)"] == y["orders"]  # a database sits on its service's row
     assert len(edges) == 5 and all(edge.path.startswith("M") for edge in edges)
     assert all(node.x + 170 <= width and node.y + 34 <= height for node in nodes)
+
+
+def test_a_sampled_span_counts_for_the_spans_it_stands_for_in_rates_and_error_rates():
+    kept = call("gateway", "orders")
+    kept[0]["weight"] = 10.0  # one trace of ten kept
+    failed = call("gateway", "orders", status="error")
+    edge = build_service_map([*kept, *failed], 60).edges[("gateway", "orders")]
+    assert edge.requests == 11 and edge.rate_per_second(60) == pytest.approx(11 / 60)
+    assert edge.error_rate == pytest.approx(1 / 11)
+    assert len(edge.durations_ms) == 2  # the p99 is over the spans kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import stat
 from pathlib import Path
 
@@ -76,3 +77,22 @@ def test_the_order_search_uses_its_index(store):
 def test_a_trace_whose_root_is_missing_is_summarised_from_its_earliest_span(store):
     store.add([span(1, 2, start_ns=NOW + SECOND, parent=1), span(1, 3, start_ns=NOW + 2 * SECOND, parent=2)])
     assert store.traces()[0]["root_name"] == "step 2"
+
+
+def test_a_store_an_older_receiver_made_gains_the_weight_column_each_span_standing_for_itself(tmp_path: Path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # the columns before sampling weights
+        old.execute("CREATE TABLE spans (trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT, "
+                    "service TEXT NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL, start_ns INTEGER NOT NULL, "
+                    "end_ns INTEGER NOT NULL, duration_ms REAL NOT NULL, status TEXT NOT NULL, "
+                    "status_message TEXT NOT NULL, attributes TEXT NOT NULL, events TEXT NOT NULL, order_id TEXT, "
+                    "UNIQUE (trace_id, span_id))")
+        old.execute("INSERT INTO spans VALUES (?, ?, NULL, 'orders', 'old', 'server', 1, 2, 0.0, 'ok', '', '{}', "
+                    "'[]', NULL)", (f"{1:032x}", f"{1:016x}"))
+    old.close()
+    upgraded = SpanStore(path)
+    try:
+        upgraded.add([{**span(2, 2, start_ns=NOW), "weight": 8.0}])
+        assert [found["weight"] for found in upgraded.trace(f"{1:032x}") + upgraded.trace(f"{2:032x}")] == [1.0, 8.0]
+    finally:
+        upgraded.close()

@@ -242,10 +242,12 @@ def _trace_statements(engine, statement_tracer: trace.Tracer, span_attributes: d
 
 
 def _in_a_trace() -> bool:
-    """Whether the code using the database is part of a trace (a request, a consumed event, a saga
-    step). A background poll (the outbox relay finding nothing, a gauge's count) is not: a span of
-    its own would be a trace of one span, several a second, burying the ones people look for."""
-    return trace.get_current_span().get_span_context().is_valid
+    """Whether the code using the database is part of a kept trace (a request, a consumed event, a
+    saga step, sampled). A background poll (the outbox relay finding nothing, a gauge's count) is
+    not: a span of its own would be a trace of one span, several a second, burying the ones people
+    look for. A trace not sampled would drop the span anyway: it is not even made."""
+    context = trace.get_current_span().get_span_context()
+    return context.is_valid and context.trace_flags.sampled
 
 
 def _operation(statement: str) -> str:

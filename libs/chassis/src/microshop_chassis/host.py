@@ -91,7 +91,8 @@ class ServiceHost:
         self.instance = settings.instance_name()
         self.metrics = ServiceMetrics(process=True)
         provider = tracer_provider(self.name, settings.traces_exporter, settings.data_dir,
-                                   telemetry_url=settings.telemetry_url, instance=settings.instance_name())
+                                   telemetry_url=settings.telemetry_url, instance=settings.instance_name(),
+                                   traces_per_second=settings.traces_per_second)
         self.tracer_provider: trace.TracerProvider = provider
         self.http = HttpSession()
         self.messaging = MessagingReport(self.name, self.metrics)

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .private_files import create_private_file, make_private_dir
 from .services import routed
+from .telemetry import DEFAULT_TRACES_PER_SECOND
 
 LOCAL_ENVIRONMENT = "local"
 
@@ -87,6 +88,10 @@ class _Settings(BaseSettings):
     # microshop's own OTLP receiver (the launcher's telemetry component); empty: none. The standard
     # OTEL_EXPORTER_OTLP_* variables name another backend, independently (telemetry.py).
     telemetry_url: str = shared("", "TELEMETRY_URL")
+    # At most about this many new traces a second start here (telemetry.RateLimitedSampler): all of
+    # them below that rate. OTEL_TRACES_SAMPLER, when set, decides instead.
+    traces_per_second: float = Field(DEFAULT_TRACES_PER_SECOND, gt=0,
+                                     validation_alias=AliasChoices("MICROSHOP_TRACES_PER_SECOND"))
     # Database spans (db.py): "transaction", one per transaction or session (the default);
     # "statement", one per statement, for a closer look at a higher cost (docs/performance.md);
     # "off", a trace shows the calls but not the database.

@@ -11,27 +11,33 @@ service). Spans go, each independently of the others:
 - as ``MICROSHOP_TRACES_EXPORTER`` says: ``none`` (default), ``console``, or ``file`` (JSON lines in
   ``<data_dir>/traces/<service>.jsonl``).
 
-Sampling is the SDK's standard ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default:
-every trace, parent-based). Parts built without a service (in a test) trace through
+Sampling is decided where a trace starts and followed by every span after it (parent-based). By
+default a service starts at most about ``MICROSHOP_TRACES_PER_SECOND`` traces a second (10): every
+trace while people click through the shop, a share of them under load (RateLimitedSampler below).
+The SDK's standard ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, when set, decide instead
+(``parentbased_always_on``: every trace). Parts built without a service (in a test) trace through
 OpenTelemetry's global provider.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.trace import TraceState
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -72,15 +78,22 @@ class JsonLinesSpanExporter(SpanExporter):
 EMBEDDED_EXPORT_DELAY_MS = 1000
 
 
+DEFAULT_TRACES_PER_SECOND = 10.0
+
+
 def tracer_provider(service: str, exporter: str = "none", data_dir: Path | None = None, *,
-                    telemetry_url: str = "", instance: str = "") -> TracerProvider:
-    """A tracer provider for one service (``instance``: which replica), exporting as the module
-    docstring says."""
+                    telemetry_url: str = "", instance: str = "",
+                    traces_per_second: float = DEFAULT_TRACES_PER_SECOND) -> TracerProvider:
+    """A tracer provider for one service (``instance``: which replica), sampling and exporting as
+    the module docstring says."""
     # Shut down by its service when it stops (flushing what is batched), not at interpreter exit:
     # a process may build many services over its life (the tests do).
     attributes = {"service.name": service, **({"service.instance.id": instance} if instance else {})}
     created = Resource.create(attributes)  # with the SDK's defaults and OTEL_RESOURCE_ATTRIBUTES
-    provider = TracerProvider(resource=_HashedOnce(created.attributes, created.schema_url), shutdown_on_exit=False)
+    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else sampling.ParentBased(
+        RateLimitedSampler(traces_per_second))  # None: the SDK reads OTEL_TRACES_SAMPLER
+    provider = TracerProvider(resource=_HashedOnce(created.attributes, created.schema_url), sampler=sampler,
+                              shutdown_on_exit=False)
     if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         provider.add_span_processor(BatchSpanProcessor(_otlp_exporter()))  # configured by OTEL_* alone
     if telemetry_url:
@@ -108,6 +121,78 @@ PROBLEM_TYPE_ATTRIBUTE = "microshop.problem.type"
 def annotate_order(order_id: str) -> None:
     """Name the order the current span (the request's, a saga step's) works on."""
     trace.get_current_span().set_attribute(ORDER_ID_ATTRIBUTE, order_id)
+
+
+# OpenTelemetry's consistent probability sampling (https://opentelemetry.io/docs/specs/otel/trace/tracestate-probability-sampling/):
+# a trace is kept when the 56 random low bits of its id reach the rejection threshold, and the
+# threshold travels in the trace state (``ot=th:...``), so every span says what it stands for.
+_RANDOMNESS_BITS = 56
+_RANDOMNESS_MASK = (1 << _RANDOMNESS_BITS) - 1
+
+
+class RateLimitedSampler(sampling.Sampler):
+    """Starts at most about ``per_second`` traces a second, and all of them below that rate.
+
+    The arrival rate of new traces is an exponentially weighted average over ``adapt_seconds``;
+    the share kept is ``per_second`` over that rate (at most 1), decided consistently from the
+    trace id, and written into the trace state so that a backend counts each kept trace for the
+    ones it stands for (the console's map does). The same idea as Jaeger's and X-Ray's rate-limited
+    samplers and OpenTelemetry Java's ConsistentRateLimitingSampler; the Python SDK has none, so
+    it is written here (a few lines). Used as the root sampler of ``ParentBased``: spans with a
+    parent follow their parent's decision.
+    """
+
+    def __init__(self, per_second: float, adapt_seconds: float = 5.0, clock=time.monotonic) -> None:
+        if per_second <= 0 or adapt_seconds <= 0:
+            raise ValueError("per_second and adapt_seconds must be positive")
+        self.per_second = per_second
+        self._adapt_seconds = adapt_seconds
+        self._clock = clock
+        self._rate = 0.0  # new traces a second, averaged
+        self._last = clock()
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None,
+                      trace_state=None) -> sampling.SamplingResult:
+        threshold = self.threshold()
+        if trace_id & _RANDOMNESS_MASK < threshold:
+            return sampling.SamplingResult(sampling.Decision.DROP)
+        # A new trace: no trace state of its own yet (the SDK passes none to a root sampler).
+        return sampling.SamplingResult(sampling.Decision.RECORD_AND_SAMPLE, None,
+                                       TraceState([("ot", f"th:{encode_threshold(threshold)}")]))
+
+    def threshold(self) -> int:
+        """Count one more new trace; the rejection threshold for it (0: keep every trace)."""
+        now = self._clock()
+        self._rate = self._rate * math.exp((self._last - now) / self._adapt_seconds) + 1 / self._adapt_seconds
+        self._last = now
+        kept = min(1.0, self.per_second / self._rate)
+        return round((1 - kept) * (1 << _RANDOMNESS_BITS))
+
+    def get_description(self) -> str:
+        return f"RateLimitedSampler{{{self.per_second}/s}}"
+
+
+def encode_threshold(threshold: int) -> str:
+    """The ``th`` value of a rejection threshold: 14 hex digits, trailing zeros dropped."""
+    return f"{threshold:014x}".rstrip("0") or "0"
+
+
+def sampling_weight(trace_state: str) -> float:
+    """How many traces a kept one stands for, from its W3C trace state (``ot=th:...``); 1 when the
+    trace state says nothing of it."""
+    for member in trace_state.split(","):
+        key, _, value = member.strip().partition("=")
+        if key != "ot":
+            continue
+        for field in value.split(";"):
+            name, _, digits = field.partition(":")
+            if name == "th" and 0 < len(digits) <= 14:
+                try:
+                    threshold = int(digits.ljust(14, "0"), 16)
+                except ValueError:
+                    return 1.0
+                return (1 << _RANDOMNESS_BITS) / ((1 << _RANDOMNESS_BITS) - threshold)
+    return 1.0
 
 
 class _HashedOnce(Resource):

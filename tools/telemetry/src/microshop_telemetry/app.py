@@ -149,7 +149,7 @@ def create_app(config: ReceiverConfig) -> FastAPI:
     async def get_trace(trace_id: Annotated[str, PathParameter(pattern=TRACE_ID_PATTERN)]) -> dict[str, Any]:
         found = await spans.call(spans.store.trace, trace_id)
         if not found:
-            raise Problem(404, f"no span of trace {trace_id} is kept (never received, or pruned)",
+            raise Problem(404, f"no span of trace {trace_id} is kept (not sampled, never received, or pruned)",
                           type="trace-not-found", title="Trace not found")
         return {"trace_id": trace_id.lower(), "spans": found}
 

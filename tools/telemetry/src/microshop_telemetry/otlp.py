@@ -13,6 +13,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from microshop_chassis.telemetry import sampling_weight
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -193,6 +194,7 @@ def span_row(span: Span, service: str) -> dict[str, Any]:
             for event in span.events
         ],
         "order_id": None if order_id is None else str(order_id),
+        "weight": sampling_weight(span.trace_state),
     }
 
 

@@ -23,21 +23,24 @@ SERVICE, DATABASE, OUTSIDE = "service", "database", "outside"
 
 @dataclass
 class Edge:
+    """Requests and errors count each span for the spans it stands for (its ``weight``: a sampled
+    trace's spans stand for the traces not kept); the p99 is over the spans kept."""
     source: str
     target: str
     durations_ms: list[float] = field(default_factory=list)
-    errors: int = 0
+    weighted_requests: float = 0.0
+    errors: float = 0.0
 
     @property
     def requests(self) -> int:
-        return len(self.durations_ms)
+        return round(self.weighted_requests)
 
     def rate_per_second(self, window_seconds: float) -> float:
-        return self.requests / window_seconds if window_seconds > 0 else 0.0
+        return self.weighted_requests / window_seconds if window_seconds > 0 else 0.0
 
     @property
     def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
+        return self.errors / self.weighted_requests if self.weighted_requests else 0.0
 
     @property
     def p99_ms(self) -> float:
@@ -79,8 +82,10 @@ def build_service_map(spans: Iterable[Mapping[str, Any]], window_seconds: float)
 
     def record(source: str, target: str, span: Mapping[str, Any]) -> None:
         edge = edges.setdefault((source, target), Edge(source, target))
+        weight = span.get("weight", 1.0)
         edge.durations_ms.append(span["duration_ms"])
-        edge.errors += span["status"] == "error"
+        edge.weighted_requests += weight
+        edge.errors += weight if span["status"] == "error" else 0.0
 
     for span in spans:
         service, attributes = span["service"], span.get("attributes") or {}

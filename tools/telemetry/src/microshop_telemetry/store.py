@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS spans (
     attributes      TEXT NOT NULL,     -- JSON object
     events          TEXT NOT NULL,     -- JSON list of {name, time_ns, attributes}
     order_id        TEXT,              -- the span attribute microshop.order.id
+    weight          REAL NOT NULL DEFAULT 1,  -- how many spans it stands for (sampling, its trace state)
     -- An exporter retries a batch it got no answer for: a span already kept is ignored. Also the
     -- index by trace (its first column).
     UNIQUE (trace_id, span_id)
@@ -39,7 +40,7 @@ CREATE INDEX IF NOT EXISTS spans_by_order ON spans (order_id) WHERE order_id IS 
 """
 
 COLUMNS = ("trace_id", "span_id", "parent_span_id", "service", "name", "kind", "start_ns", "end_ns", "duration_ms",
-           "status", "status_message", "attributes", "events", "order_id")
+           "status", "status_message", "attributes", "events", "order_id", "weight")
 _JSON_COLUMNS = ("attributes", "events")
 _INSERT = (f"INSERT OR IGNORE INTO spans ({', '.join(COLUMNS)}) "
            f"VALUES ({', '.join(':' + column for column in COLUMNS)})")
@@ -56,10 +57,15 @@ class SpanStore:
         # Losing the last spans to a power cut is acceptable for telemetry; an fsync per batch is not.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        if "weight" not in {row[1] for row in self._db.execute("PRAGMA table_info(spans)")}:
+            # A store an older receiver made: its spans were all kept, each standing for itself.
+            self._db.execute("ALTER TABLE spans ADD COLUMN weight REAL NOT NULL DEFAULT 1")
 
     def add(self, rows: list[dict[str, Any]]) -> int:
         """Keep the spans; return how many were new (a span already kept is ignored)."""
-        encoded = [{**row, **{column: json.dumps(row[column]) for column in _JSON_COLUMNS}} for row in rows]
+        # A row that says no weight stands for itself.
+        encoded = [{"weight": 1.0, **row, **{column: json.dumps(row[column]) for column in _JSON_COLUMNS}}
+                   for row in rows]
         with self._db:
             before = self._db.total_changes
             self._db.executemany(_INSERT, encoded)
