@@ -18,6 +18,9 @@ RELATIONAL_SERVICES = names(storage="sql")
 TEST_ENV = {
     "MICROSHOP_ORDERS_RECOVERY_INTERVAL_SECONDS": "0.2",
     "MICROSHOP_LOG_LEVEL": "INFO",
+    # Every trace kept: tests look for one checkout's every span, and their polling through the
+    # gateway alone can pass the default sampler's ~10 new traces a second (docs/operations.md).
+    "OTEL_TRACES_SAMPLER": "parentbased_always_on",
 }
 
 

@@ -245,6 +245,17 @@ async def test_incoming_traceparent_is_the_server_span_parent(service, span_expo
     assert span.attributes["http.response.status_code"] == 200
 
 
+async def test_probes_and_scrapes_make_no_span_even_in_a_sampled_trace(service, span_exporter):
+    running, _ = service
+    api = ApiClient(running.url)
+    probe_trace, request_trace = uuid.uuid4().hex, uuid.uuid4().hex
+    for path in ("/health", "/ready", "/metrics"):
+        await api.get(path, headers={"traceparent": f"00-{probe_trace}-{uuid.uuid4().hex[:16]}-01"})
+    await api.get("/items/7", headers={"traceparent": f"00-{request_trace}-{uuid.uuid4().hex[:16]}-01"})
+    await wait_until(lambda: _server_span(span_exporter, request_trace), timeout=5, what="the request's span")
+    assert await _server_span(span_exporter, probe_trace) is None  # exported before the request's, if at all
+
+
 async def test_over_the_in_flight_limit_requests_are_shed_at_once(tmp_path):
     """Beyond max_in_flight, a request gets 503 problem+json with Retry-After without waiting;
     health stays answerable; once the load drops, requests are served again."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from contextlib import nullcontext
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, SpanKind, Status, StatusCode
 from starlette.requests import ClientDisconnect, Request
 
 from .context import MIN_REQUEST_TIMEOUT, deadline_var, request_id_var, service_var
@@ -24,7 +25,8 @@ log = structlog.get_logger("microshop.http")
 
 CLIENT_CLOSED_REQUEST = 499
 
-# Paths probed often by the launcher and Prometheus: counted, not logged.
+# Paths probed often by the launcher and Prometheus: counted, not logged, not traced (a trace of
+# one span a second per probe would bury the ones people look for, and use up the sampler's rate).
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
@@ -72,9 +74,9 @@ class EdgeMiddleware:
         metrics = self.metrics
         metrics.http_in_flight.inc()
         start = time.perf_counter()
-        with self.tracer.start_as_current_span(
+        with (nullcontext(INVALID_SPAN) if path in QUIET_PATHS else self.tracer.start_as_current_span(
             f"{method} {path}", context=extract_context(headers), kind=SpanKind.SERVER
-        ) as span:
+        )) as span:
             try:
                 await self.app(scope, receive_noting_disconnect, send_with_id)
             except ClientDisconnect:  # the client went away mid-body: not a server error
