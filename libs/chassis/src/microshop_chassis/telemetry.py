@@ -166,7 +166,7 @@ class RateLimitedSampler(sampling.Sampler):
         self._rate = self._rate * math.exp((self._last - now) / self._adapt_seconds) + 1 / self._adapt_seconds
         self._last = now
         kept = min(1.0, self.per_second / self._rate)
-        return round((1 - kept) * (1 << _RANDOMNESS_BITS))
+        return min(_RANDOMNESS_MASK, round((1 - kept) * (1 << _RANDOMNESS_BITS)))  # at least one id in 2**56
 
     def get_description(self) -> str:
         return f"RateLimitedSampler{{{self.per_second}/s}}"
