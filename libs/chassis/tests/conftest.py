@@ -25,6 +25,7 @@ from microshop_chassis.http_client import HttpSession
 from microshop_chassis.telemetry import tracer_provider
 from microshop_chassis.testing import free_port
 from opentelemetry import trace
+from opentelemetry.sdk.trace import sampling
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -42,7 +43,9 @@ async def http_session():
 def span_exporter() -> InMemorySpanExporter:
     """Finished spans of the whole session, from OpenTelemetry's global (SDK) tracer provider,
     which parts built without a service trace through."""
-    trace.set_tracer_provider(tracer_provider("chassis-tests"))  # once per process: later calls are ignored
+    # Every trace kept: the tests start traces faster than a service's default sampler keeps them.
+    # Once per process: later calls are ignored.
+    trace.set_tracer_provider(tracer_provider("chassis-tests", sampler=sampling.ALWAYS_ON))
     provider = trace.get_tracer_provider()
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

@@ -83,15 +83,16 @@ DEFAULT_TRACES_PER_SECOND = 10.0
 
 def tracer_provider(service: str, exporter: str = "none", data_dir: Path | None = None, *,
                     telemetry_url: str = "", instance: str = "",
-                    traces_per_second: float = DEFAULT_TRACES_PER_SECOND) -> TracerProvider:
+                    traces_per_second: float = DEFAULT_TRACES_PER_SECOND,
+                    sampler: sampling.Sampler | None = None) -> TracerProvider:
     """A tracer provider for one service (``instance``: which replica), sampling and exporting as
-    the module docstring says."""
+    the module docstring says; ``sampler`` instead, when given (a test keeping every trace)."""
     # Shut down by its service when it stops (flushing what is batched), not at interpreter exit:
     # a process may build many services over its life (the tests do).
     attributes = {"service.name": service, **({"service.instance.id": instance} if instance else {})}
     created = Resource.create(attributes)  # with the SDK's defaults and OTEL_RESOURCE_ATTRIBUTES
-    sampler = None if os.environ.get("OTEL_TRACES_SAMPLER") else sampling.ParentBased(
-        RateLimitedSampler(traces_per_second))  # None: the SDK reads OTEL_TRACES_SAMPLER
+    if sampler is None and not os.environ.get("OTEL_TRACES_SAMPLER"):  # set: the SDK reads it
+        sampler = sampling.ParentBased(RateLimitedSampler(traces_per_second))
     provider = TracerProvider(resource=_HashedOnce(created.attributes, created.schema_url), sampler=sampler,
                               shutdown_on_exit=False)
     if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
