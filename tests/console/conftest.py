@@ -11,7 +11,7 @@ from microshop_cli.shop_client import new_customer
 from microshop_cli.system import System, SystemConfig
 
 # Every trace kept: the tests follow one order's traces, and their polling (and the saga's retries
-# every 0.2 s) can pass the default sampler's ~10 new traces a second (docs/operations.md).
+# every 0.2 s) can pass the default sampler's ~5 new traces a second (docs/operations.md).
 TEST_ENV = {"MICROSHOP_ORDERS_RECOVERY_INTERVAL_SECONDS": "0.2", "MICROSHOP_LOG_LEVEL": "INFO",
             "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
 

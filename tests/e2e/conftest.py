@@ -19,7 +19,7 @@ TEST_ENV = {
     "MICROSHOP_ORDERS_RECOVERY_INTERVAL_SECONDS": "0.2",
     "MICROSHOP_LOG_LEVEL": "INFO",
     # Every trace kept: tests look for one checkout's every span, and their polling through the
-    # gateway alone can pass the default sampler's ~10 new traces a second (docs/operations.md).
+    # gateway alone can pass the default sampler's ~5 new traces a second (docs/operations.md).
     "OTEL_TRACES_SAMPLER": "parentbased_always_on",
 }
 

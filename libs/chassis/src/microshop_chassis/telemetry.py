@@ -12,7 +12,7 @@ service). Spans go, each independently of the others:
   ``<data_dir>/traces/<service>.jsonl``).
 
 Sampling is decided where a trace starts and followed by every span after it (parent-based). By
-default a service starts at most about ``MICROSHOP_TRACES_PER_SECOND`` traces a second (10): every
+default a service starts at most about ``MICROSHOP_TRACES_PER_SECOND`` traces a second (5): every
 trace while people click through the shop, a share of them under load (RateLimitedSampler below).
 The SDK's standard ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG``, when set, decide instead
 (``parentbased_always_on``: every trace). Parts built without a service (in a test) trace through
@@ -78,7 +78,7 @@ class JsonLinesSpanExporter(SpanExporter):
 EMBEDDED_EXPORT_DELAY_MS = 1000
 
 
-DEFAULT_TRACES_PER_SECOND = 10.0
+DEFAULT_TRACES_PER_SECOND = 5.0
 
 
 def tracer_provider(service: str, exporter: str = "none", data_dir: Path | None = None, *,
