@@ -8,9 +8,11 @@ in its busy handler) into a fair asyncio queue. It also means no transaction may
 a call to another service - which is the rule anyway - and that one SQLite file serves one
 process: replicas of a service share a PostgreSQL database instead.
 
-On SQLite a unit of work (``transaction()``, ``session()``) is a sync SQLAlchemy ``Session`` on
-that one connection, behind ``InlineSession`` (AsyncSession's methods, awaited the same way): the
-async layer only cost CPU where nothing waits. An ``asyncio.Lock`` makes units of work take turns,
+On SQLite a unit of work (``transaction()``, ``session()``) is an ``InlineSession`` on that one
+connection (AsyncSession's methods, awaited the same way): the statements a service runs again and
+again go straight to sqlite3 as SQLAlchemy compiled them (``PreparedStatements``), the rest through
+a sync SQLAlchemy ``Session`` opened on first need; the async layer only cost CPU where nothing
+waits. An ``asyncio.Lock`` makes units of work take turns,
 as the one-connection pool did; the ``AsyncEngine`` on the same connection serves the rest (start-up,
 tests), and ``ping()`` takes the lock too.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import PurePath
@@ -36,6 +38,7 @@ from sqlalchemy.pool import StaticPool
 
 from .clock import utcnow  # noqa: F401 - where the services with a database take it from
 from .sqlite_inline import InlineSession, SharedSqlite, WalCheckpointer
+from .sqlite_prepared import PreparedStatements
 from .telemetry import tracer
 
 log = structlog.get_logger("microshop.db")
@@ -65,7 +68,7 @@ class Database:
                                                                          "pool_timeout": 30}
             if path != ":memory:":
                 self.checkpointer = WalCheckpointer(path, interval=checkpoint_interval)
-            shared = SharedSqlite(path, _sqlite_pragmas, self.checkpointer)
+            shared = self._shared_sqlite = SharedSqlite(path, _sqlite_pragmas, self.checkpointer)
             self.engine: AsyncEngine = create_async_engine(url, async_creator=shared.async_creator, **pool)
             self._inline_engine = create_engine("sqlite://", creator=shared.sync_creator, poolclass=StaticPool)
             self._inline_turn = asyncio.Lock()
@@ -94,6 +97,13 @@ class Database:
             self._inline_engine, class_=self.sync_session_class, expire_on_commit=False)
         self.sessions = None if self._inline_engine is not None else async_sessionmaker(
             self.engine, expire_on_commit=False, sync_session_class=self.sync_session_class)
+        self._commit_hooks: list[Callable[[dict], None]] = []
+        if self.sessions is not None:  # on SQLite, InlineSession's commit tells the hooks itself
+            event.listen(self.sync_session_class, "after_commit", lambda session: self._committed(session.info))
+        # Prepared statements bypass the engine, and so its statement events: not with statement spans.
+        self._prepared = None
+        if self._inline_engine is not None and database_spans != "statement":
+            self._prepared = PreparedStatements(self._inline_engine.dialect)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -101,8 +111,15 @@ class Database:
         with self._unit_of_work_span():
             if self._inline_sessions is not None:
                 async with self._inline_turn:
-                    with self._inline_sessions.begin() as sync_session:
-                        yield InlineSession(sync_session)
+                    unit = self._inline_unit()
+                    try:
+                        yield unit
+                        unit.commit_now()
+                    except BaseException:
+                        unit.rollback_now()
+                        raise
+                    finally:
+                        unit.close()
                 return
             session = self.sessions()
             try:
@@ -117,14 +134,29 @@ class Database:
         with self._unit_of_work_span():
             if self._inline_sessions is not None:
                 async with self._inline_turn:
-                    with self._inline_sessions() as sync_session:
-                        yield InlineSession(sync_session)
+                    unit = self._inline_unit()
+                    try:
+                        yield unit
+                    finally:
+                        unit.close()
                 return
             session = self.sessions()
             try:
                 yield session
             finally:
                 await self._close(session)
+
+    def on_commit(self, hook: Callable[[dict], None]) -> None:
+        """Call ``hook`` with the unit of work's ``info`` after each commit (the outbox relay is
+        woken so)."""
+        self._commit_hooks.append(hook)
+
+    def _committed(self, info: dict) -> None:
+        for hook in self._commit_hooks:
+            hook(info)
+
+    def _inline_unit(self) -> InlineSession:
+        return InlineSession(self._shared_sqlite.get(), self._inline_sessions, self._prepared, self._committed)
 
     @staticmethod
     async def _close(session: AsyncSession) -> None:

@@ -17,7 +17,6 @@ import sqlalchemy as sa
 import structlog
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .background import BackgroundWorker
@@ -74,10 +73,10 @@ class OutboxRelay(BackgroundWorker):
         self.interval = poll_interval
         self.backoff_max = poll_interval
         self.metrics = metrics or ServiceMetrics()
-        sa_event.listen(db.sync_session_class, "after_commit", self._after_commit)
+        db.on_commit(self._after_commit)
 
-    def _after_commit(self, session) -> None:
-        if session.info.pop(_WROTE_OUTBOX, False):
+    def _after_commit(self, info: dict) -> None:
+        if info.pop(_WROTE_OUTBOX, False):
             self.wake()
 
     async def round(self) -> bool:

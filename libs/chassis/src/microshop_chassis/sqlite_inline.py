@@ -28,7 +28,9 @@ from typing import Any
 
 import structlog
 from sqlalchemy.engine import Result, ScalarResult
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+
+from .sqlite_prepared import PreparedStatements
 
 log = structlog.get_logger("microshop.db")
 
@@ -246,29 +248,46 @@ _PREBUFFERED = {"prebuffer_rows": True}  # as AsyncSession's results: fetched be
 
 
 class InlineSession:
-    """What the services use of ``AsyncSession``, over a sync ``Session`` on the shared connection.
+    """One unit of work on the process's sqlite3 connection, with what the services use of
+    ``AsyncSession``, awaited the same way.
 
     Statements run inline on the event loop either way; SQLAlchemy's async layer around them
     (greenlets, the adapted driver calls) cost half of a short unit of work (262 against 122 µs
-    for an UPDATE, a SELECT and the COMMIT: docs/performance.md). Anything else of the session is
-    at ``sync_session``.
+    for an UPDATE, a SELECT and the COMMIT: docs/performance.md). A statement used again and again
+    runs straight on the connection (``PreparedStatements``); anything else, and the ORM's
+    ``add``/``get``/``flush``, goes through a sync ``Session`` opened on first need on the same
+    connection, so both are one transaction: the sqlite3 module's own (its implicit BEGIN before
+    the first write), which is what the Session's would be. Once a Session is open, every statement
+    goes through it, so its autoflush sees them. ``sync_session`` is that Session.
     """
 
-    __slots__ = ("sync_session",)
+    __slots__ = ("_connection", "_statements", "_sessions", "_on_commit", "_session", "info")
 
-    def __init__(self, sync_session: Session) -> None:
-        self.sync_session = sync_session
+    def __init__(self, connection: sqlite3.Connection, sessions: sessionmaker,
+                 statements: PreparedStatements | None, on_commit: Callable[[dict], None]) -> None:
+        self._connection = connection
+        self._sessions = sessions
+        self._statements = statements  # None: every statement through the Session (statement spans)
+        self._on_commit = on_commit
+        self._session: Session | None = None
+        self.info: dict = {}
 
     @property
-    def info(self) -> dict:
-        return self.sync_session.info
+    def sync_session(self) -> Session:
+        if self._session is None:
+            self._session = self._sessions()
+        return self._session
 
     @property
     def bind(self):
-        return self.sync_session.bind
+        return self._sessions.kw["bind"]
 
     async def execute(self, statement: Any, params: Any = None, *, execution_options: dict | None = None,
                       **kwargs: Any) -> Result:
+        if self._session is None and self._statements is not None and execution_options is None and not kwargs:
+            prepared = self._statements.prepared(statement, params)
+            if prepared is not None:
+                return self._statements.run(self._connection, prepared, params)
         options = _PREBUFFERED if execution_options is None else {**execution_options, **_PREBUFFERED}
         return self.sync_session.execute(statement, params, execution_options=options, **kwargs)
 
@@ -288,10 +307,33 @@ class InlineSession:
         self.sync_session.add_all(instances)
 
     async def flush(self) -> None:
-        self.sync_session.flush()
+        if self._session is not None:
+            self._session.flush()
 
     async def commit(self) -> None:
-        self.sync_session.commit()
+        self.commit_now()
 
     async def rollback(self) -> None:
-        self.sync_session.rollback()
+        self.rollback_now()
+
+    def commit_now(self) -> None:
+        if self._session is not None:
+            self._session.commit()  # flushes, and commits the connection if it had it
+        if self._connection.in_transaction:  # what ran straight on the connection
+            self._connection.commit()
+        self._on_commit(self.info)
+
+    def rollback_now(self) -> None:
+        if self._session is not None:
+            self._session.rollback()
+        if self._connection.in_transaction:
+            self._connection.rollback()
+
+    def close(self) -> None:
+        """End the unit of work: what was not committed is rolled back, as a pooled connection's
+        reset would."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+        if self._connection.in_transaction:
+            self._connection.rollback()
