@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from microshop_chassis.db import Database, UtcDateTime
 from microshop_chassis.sqlite_prepared import RowsResult, WriteResult
 from sqlalchemy.exc import IntegrityError, StatementError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped
 
 metadata = sa.MetaData()
 items = sa.Table(
