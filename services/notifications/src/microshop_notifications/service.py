@@ -30,11 +30,28 @@ log = structlog.get_logger("microshop.notifications")
 # Statements on a checkout's path are built once, their values given at execution: building one
 # costs more than running it (docs/performance.md, "Prebuilt statements"). On the table, not the
 # model: the ORM's bulk path costs more again, and these calls load no object.
+_notifications = Notification.__table__
 _MARK_SENT = (
-    update(Notification.__table__)
-    .where(Notification.__table__.c.id == bindparam("notification_id"))
+    update(_notifications)
+    .where(_notifications.c.id == bindparam("notification_id"))
     .values(status=DeliveryStatus.SENT.value, sent_at=bindparam("now"))
 )
+
+
+def _claim(*, ignore_leases: bool):
+    """Lease the oldest due PENDING rows (``limit`` of them) until ``lease_until``, returning them."""
+    columns = _notifications.c
+    is_due = (columns.status == DeliveryStatus.PENDING.value,
+              *(() if ignore_leases else (columns.next_attempt_at <= bindparam("now"),)))
+    oldest_due = (select(columns.id).where(*is_due).order_by(columns.created_at, columns.id)
+                  .limit(bindparam("limit")).scalar_subquery())
+    # Due is checked again on the row itself: a concurrent claim may have moved it.
+    return (update(_notifications).where(columns.id.in_(oldest_due), *is_due)
+            .values(next_attempt_at=bindparam("lease_until")).returning(*_notifications.columns))
+
+
+_CLAIM_DUE = _claim(ignore_leases=False)
+_CLAIM_EVERY_PENDING = _claim(ignore_leases=True)
 
 
 class Notifications:
@@ -139,25 +156,10 @@ class Notifications:
         process of a database (SQLite) at its start, whose predecessor's leases are a dead one's.
         """
         now = utcnow()
-        is_due = (Notification.status == DeliveryStatus.PENDING,
-                  *(() if ignore_leases else (Notification.next_attempt_at <= now,)))
-        oldest_due = (
-            select(Notification.id)
-            .where(*is_due)
-            .order_by(Notification.created_at, Notification.id)
-            .limit(limit)
-            .scalar_subquery()
-        )
+        params = {"now": now, "limit": limit, "lease_until": now + timedelta(seconds=lease_seconds)}
         async with self.db.transaction() as session:
-            claimed = await session.scalars(
-                update(Notification)
-                # Due is checked again on the row itself: a concurrent claim may have moved it.
-                .where(Notification.id.in_(oldest_due), *is_due)
-                .values(next_attempt_at=now + timedelta(seconds=lease_seconds))
-                .returning(Notification)
-                .execution_options(synchronize_session=False)
-            )
-            batch = list(claimed)
+            claimed = await session.execute(_CLAIM_EVERY_PENDING if ignore_leases else _CLAIM_DUE, params)
+            batch = [Notification(**row._mapping) for row in claimed]
         return sorted(batch, key=lambda n: (n.created_at, n.id))  # RETURNING has no order
 
     async def renew_lease(self, notification_ids: Sequence[str], lease_seconds: float) -> None:
