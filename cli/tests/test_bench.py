@@ -203,7 +203,7 @@ def bench_result(throughput_latencies: list[float]) -> BenchResult:
     result = BenchResult(4, 2, 1.0, latencies=throughput_latencies, outcomes=Counter(CONFIRMED=4),
                          processes={"orders": {"rss_mb": 100.0, "cpu_s": 0.04, "cpu_ms_per_checkout": 10.0},
                                     "payments": {"rss_mb": 90.0, "cpu_s": 0.02, "cpu_ms_per_checkout": 5.0}},
-                         ready_seconds=1.7, cpu_s=0.06)
+                         ready_seconds=1.7, cpu_s=0.06, drained_seconds=2.5)
     result.sweep = [{"concurrency": 1, "throughput_per_s": 20.0}, {"concurrency": 4, "throughput_per_s": 35.0}]
     return result
 
@@ -219,6 +219,7 @@ def test_the_comparison_table_and_plot_show_a_skipped_mode_beside_the_others(tmp
     assert lines["up: ready in s"] == ["1.7", ""]
     assert lines["checkouts/s"] == ["4", ""]
     assert lines["PSS MB after"] == ["640.5", ""]
+    assert lines["deferred work done in s"] == ["2.5", ""]
     assert lines["CPU-ms/checkout"] == ["15", ""]
     assert [name for name in lines if name.startswith("orders") or name.startswith("payments")] == [
         "orders", "payments"]  # the costliest first

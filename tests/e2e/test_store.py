@@ -335,12 +335,14 @@ async def test_bench_drives_checkouts_and_reports_every_figure_it_prints(shop):
     pids = {name: system.pid(name) for name in system.names}
     urls = {name: system.url(name) for name in system.names if system.component(name).service}
     runner = Bench(system.url("gateway"), system.admin_email, system.admin_password, pids, urls=urls,
-                   telemetry_url=system.url("telemetry"))
+                   telemetry_url=system.url("telemetry"), mail_catcher_url=system.url("mail-catcher"))
     figures = (await runner.run(checkouts=10, concurrency=2)).as_dict()
     assert figures["confirmed"] == 10 and figures["outcomes"] == {"CONFIRMED": 10}
     orders = system.component("orders").name  # the monolith's process runs orders
     assert figures["processes"][orders]["requests"] >= 10  # a POST /orders per checkout (and any polls)
     assert figures["processes"][orders]["cpu_s"] > 0
     assert figures["read_model_lag_seconds"] is not None
+    # The CPU was counted until the checkouts' mail had gone out too.
+    assert figures["drained_seconds"] is not None and figures["drained_seconds"] >= figures["read_model_lag_seconds"]
     # One more checkout, then its trace is found by its order id, as the console's search finds it.
     assert figures["trace_searchable_seconds"] is not None and figures["trace_searchable_seconds"] < 30

@@ -124,6 +124,7 @@ def compare_table(runs: Sequence[ModeRun], checkouts: int, concurrency: int) -> 
         row(f"{p} ms", lambda _, figures, p=p: figures["latency_ms"][p])
     row("PSS MB idle", lambda run, _: run.pss_idle_mb)
     row("PSS MB after", lambda run, _: run.pss_after_mb)
+    row("deferred work done in s", lambda _, figures: figures["drained_seconds"])
     row("CPU-ms/checkout", lambda _, figures: figures["processes_total"]["cpu_ms_per_checkout"])
     names = {name for _, figures in done if figures for name in figures["processes"]}
     costliest = sorted(names, key=lambda name: -max(cpu_of(name)(run, figures) or 0.0
