@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 
+import uvloop
+
 from microshop_mail_catcher.app import start
 
 _ENV = "MICROSHOP_MAIL_CATCHER_"
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     # aiosmtpd logs every SMTP command; one line per message is ours to write.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
-    asyncio.run(serve(args))
+    # uvloop, as the services' servers: 1.25 -> 1.07 CPU-ms per checkout (docs/performance.md).
+    uvloop.run(serve(args))
 
 
 if __name__ == "__main__":
