@@ -334,9 +334,9 @@ class Bench:
         report_lag = None
         while time.perf_counter() - start < self.reports_timeout:
             if report_lag is None and await self._confirmed_in_report(http, admin) >= sales:
-                report_lag = time.perf_counter() - start
+                report_lag = round(time.perf_counter() - start, 2)
             if report_lag is not None and (self.mail_catcher_url is None or await self._mails(http) >= mails):
-                return report_lag, time.perf_counter() - start
+                return report_lag, round(time.perf_counter() - start, 2)
             await asyncio.sleep(0.05)
         return report_lag, None
 
