@@ -26,7 +26,7 @@ def build(settings: ReportsSettings | None = None, *, verifier: JwtVerifier | No
     projection = Projection(store)
     consumer = host.consumer(broker, durable="reports", subjects=CONSUMED_SUBJECTS, handler=projection.apply,
                              batch_handler=projection.apply_batch,
-                             batch_linger=settings.batch_linger_seconds)
+                             batch_linger=settings.batch_linger_seconds, batch_size=settings.batch_size)
     reports = host.provide(Reports, Reports(store, StreamReader(broker), consumer,
                                             replay_batch_size=settings.replay_batch_size))
     # Opens the model, holding the consumer (started just above) until then, or until the replay.
