@@ -115,11 +115,8 @@ class Database:
                     try:
                         yield unit
                         unit.commit_now()
-                    except BaseException:
-                        unit.rollback_now()
-                        raise
                     finally:
-                        unit.close()
+                        unit.close()  # rolls back what a failure left uncommitted
                 return
             session = self.sessions()
             try:

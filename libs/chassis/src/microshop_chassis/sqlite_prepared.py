@@ -50,9 +50,6 @@ class WriteResult:
     def __init__(self, rowcount: int) -> None:
         self.rowcount = rowcount
 
-    def close(self) -> None:
-        pass
-
 
 class _Prepared:
     __slots__ = ("sql", "positions", "metadata", "row_processors")
