@@ -10,9 +10,15 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from microshop_chassis.telemetry import RateLimitedSampler, encode_threshold, sampling_weight, tracer_provider
+from microshop_chassis.telemetry import (
+    RateLimitedSampler,
+    encode_threshold,
+    inject_headers,
+    sampling_weight,
+    tracer_provider,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, get_current_span, set_span_in_context
 
 
 class OtlpSink:
@@ -147,6 +153,46 @@ def test_a_rate_limited_service_follows_the_decision_of_the_trace_it_continues(s
     assert provider.force_flush(10_000)
     provider.shutdown()
     assert sink.spans() == [("orders", "POST /orders")]
+
+
+def test_inside_a_trace_that_is_not_kept_a_span_carries_its_parents_context_and_records_nothing(monkeypatch):
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    tracer = tracer_provider("orders", traces_per_second=10).get_tracer("test")
+    dropped = SpanContext(trace_id=0xAB, span_id=0xCD, is_remote=True, trace_flags=TraceFlags(0))
+    with tracer.start_as_current_span("POST /orders", context=set_span_in_context(NonRecordingSpan(dropped))) as edge:
+        assert get_current_span() is edge and not edge.is_recording()
+        with tracer.start_as_current_span("saga step") as step:
+            child = tracer.start_span("PUT inventory")
+            headers = inject_headers({}, child)
+    for span in (edge, step, child):
+        assert not span.is_recording()
+        assert span.get_span_context().trace_id == 0xAB and not span.get_span_context().trace_flags.sampled
+    # What goes downstream still names the trace, and still says it is not kept.
+    assert headers["traceparent"] == f"00-{0xAB:032x}-{0xCD:016x}-00"
+
+
+def test_a_kept_trace_still_gets_a_recorded_span_of_its_own_for_every_child(sink, monkeypatch):
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    provider = tracer_provider("orders", telemetry_url=sink.url, traces_per_second=10)
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("POST /orders") as root:
+        with tracer.start_as_current_span("saga step") as step:
+            call = tracer.start_span("PUT inventory")
+            assert root.is_recording() and step.is_recording() and call.is_recording()
+            call.end()
+    assert step.parent.span_id == root.get_span_context().span_id
+    assert call.parent.span_id == step.get_span_context().span_id
+    assert provider.force_flush(10_000)
+    provider.shutdown()
+    assert sorted(name for _service, name in sink.spans()) == ["POST /orders", "PUT inventory", "saga step"]
+
+
+def test_a_sampler_of_the_users_choosing_gets_the_sdks_tracer_unchanged(monkeypatch):
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")  # ignores the parent: no shortcut may apply
+    tracer = tracer_provider("orders").get_tracer("test")
+    dropped = SpanContext(trace_id=0xAB, span_id=0xCD, is_remote=True, trace_flags=TraceFlags(0))
+    with tracer.start_as_current_span("POST /orders", context=set_span_in_context(NonRecordingSpan(dropped))) as span:
+        assert span.is_recording() and span.get_span_context().span_id != 0xCD
 
 
 @pytest.mark.parametrize(("trace_state", "weight"), [

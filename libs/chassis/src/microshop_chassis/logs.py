@@ -8,9 +8,11 @@ is written in (``context.service_var``, set for each request and each background
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
+import pydantic_core
 import structlog
 from opentelemetry import trace
 
@@ -28,6 +30,19 @@ def _add_trace_ids(_logger, _method, event_dict):
     return event_dict
 
 
+def _json_for(stream):
+    """The JSON encoder for log lines to ``stream``: pydantic-core's (Rust), which halves the cost
+    of a line against ``json.dumps`` (docs/performance.md, "Log lines"), where ``stream`` takes
+    UTF-8; it writes non-ASCII characters as they are, where ``json.dumps`` escapes them."""
+    if (getattr(stream, "encoding", None) or "").lower().replace("-", "") != "utf8":
+        return json.dumps
+
+    def to_json(event_dict, default) -> str:
+        return pydantic_core.to_json(event_dict, fallback=default).decode()
+
+    return to_json
+
+
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     """``service`` names lines written outside any service's context (start-up, shutdown)."""
 
@@ -42,14 +57,15 @@ def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> N
         add_service,
     ]
     renderer = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_for(sys.stdout))
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # A write and a flush: print()'s extra work is a fifth of a line's cost.
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)
