@@ -211,7 +211,7 @@ class EventConsumer(BackgroundWorker):
                     span.end()
         for msg, event in zip(messages, events, strict=True):
             await msg.ack()
-            self.metrics.events_consumed.labels(self.durable, event.type, "ok").inc()
+            self.metrics.series(self.metrics.events_consumed, self.durable, event.type, "ok").inc()
         return True
 
     async def _handle(self, msg) -> None:
@@ -251,7 +251,7 @@ class EventConsumer(BackgroundWorker):
                     self.metrics.events_consumed.labels(self.durable, event.type, "retry").inc()
                 return
             await msg.ack()
-            self.metrics.events_consumed.labels(self.durable, event.type, "ok").inc()
+            self.metrics.series(self.metrics.events_consumed, self.durable, event.type, "ok").inc()
 
     def _span_attributes(self, msg, event: Event) -> dict:
         return {"messaging.system": "nats", "messaging.operation.type": "process",

@@ -336,8 +336,9 @@ class ServiceClient:
                 if outcome in ("timeout", "unreachable", CUT_BY_CALLER):
                     span.set_status(Status(StatusCode.ERROR, outcome))
                 self.endpoints.finished(base_url, reached=reached)
-                self.metrics.client_requests.labels(self.target, method, outcome).inc()
-                self.metrics.client_duration.labels(self.target, method).observe(time.perf_counter() - start)
+                metrics = self.metrics
+                metrics.series(metrics.client_requests, self.target, method, outcome).inc()
+                metrics.series(metrics.client_duration, self.target, method).observe(time.perf_counter() - start)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ a monolith) each report their own figures. A part that counts something takes th
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
@@ -28,6 +30,7 @@ class ServiceMetrics:
         """``process=True`` adds the process, platform and GC figures of the process the service
         runs in (what prometheus-client's default registry shows)."""
         self.registry = CollectorRegistry(auto_describe=True)
+        self._series: dict[tuple, Any] = {}
         if process:
             for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
                 self.registry.register(collector)
@@ -67,6 +70,17 @@ class ServiceMetrics:
             ["consumer"])
         self.events_consumed = self.counter(
             "events_consumed_total", "Events handled by a consumer.", ["consumer", "type", "outcome"])
+
+    def series(self, metric, *labels: str):
+        """``metric.labels(*labels)``, remembered: prometheus-client checks the values and takes a
+        lock on every call to ``labels()``, a few µs each, several times a request. The label
+        values on the hot paths are few (routes, methods, statuses, targets)."""
+        key = (metric, labels)
+        try:
+            return self._series[key]
+        except KeyError:
+            child = self._series[key] = metric.labels(*labels)
+            return child
 
     def counter(self, name: str, documentation: str, labels: list[str] | None = None) -> Counter:
         return Counter(name, documentation, labels or [], registry=self.registry)

@@ -108,8 +108,8 @@ class EdgeMiddleware:
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
                 metrics.http_in_flight.dec()
-                metrics.http_requests.labels(method, route, str(status)).inc()
-                metrics.http_duration.labels(method, route).observe(elapsed)
+                metrics.series(metrics.http_requests, method, route, str(status)).inc()
+                metrics.series(metrics.http_duration, method, route).observe(elapsed)
                 if status == CLIENT_CLOSED_REQUEST:
                     log.info("client_disconnected", method=method, path=path,
                              duration_ms=round(elapsed * 1000, 2))

@@ -135,7 +135,7 @@ class OutboxRelay(BackgroundWorker):
             if isinstance(ack, BaseException):
                 break  # keep order: nothing after a failed publish is deleted
             published.append(row.id)
-            self.metrics.outbox_published.labels(row.event_type).inc()
+            self.metrics.series(self.metrics.outbox_published, row.event_type).inc()
         if published:
             async with self.db.transaction() as session:
                 await session.execute(_REMOVE, {"ids": published})

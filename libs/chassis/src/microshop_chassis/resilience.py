@@ -194,7 +194,8 @@ class Bulkhead:
         self.in_flight = 0
         self.rejected = 0
         self._slots = asyncio.Semaphore(limit)
-        self.metrics.bulkhead_in_flight.labels(target).inc(0)  # the series exists from the start
+        self._in_flight_series = self.metrics.bulkhead_in_flight.labels(target)
+        self._in_flight_series.inc(0)  # the series exists from the start
 
     async def acquire(self, wait: float | None = None) -> None:
         wait = self.max_wait if wait is None else min(wait, self.max_wait)
@@ -209,11 +210,11 @@ class Bulkhead:
             except TimeoutError:
                 self._reject()
         self.in_flight += 1
-        self.metrics.bulkhead_in_flight.labels(self.target).inc()
+        self._in_flight_series.inc()
 
     def release(self) -> None:
         self.in_flight -= 1
-        self.metrics.bulkhead_in_flight.labels(self.target).dec()
+        self._in_flight_series.dec()
         self._slots.release()
 
     def _reject(self) -> None:
