@@ -208,7 +208,9 @@ class _TracerProvider(TracerProvider):
 
     def get_tracer(self, *args, **kwargs) -> trace.Tracer:
         tracer = super().get_tracer(*args, **kwargs)
-        return _ParentFollowingTracer(tracer) if self._follows_parent else tracer
+        if not self._follows_parent or isinstance(tracer, trace.NoOpTracer):  # OTEL_SDK_DISABLED
+            return tracer
+        return _ParentFollowingTracer(tracer)
 
 
 def _dropped_parent(context) -> tuple[trace.Span, trace.SpanContext | None]:
