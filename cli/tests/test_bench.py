@@ -230,6 +230,38 @@ def test_the_comparison_table_and_plot_show_a_skipped_mode_beside_the_others(tmp
     assert ModeRun("monolith", skipped="skipped: x").as_dict() == {"mode": "monolith", "skipped": "skipped: x"}
 
 
+def test_several_rounds_alternate_the_order_and_give_each_figure_its_median_and_range(tmp_path, monkeypatch):
+    ran = []
+    # One slow minute (the third run) makes whichever mode runs in it look dearer.
+    cpu_of_run = {1: 10.0, 2: 8.0, 3: 14.0, 4: 9.0, 5: 11.0, 6: 7.5}
+
+    async def measured(mode, checkouts, concurrency, **options):
+        ran.append(mode)
+        result = bench_result([0.05, 0.06, 0.07, 0.2])
+        result.seconds = len(ran)  # throughput 4, 2, 1.33, 1, 0.8, 0.67
+        result.processes = {"orders": {"rss_mb": 100.0, "cpu_ms_per_checkout": cpu_of_run[len(ran)]}}
+        result.cpu_s = cpu_of_run[len(ran)] * checkouts / 1000
+        return ModeRun(mode, result, pss_idle_mb=400.0 + len(ran))
+
+    monkeypatch.setattr(bench_compare, "run_mode", measured)
+    runs = asyncio.run(bench_compare.compare(["microservices", "monolith"], 4, 2, rounds=3))
+    assert ran == ["microservices", "monolith", "monolith", "microservices", "microservices", "monolith"]
+    assert [run.round for run in runs] == [1, 1, 2, 2, 3, 3]
+
+    console = Console(record=True, width=250)
+    console.print(compare_table(runs, 4, 2))
+    text = console.export_text()
+    assert "3 rounds in alternating order" in " ".join(text.split())
+    lines = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+             for line in text.splitlines() if line.count("│") == 4}
+    assert lines["CPU-ms/checkout"] == ["10 (9-11)", "8 (7.5-14)"]  # runs 1, 4, 5 and 2, 3, 6
+    assert lines["PSS MB idle"] == ["404 (401-405)", "403 (402-406)"]
+    # The plot and the sweep tables show each mode's run of median throughput.
+    assert [bench_compare.representative(mode_runs).round
+            for mode_runs in bench_compare.by_mode(runs).values()] == [2, 2]
+    assert plot(runs, tmp_path / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 async def test_a_mode_that_cannot_start_is_skipped_with_the_reason(tmp_path, monkeypatch):
     def broken(mode, data_dir, *args) -> SystemConfig:
         port = free_ports(["broken"])["broken"]

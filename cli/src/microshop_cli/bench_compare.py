@@ -5,10 +5,15 @@ Modes: ``microservices`` (a process per service), ``monolith`` (the six services
 one process), ``monolith-workers`` (that process forking ``workers`` children sharing its port, on
 PostgreSQL: the embedded one in the mode's data dir, or an existing server under a prefix of its
 own, dropped afterwards). A mode that fails to start is reported as skipped and the others still run.
+
+With ``rounds`` > 1 the modes run that many times, in alternating order (A B, B A, A B...), and the
+table gives each figure's median with its range: on a shared machine one run can be off by a fifth,
+and whichever mode runs in a slow minute would look the dearer.
 """
 
 from __future__ import annotations
 
+import statistics
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
@@ -38,6 +43,7 @@ class ModeRun:
     pss_idle_mb: float | None = None  # every process and its descendants, after ready
     pss_after_mb: float | None = None  # the same, after the bench
     skipped: str | None = None  # why the mode has no figures
+    round: int = 1  # which round of the comparison (1-based)
 
     def as_dict(self) -> dict:
         if self.result is None:
@@ -93,31 +99,78 @@ async def run_mode(mode: str, checkouts: int, concurrency: int, *, workers: int 
     return run
 
 
-async def compare(modes: Sequence[str], checkouts: int, concurrency: int, **options) -> list[ModeRun]:
-    return [await run_mode(mode, checkouts, concurrency, **options) for mode in modes]
+async def compare(modes: Sequence[str], checkouts: int, concurrency: int, *, rounds: int = 1,
+                  **options) -> list[ModeRun]:
+    """Every mode ``rounds`` times, the order reversed every other round; the runs in the order run."""
+    runs = []
+    for number in range(1, rounds + 1):
+        for mode in modes if number % 2 else reversed(modes):
+            run = await run_mode(mode, checkouts, concurrency, **options)
+            run.round = number
+            runs.append(run)
+    return runs
+
+
+def by_mode(runs: Sequence[ModeRun]) -> dict[str, list[ModeRun]]:
+    """The runs of each mode, the modes in the order they first ran."""
+    grouped: dict[str, list[ModeRun]] = {}
+    for run in runs:
+        grouped.setdefault(run.mode, []).append(run)
+    return grouped
+
+
+def representative(runs: Sequence[ModeRun]) -> ModeRun:
+    """The run of one mode with the median throughput (the lower middle one of an even count): what
+    the plot and the sweep tables show. A mode with no figures gives its first run."""
+    done = sorted((run for run in runs if run.result), key=lambda run: run.result.throughput)
+    return done[(len(done) - 1) // 2] if done else runs[0]
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:g}"
 
 
+def _median_and_range(values: Sequence[float | None]) -> str:
+    """One run's figure as it is; several runs': the median, then the lowest and highest."""
+    present = [value for value in values if value is not None]
+    if not present:
+        return "-"
+    if len(present) == 1:
+        return _ms(present[0])
+    middle = round(statistics.median(present), 2)
+    return f"{middle:g} ({min(present):g}-{max(present):g})"
+
+
 def compare_table(runs: Sequence[ModeRun], checkouts: int, concurrency: int) -> Table:
     """One column per mode, one row per figure: what each mode did with the same bench, and what it
     cost (CPU per checkout in total and per process with its descendants, PSS of every process)."""
-    table = Table(title=f"microshop bench --compare: {checkouts} checkouts at concurrency {concurrency} per mode")
+    modes = by_mode(runs)
+    rounds = max(run.round for run in runs) if runs else 1
+    each = f"{checkouts} checkouts at concurrency {concurrency} per mode"
+    table = Table(title=f"microshop bench --compare: {each}" + (
+        f", {rounds} rounds in alternating order: medians (lowest-highest)" if rounds > 1 else ""))
     table.add_column("figure", no_wrap=True)
-    for run in runs:
-        table.add_column(run.mode, justify="right")
-    done = [(run, run.result.as_dict() if run.result else None) for run in runs]
+    for mode in modes:
+        table.add_column(mode, justify="right")
+    done = {mode: [(run, run.result.as_dict()) for run in mode_runs if run.result]
+            for mode, mode_runs in modes.items()}
 
     def row(label: str, value: Callable[[ModeRun, dict], float | None]) -> None:
-        table.add_row(label, *(_ms(value(run, figures)) if figures else "" for run, figures in done))
+        table.add_row(label, *(_median_and_range([value(run, figures) for run, figures in done[mode]])
+                               if done[mode] else "" for mode in modes))
 
     def cpu_of(name: str) -> Callable[[ModeRun, dict], float | None]:
         return lambda _, figures: figures["processes"].get(name, {}).get("cpu_ms_per_checkout")
 
+    def why_skipped(mode_runs: list[ModeRun]) -> str:
+        failed = [run for run in mode_runs if run.result is None]
+        if not failed:
+            return ""
+        reason = failed[0].skipped or "skipped"
+        return reason if len(mode_runs) == 1 else f"{reason} ({len(failed)} of {len(mode_runs)} rounds)"
+
     if any(run.result is None for run in runs):
-        table.add_row("", *(run.skipped or "skipped" if run.result is None else "" for run in runs))
+        table.add_row("", *(why_skipped(mode_runs) for mode_runs in modes.values()))
     row("up: ready in s", lambda run, _: run.result.ready_seconds)
     row("checkouts/s", lambda _, figures: figures["throughput_per_s"])
     for p in ("p50", "p95", "p99"):
@@ -126,9 +179,9 @@ def compare_table(runs: Sequence[ModeRun], checkouts: int, concurrency: int) -> 
     row("PSS MB after", lambda run, _: run.pss_after_mb)
     row("deferred work done in s", lambda _, figures: figures["drained_seconds"])
     row("CPU-ms/checkout", lambda _, figures: figures["processes_total"]["cpu_ms_per_checkout"])
-    names = {name for _, figures in done if figures for name in figures["processes"]}
-    costliest = sorted(names, key=lambda name: -max(cpu_of(name)(run, figures) or 0.0
-                                                    for run, figures in done if figures))
+    every = [pair for pairs in done.values() for pair in pairs]
+    names = {name for _, figures in every for name in figures["processes"]}
+    costliest = sorted(names, key=lambda name: -max(cpu_of(name)(run, figures) or 0.0 for run, figures in every))
     for name in costliest:
         row(f"  {name}", cpu_of(name))
     return table
@@ -143,13 +196,15 @@ def throughput_points(result: BenchResult) -> list[tuple[int, float]]:
 
 
 def plot(runs: Sequence[ModeRun], path: Path) -> Path:
-    """Two panels: throughput against concurrency per mode; the latency CDF of each mode's main run."""
+    """Two panels: throughput against concurrency per mode; the latency CDF of each mode's main run
+    (of several rounds, the run with the median throughput)."""
     import matplotlib
     import matplotlib.ticker
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
+    runs = [representative(mode_runs) for mode_runs in by_mode(runs).values()]
     figure, (scaling, latency) = pyplot.subplots(1, 2, figsize=(12, 4.5))
     for run in runs:
         if run.result is None:

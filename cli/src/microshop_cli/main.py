@@ -500,6 +500,9 @@ def bench(
                               help="With --compare: which modes."),
     plot_path: Path = typer.Option(Path("bench-compare.png"), "--plot", help="With --compare: where the PNG goes."),
     workers: int = typer.Option(2, "--workers", min=2, help="With --compare: the monolith-workers mode's processes."),
+    rounds: int = typer.Option(1, "--rounds", min=1,
+                               help="With --compare: run the modes this many times in alternating order and give "
+                                    "each figure's median and range (a shared machine's minutes differ)."),
     postgres_url: str | None = typer.Option(None, "--postgres-url",
                                             help="With --compare: monolith-workers on this existing server (under "
                                                  "a prefix of its own, dropped after) instead of an embedded one."),
@@ -519,7 +522,7 @@ def bench(
     options = {"rate": rate, "browse_percent": mix, "sweep": levels, "floor": floor}
     if compare:
         _bench_compare(checkouts, concurrency, modes, plot_path, as_json,
-                       workers=workers, postgres=postgres_url or EMBEDDED, **options)
+                       rounds=rounds, workers=workers, postgres=postgres_url or EMBEDDED, **options)
         return
     loop = f"at {rate:g} user actions/s (open loop)" if rate else f"at concurrency {concurrency}"
     result = _run_bench(data_dir, as_json, f"Driving {checkouts} checkouts {loop}",
@@ -596,22 +599,25 @@ def _sweep_table(levels: list[dict]) -> Table:
     return table
 
 
-def _bench_compare(checkouts: int, concurrency: int, modes: str, plot_path: Path, as_json: bool, **options) -> None:
-    from .bench_compare import compare, compare_table, parse_modes, plot
+def _bench_compare(checkouts: int, concurrency: int, modes: str, plot_path: Path, as_json: bool, *,
+                   rounds: int, **options) -> None:
+    from .bench_compare import by_mode, compare, compare_table, parse_modes, plot, representative
 
     try:
         chosen = parse_modes(modes)
         if not as_json:
-            console.print(f"Starting {', '.join(chosen)} fresh in turn; {checkouts} checkouts each...")
-        runs = asyncio.run(compare(chosen, checkouts, concurrency, **options))
+            times = f", {rounds} rounds in alternating order" if rounds > 1 else ""
+            console.print(f"Starting {', '.join(chosen)} fresh in turn{times}; {checkouts} checkouts each...")
+        runs = asyncio.run(compare(chosen, checkouts, concurrency, rounds=rounds, **options))
     except (MicroshopError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
     written = plot(runs, plot_path)
     if as_json:
-        print(json.dumps({"modes": [run.as_dict() for run in runs], "plot": str(written)}, indent=2))
+        answers = [{"round": run.round, **run.as_dict()} if rounds > 1 else run.as_dict() for run in runs]
+        print(json.dumps({"modes": answers, "plot": str(written)}, indent=2))
         return
     console.print(compare_table(runs, checkouts, concurrency))
-    for run in runs:
+    for run in (representative(mode_runs) for mode_runs in by_mode(runs).values()):
         if run.result is not None and run.result.sweep:
             table = _sweep_table(run.result.sweep)
             table.title = f"{run.mode}: {table.title}"
