@@ -34,12 +34,11 @@ from .bench_load import BROWSE, CHECKOUT, Sample, closed_loop, open_loop, plan_a
 from .bench_proc import ProcessTrees, rss_mb
 from .bench_stats import latency_ms, percentile
 from .components import admin_credentials
-from .shop_client import login, new_customer, stock_up
+from .shop_client import APPROVED_CARD, login, new_customer, stock_up
 from .state import DataDir, read_state, running_supervisor
 from .system import System, SystemConfig
 
 FORK_SERVER = "fork-server"
-APPROVED_CARD = {"card_number": "4242424242424242", "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 
 

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from .catalog import DEMO_CATALOG, LOW_STOCK_SKU
-from .shop_client import new_customer
+from .shop_client import APPROVED_CARD, new_customer
 
-APPROVED_CARD = {"card_number": "4242424242424242", "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
 DECLINED_CARD = {**APPROVED_CARD, "card_number": "4000000000000002"}
 RETRYABLE = {429, 500, 502, 503, 504}
 

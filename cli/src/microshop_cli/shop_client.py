@@ -12,6 +12,9 @@ import aiohttp
 
 from .catalog import DEMO_CATALOG
 
+# The card processor simulator's test card that is always approved (sims/card-processor).
+APPROVED_CARD = {"card_number": "4242424242424242", "expiry_month": 12, "expiry_year": 2035, "cvc": "123"}
+
 # users refuses at once what its hashing queue cannot take (503) and what its rate limits do not
 # allow (429), each with Retry-After: a burst of sign-ups (bench's 32 customers) comes back then.
 _COME_BACK = {429, 503}
