@@ -31,6 +31,7 @@ card_uses = CardUse.__table__
 # on the tables: loading through the ORM's identity map cost more than the query.
 _PAYMENT_OF_ORDER = select(payments).where(payments.c.order_id == bindparam("order_id"))
 _INSERT_PAYMENT = insert(payments)
+_PAYMENT_COLUMNS = frozenset(column.key for column in payments.columns)
 # The SET clause is the columns named in the parameters besides these two.
 _MOVE_PAYMENT = update(payments).where(payments.c.id == bindparam("moved_id"),
                                        payments.c.status == bindparam("source"))
@@ -101,6 +102,9 @@ class PaymentStore:
         """Move ``payment`` by ``transition`` if it is still in the transition's source status,
         writing ``changes``, the ledger entry and the event in the same transaction; ``payment`` is
         updated to match. False when it is no longer in that status (another move landed first)."""
+        unknown = changes.keys() - _PAYMENT_COLUMNS
+        if unknown:  # the UPDATE would leave them out, and only the object in memory would change
+            raise ValueError(f"not columns of payments: {', '.join(sorted(unknown))}")
         now = utcnow()
         values = {"status": transition.target, "updated_at": now, **changes}
         async with self.db.transaction() as session:

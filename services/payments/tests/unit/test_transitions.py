@@ -1,5 +1,6 @@
 """A payment's life as domain.py declares it, and the store writing each move only from its source."""
 
+import pytest
 from microshop_chassis.contracts import EventType
 from microshop_payments.domain import (
     CAPTURE,
@@ -63,6 +64,9 @@ async def test_the_store_writes_a_move_only_from_its_source_status(world):
     assert await store.create(TOMBSTONE, order_id="o-1", customer_id="", amount_cents=0, currency="USD",
                               idempotency_key=None) is None  # the order has its payment
     assert not await store.move(payment, REFUND)  # not CAPTURED
+    with pytest.raises(ValueError, match="not columns of payments: charge_id"):
+        await store.move(payment, CAPTURE, charge_id="ch_1")  # a misnamed change is refused, not dropped
+    assert payment.status == S.PENDING
     assert await store.move(payment, CAPTURE, processor_charge_id="ch_1")
     assert not await store.move(payment, VOID)  # a racer's move from PENDING now misses
     assert not await store.move(payment, CAPTURE)  # and so does a repeat: one ledger entry, one event
