@@ -15,8 +15,9 @@ class ReportsSettings(ServiceSettings):
     # DuckDB's own cap on its buffers; the process budget is < 80 MB RSS in all.
     duckdb_memory_limit: str = "64MB"
     # Live events wait up to this long (from the first) to be applied together: DuckDB's cost is
-    # per transaction, so a longer wait is cheaper and leaves the report that much staler.
-    batch_linger_seconds: float = 0.25
+    # per transaction, so a longer wait is cheaper and leaves the report that much staler (a
+    # second: reports' CPU per checkout halves against 0.25 s, docs/performance.md).
+    batch_linger_seconds: float = 1.0
     # Live events fetched (and applied in one DuckDB transaction) at most at once. The cost is per
     # transaction; a batch fills within the linger above ~1,000 events/s.
     batch_size: int = 256
