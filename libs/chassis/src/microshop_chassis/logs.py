@@ -31,9 +31,10 @@ def _add_trace_ids(_logger, _method, event_dict):
 
 
 def _json_for(stream):
-    """The JSON encoder for log lines to ``stream``: pydantic-core's (Rust), which halves the cost
-    of a line against ``json.dumps`` (docs/performance.md, "Log lines"), where ``stream`` takes
-    UTF-8; it writes non-ASCII characters as they are, where ``json.dumps`` escapes them."""
+    """The JSON encoder for log lines to ``stream``: pydantic-core's (Rust) where ``stream`` takes
+    UTF-8, which halves the cost of a line against ``json.dumps`` (docs/performance.md, "Log
+    lines, spans in traces not kept, metric series"); it writes non-ASCII characters as they are,
+    where ``json.dumps`` escapes them."""
     if (getattr(stream, "encoding", None) or "").lower().replace("-", "") != "utf8":
         return json.dumps
 
