@@ -56,6 +56,7 @@ class FakeWorld:
     release_finds: str | None = None
     velocity_limited: set[str] = field(default_factory=set)  # customers payments refuses cards for
     tokenize_calls: int = 0
+    price_lookups: int = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -75,6 +76,7 @@ class FakeWorld:
     async def products(self, request: web.Request) -> web.Response:
         if self.inventory_down:
             return problem(UNAVAILABLE)
+        self.price_lookups += 1
         skus = request.query.getall("sku", [])
         items = [{"sku": s, "name": s, "description": "", "price_cents": self.prices[s], "currency": "USD",
                   "available": self.stock[s]} for s in skus if s in self.prices]
@@ -194,6 +196,7 @@ def settings(database_url, nats_server, tmp_path, downstream) -> OrdersSettings:
         database_url=database_url, nats_url=nats_server.url, data_dir=tmp_path,
         users_url=downstream.url, inventory_url=downstream.url, payments_url=downstream.url,
         checkout_wait_seconds=5, saga_lease_seconds=2, recovery_interval_seconds=0.05, http_timeout=2,
+        price_quote_seconds=0,  # the tests change the world's prices and its outages between checkouts
     )
 
 

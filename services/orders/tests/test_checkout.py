@@ -5,6 +5,8 @@ import uuid
 
 from microshop_chassis.testing import ApiClient, assert_event_matches_contract, stream_events, wait_until
 
+from .conftest import start_orders
+
 APPROVED = {"card_number": "4242424242424242", "expiry_month": 12, "expiry_year": 2030, "cvc": "123"}
 DECLINED = {**APPROVED, "card_number": "4000000000000002"}
 
@@ -181,3 +183,17 @@ async def test_only_the_owner_or_an_admin_sees_an_order(orders, mint):
     saga = await admin.get(f"/orders/{order['id']}/saga")
     assert saga.body["step"] == "done" and saga.body["attempts"] == 0
     assert (await customer_api(orders, mint, "alice").get(f"/orders/{order['id']}/saga")).status == 403
+
+
+async def test_checkouts_reuse_a_price_quote_until_it_is_too_old(settings, mint, world):
+    settings.price_quote_seconds = 3600
+    async with start_orders(settings, mint) as orders:
+        api = customer_api(orders, mint)
+        first = await place(api, order_body([("mug", 1)]))
+        world.prices["mug"] = 1500  # changed in the catalog within the quote's life
+        second = await place(api, order_body([("mug", 1), ("tee", 1)]))
+        assert [first.body["total_cents"], second.body["total_cents"]] == [1200, 1200 + 2500]
+        assert world.price_lookups == 2  # the mug once, the tee once
+        unknown = await place(api, order_body([("lamp", 1)]))
+        assert unknown.status == 422 and unknown.body["type"].endswith("/unknown-sku")  # asked, not cached
+        assert world.price_lookups == 3

@@ -22,7 +22,8 @@ def build(settings: OrdersSettings | None = None, *, verifier: JwtVerifier | Non
     host = ServiceHost(settings, version=__version__, description=DESCRIPTION, verifier=verifier)
     db = host.database("microshop_orders:migrations")
     host.outbox_relay(db, host.broker())
-    inventory = InventoryClient(host.client("inventory", settings.inventory_url))
+    inventory = InventoryClient(host.client("inventory", settings.inventory_url),
+                                price_quote_seconds=settings.price_quote_seconds)
     payments = PaymentsClient(host.client("payments", settings.payments_url), timeout=settings.payments_timeout)
     store = OrderStore(db)
     saga = SagaRunner(store, inventory, payments, lease_seconds=settings.saga_lease_seconds,

@@ -1,4 +1,5 @@
 from microshop_chassis.settings import ServiceSettings
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 
@@ -16,5 +17,9 @@ class OrdersSettings(ServiceSettings):
     # A checkout not past its charge by then is compensated (stock released, any charge voided)
     # and REJECTED, instead of being retried for ever. Keep it below inventory's reservation TTL.
     saga_deadline_seconds: float = 60.0
+    # How long a price inventory quoted is used for further checkouts before it is asked again: a
+    # price changed in the catalog applies to checkouts this much later at the latest. 0: every
+    # checkout asks inventory (one request more per checkout).
+    price_quote_seconds: float = Field(2.0, ge=0)
     # Deadline of one call to payments (which itself waits on the card processor).
     payments_timeout: float = 10.0
