@@ -55,7 +55,7 @@ class CardToken:
 
 class PriceQuotes:
     """Prices as inventory quoted them, reused for ``valid_seconds``: at a checkout's rate, asking
-    inventory for the same few products' prices on every checkout is a request (~6% of a
+    inventory for the same few products' prices on every checkout is a request (~8% of a
     checkout's CPU, docs/performance.md) that nearly always gets the answer it got a moment ago.
 
     The trade: a price changed in the catalog applies to checkouts ``valid_seconds`` later at the
