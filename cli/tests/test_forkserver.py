@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from microshop_cli.forkserver import fork, main_imports
@@ -70,3 +72,18 @@ def test_a_components_code_to_preload_is_read_from_its_main_not_run():
     # A plain module run as __main__ (no package) must not be imported beforehand; an unknown one is skipped.
     assert main_imports("json.tool") == []
     assert main_imports("no_such_package_here") == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root reads the physical pages in /proc/<pid>/pagemap")
+def test_the_memory_tool_shows_what_building_an_app_copies_from_the_server():
+    """docs/tools/forked_pages.py, which docs/performance.md's memory figures come from."""
+    script = Path(__file__).resolve().parents[2] / "docs" / "tools" / "forked_pages.py"
+    out = subprocess.run([sys.executable, str(script), "--build", "inventory"], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    megabytes = {}
+    for line in out.splitlines():
+        name = line.split(" shared ")[0].strip()
+        megabytes[name] = {kind: float(mb) for kind, mb in re.findall(r"(shared|copied|new)\s+([\d.]+) MB", line)}
+    idle, built = megabytes["did nothing"], megabytes["built inventory"]
+    assert idle["shared"] > 50 and built["shared"] > 50  # the preloaded imports, still shared
+    assert built["copied"] > idle["copied"] + 1  # building the app writes to the server's objects
