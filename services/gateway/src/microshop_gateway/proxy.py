@@ -144,8 +144,8 @@ async def _send(request: Request, upstream: Upstream, base_url: str, target: str
         raise UPSTREAM_BAD_RESPONSE(f"{service} sent a reply that could not be read.", service=service) from exc
     finally:
         endpoints.finished(base_url, reached=reached)
-        metrics.client_requests.labels(service, method, outcome).inc()
-        metrics.client_duration.labels(service, method).observe(time.perf_counter() - start)
+        metrics.series(metrics.client_requests, service, method, outcome).inc()
+        metrics.series(metrics.client_duration, service, method).observe(time.perf_counter() - start)
 
 
 def upstream_request_headers(request: Request, upstream: Upstream, timeout: float) -> CIMultiDict[str]:
