@@ -193,6 +193,10 @@ def test_up_detach_status_logs_and_down(detached):
     assert as_json["supervisor_pid"] == supervisor
     assert [(c["name"], c["pid"], c["health"]) for c in as_json["components"]] == [
         ("alpha", pids["alpha"], "ok"), ("beta", pids["beta"], "ok")]
+    # The dummies are exec'd, not forked: no fork server, so the total is theirs alone.
+    assert all(c["pss_mb"] > 1 for c in as_json["components"]) and as_json["fork_server"] is None
+    assert as_json["pss_mb_total"] == pytest.approx(sum(c["pss_mb"] for c in as_json["components"]), abs=0.2)
+    assert "PSS in all:" in status.stdout  # the table's caption (its figure moves with every page touched)
 
     again = microshop("up", "--detach", *args)
     assert again.returncode == 1

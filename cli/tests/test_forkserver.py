@@ -5,30 +5,40 @@ reported, their own session and environment; and the whole system started throug
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from microshop_cli.forkserver import fork, main_imports
 
 
+@contextlib.contextmanager
+def running_server(path: Path, *options: str) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen([sys.executable, "-m", "microshop_cli.forkserver", "--socket", str(path), *options],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not path.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the fork server did not come up"
+            time.sleep(0.02)
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 @pytest.fixture
 def server(tmp_path):
     path = tmp_path / "fork.sock"
-    process = subprocess.Popen([sys.executable, "-m", "microshop_cli.forkserver", "--socket", str(path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while not path.exists():
-        assert process.poll() is None and time.monotonic() < deadline, "the fork server did not come up"
-        time.sleep(0.02)
-    yield path, process
-    process.terminate()
-    process.wait(10)
+    with running_server(path) as process:
+        yield path, process
 
 
 async def test_a_child_runs_the_module_as_main_with_its_own_log_env_and_args(server, tmp_path, monkeypatch):
@@ -64,6 +74,29 @@ async def test_when_the_server_stops_its_children_stop_too(server, tmp_path):
                              out.fileno())
     process.terminate()
     assert await asyncio.wait_for(serving.wait(), 10) == -signal.SIGTERM  # drained, reported, then the server left
+
+
+def merging_pages(pid: int) -> bool:
+    with open(f"/proc/{pid}/ksm_stat") as stat:  # Linux 6.4+
+        return "ksm_merge_any: yes" in stat.read()
+
+
+# CI's machine has it; elsewhere an older kernel may not.
+@pytest.mark.skipif(not Path("/proc/self/ksm_stat").exists() and not os.environ.get("CI"),
+                    reason="a kernel without KSM's per-process merging (Linux 6.4+)")
+@pytest.mark.parametrize("merge", [True, False])
+async def test_with_merge_pages_the_kernel_may_merge_the_pages_of_the_server_and_its_children(tmp_path, merge):
+    path = tmp_path / "fork.sock"
+    with running_server(path, *(["--merge-pages"] if merge else [])) as process, \
+            (tmp_path / "child.log").open("ab") as out:
+        child = await fork(path, "http.server", ["0", "--bind", "127.0.0.1"], {"PATH": os.environ["PATH"]},
+                           out.fileno())
+        try:
+            assert merging_pages(process.pid) is merge
+            assert merging_pages(child.pid) is merge  # inherited at the fork
+        finally:
+            child.kill()
+            await child.wait()
 
 
 def test_a_components_code_to_preload_is_read_from_its_main_not_run():

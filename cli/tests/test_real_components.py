@@ -26,8 +26,15 @@ def existing_parts(config):
     return [component for component in default_components(config) if component.name in PARTS]
 
 
+def merging_pages(pid: int) -> bool:
+    """Whether the kernel may merge ``pid``'s identical pages (KSM, /proc/<pid>/ksm_stat: Linux 6.4+)."""
+    with open(f"/proc/{pid}/ksm_stat") as stat:
+        return "ksm_merge_any: yes" in stat.read()
+
+
 async def test_nats_simulators_and_users_start_get_ready_and_stop(tmp_path):
-    config = SystemConfig.with_free_ports(tmp_path / "data", components=existing_parts)
+    # --merge-pages here (the other tests start without it): the forked components inherit it.
+    config = SystemConfig.with_free_ports(tmp_path / "data", components=existing_parts, merge_pages=True)
     began = time.monotonic()
     async with System(config) as system:
         ready_after = time.monotonic() - began
@@ -50,6 +57,14 @@ async def test_nats_simulators_and_users_start_get_ready_and_stop(tmp_path):
         assert all(by_name[name]["health"] == "ok" for name in PARTS)
         assert by_name["nats"]["version"].startswith("2.")  # from the NATS greeting
         assert by_name["users"]["version"] and by_name["mail-catcher"]["version"]
+        # Memory: each component's PSS, the fork server's (what the forked ones share), the sum.
+        assert all(by_name[name]["pss_mb"] > 1 for name in PARTS)
+        assert report["fork_server"]["pid"] == system.fork_server_pid and report["fork_server"]["pss_mb"] > 1
+        assert report["pss_mb_total"] == pytest.approx(
+            sum(by_name[name]["pss_mb"] for name in PARTS) + report["fork_server"]["pss_mb"], abs=0.2)
+        assert report["merge_pages"] is True
+        assert merging_pages(pids["users"]) and merging_pages(system.fork_server_pid)
+        assert not merging_pages(pids["nats"])  # not forked: started on its own
 
     assert all(process_gone(pid) for pid in pids.values())
     assert (config.data_dir / "users.db").exists() and (config.data_dir / "mail.db").exists()

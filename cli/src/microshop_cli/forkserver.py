@@ -7,6 +7,12 @@ one *fork server* first: it imports those once, freezes its heap for the collect
 ``python -m <package>`` the launcher asks for. The children share the imported pages copy-on-write
 (total PSS of the idle system: docs/performance.md) and start without importing them again.
 
+What a child writes to is copied, and most of those copies stay byte for byte what the server
+has (a reference count goes up and back down). With ``--merge-pages`` the server and its children
+ask the kernel to merge identical pages again (KSM, ``PR_SET_MEMORY_MERGE``, Linux 6.4+): the
+kernel's ``ksmd`` does it, when root has turned it on (``/sys/kernel/mm/ksm/run``), at the pace
+set there.
+
 Each child is what ``python -m <package>`` would be: its own session, its log file as stdout and
 stderr, the environment the launcher gives it, the module run as ``__main__``. Every service can
 still be started alone as its own process (that is how it deploys); ``MICROSHOP_FORK_SERVER=0``
@@ -80,6 +86,8 @@ MAX_MESSAGE = 256 * 1024
 CHILDREN_STOP_SECONDS = 15.0
 CHILD_UMASK = 0o077
 PR_SET_PDEATHSIG = 1
+PR_SET_MEMORY_MERGE = 67  # linux/prctl.h, Linux 6.4+
+KSM_RUN = Path("/sys/kernel/mm/ksm/run")
 
 
 def preload(names: Sequence[str] = PRELOAD) -> list[str]:
@@ -113,7 +121,7 @@ def main_imports(package: str) -> list[str]:
     return modules
 
 
-def serve(path: Path, packages: Sequence[str] = ()) -> None:
+def serve(path: Path, packages: Sequence[str] = (), *, merge_pages: bool = False) -> None:
     """Import what the components share and the code of those in ``packages``, then accept requests
     on ``path`` until SIGTERM, forking a child for each. Everything is imported before the first
     fork: an import after it would write to pages a child shares, each write a copy."""
@@ -121,6 +129,7 @@ def serve(path: Path, packages: Sequence[str] = ()) -> None:
     missing = preload([*PRELOAD, *(module for package in packages for module in main_imports(package))])
     gc.collect()
     gc.freeze()
+    not_merged = _merge_pages() if merge_pages else None
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -143,7 +152,8 @@ def serve(path: Path, packages: Sequence[str] = ()) -> None:
     selector.register(listener, selectors.EVENT_READ)
     selector.register(wake_read, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
-    print(json.dumps({"event": "fork_server_ready", "pid": os.getpid(), "not_preloaded": missing}), flush=True)
+    print(json.dumps({"event": "fork_server_ready", "pid": os.getpid(), "not_preloaded": missing,
+                      **({"merge_pages": not_merged or "on"} if merge_pages else {})}), flush=True)
     while not stopping:
         for key, _ in selector.select():
             if key.fileobj is listener:
@@ -259,6 +269,25 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _merge_pages() -> str | None:
+    """Opt this process, and the children it will fork (they inherit it), into the kernel's merging
+    of identical pages. None when done, else why not. ctypes: the standard library has no prctl,
+    and the one PyPI package for it (python-prctl) predates this option."""
+    import ctypes
+
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0:
+        return None
+    return os.strerror(ctypes.get_errno())
+
+
+def ksm_running() -> bool:
+    """Whether the kernel merges pages (root turns it on: ``echo 1 > /sys/kernel/mm/ksm/run``)."""
+    try:
+        return KSM_RUN.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 # --- the launcher's side ------------------------------------------------------------------------
 
 
@@ -330,8 +359,10 @@ def main() -> None:
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--preload", action="append", default=[], metavar="PACKAGE",
                         help="a component's package, to import what its __main__ imports (repeatable)")
+    parser.add_argument("--merge-pages", action="store_true",
+                        help="let the kernel merge the identical pages of this server and its children (KSM)")
     arguments = parser.parse_args()
-    serve(arguments.socket, arguments.preload)
+    serve(arguments.socket, arguments.preload, merge_pages=arguments.merge_pages)
 
 
 if __name__ == "__main__":

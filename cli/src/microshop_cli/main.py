@@ -21,7 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from . import control, nats_cluster
+from . import control, forkserver, nats_cluster
 from .chaos_cli import chaos_app, verify_command
 from .components import (
     ALL_SERVICES,
@@ -36,7 +36,7 @@ from .logtail import follow, sizes, tail_lines
 from .postgres import EMBEDDED
 from .scaling import parse_counts
 from .state import DataDir, read_state, running_supervisor
-from .status import check_all, format_uptime
+from .status import check_all, format_uptime, memory_mb
 from .system import SystemConfig, run_until_signalled
 
 app = typer.Typer(help="Run microshop on this machine: start, supervise, inspect and stop it.",
@@ -86,6 +86,9 @@ def up(
                                        "(the same public API at the same address); calls between them in-process."),
     workers: int = typer.Option(1, "--workers", min=1,
                                 help="With --monolith: this many processes serving its port (needs --postgres)."),
+    merge_pages: bool = typer.Option(False, "--merge-pages",
+                                     help="Let the kernel merge the identical memory pages of the forked "
+                                          "components (KSM: Linux 6.4+, turned on by root; see docs/operations.md)."),
     detach: bool = typer.Option(False, "--detach", help="Run in the background; stop with `microshop down`."),
     no_seed: bool = typer.Option(False, "--no-seed", help="Do not create the demo catalog."),
     port: list[str] = typer.Option([], "--port", "-p", metavar="NAME=PORT",
@@ -114,7 +117,8 @@ def up(
                               chaos_proxies=chaos_proxies, chaos_seed=chaos_seed,
                               postgres=(postgres_url or EMBEDDED) if postgres else None,
                               postgres_prefix=postgres_prefix, nats_cluster=nats_cluster,
-                              replicas=parse_counts(replicas), monolith=monolith, workers=workers)
+                              replicas=parse_counts(replicas), monolith=monolith, workers=workers,
+                              merge_pages=merge_pages)
         if components:
             config.components = load_factory(components)
         paths = DataDir(config.data_dir)
@@ -152,6 +156,7 @@ def _up_detached(config: SystemConfig, ports: list[str], components: str | None,
     command += ["--nats-cluster"] if config.nats_cluster else []
     command += [argument for value in replicas for argument in ("--replicas", value)]
     command += ["--monolith", "--workers", str(config.workers)] if config.monolith else []
+    command += ["--merge-pages"] if config.merge_pages else []
     environment = dict(os.environ)
     if config.postgres and config.postgres != EMBEDDED:
         environment[POSTGRES_URL_ENV] = config.postgres
@@ -256,24 +261,37 @@ def status(data_dir: Path = DataDirOption,
         raise typer.Exit(1)
     components = asyncio.run(check_all(state.get("processes", {}), state.get("databases", {})))
     all_ok = bool(components) and all(component.health == "ok" for component in components)
+    # The fork server's memory is what its children share: part of the system's.
+    fork_server = {"pid": state["fork_server_pid"], "pss_mb": memory_mb(state["fork_server_pid"])} \
+        if state.get("fork_server_pid") else None
+    pss_total = round(sum(c.pss_mb or 0.0 for c in components) + ((fork_server or {}).get("pss_mb") or 0.0), 1)
     if as_json:
         print(json.dumps({
             "running": True, "status": state.get("status"), "supervisor_pid": pid, "data_dir": str(paths.root),
             "gateway_url": state.get("gateway_url"), "components": [c.as_dict() for c in components],
+            "fork_server": fork_server, "merge_pages": bool(state.get("merge_pages")), "pss_mb_total": pss_total,
         }, indent=2))
     else:
-        table = Table(title=f"microshop — supervisor pid {pid}, {state.get('status')} — {paths.root}")
-        for column in ("component", "pid", "port", "health", "version", "restarts", "uptime", "database",
-                       "circuits"):
-            table.add_column(column, justify="right" if column in ("pid", "port", "restarts") else "left")
+        table = Table(title=f"microshop — supervisor pid {pid}, {state.get('status')} — {paths.root}",
+                      caption=f"PSS in all: {pss_total:.1f} MB"
+                              + (f", with the fork server's {fork_server['pss_mb'] or 0:.1f} MB" if fork_server else "")
+                              + (_merging_caption() if state.get("merge_pages") else ""))
+        for column in ("component", "pid", "port", "health", "version", "restarts", "uptime", "PSS MB",
+                       "database", "circuits"):
+            table.add_column(column, justify="right" if column in ("pid", "port", "restarts", "PSS MB") else "left")
         for component in components:
             health = Text(component.health, style="green" if component.health == "ok" else "bold red")
             table.add_row(component.name, str(component.pid or "-"), str(component.port or "-"), health,
                           component.version or "-", str(component.restarts), format_uptime(component.uptime_seconds),
+                          "-" if component.pss_mb is None else f"{component.pss_mb:.1f}",
                           format_database(component.database), format_circuits(component.circuit_breakers))
         console.print(table)
     if not all_ok:
         raise typer.Exit(1)
+
+
+def _merging_caption() -> str:
+    return ", --merge-pages" + (" (KSM on)" if forkserver.ksm_running() else " (but KSM is off: nothing merged)")
 
 
 @app.command()

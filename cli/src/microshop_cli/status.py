@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .bench_proc import pss_mb
+
 PROBE_TIMEOUT = 1.0
 
 
@@ -27,6 +29,8 @@ class ComponentStatus:
     circuit_breakers: dict[str, str] = field(default_factory=dict)
     # Its database: {"kind": "postgresql", "database": "microshop_orders", ...}; never a password.
     database: dict | None = None
+    # Its proportional set size (shared pages split among the processes sharing them); None if gone.
+    pss_mb: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -53,8 +57,14 @@ async def _check(session: aiohttp.ClientSession, name: str, info: dict, database
         name=name, pid=info.get("pid"), port=info.get("port"), url=info.get("url"),
         health="ok" if healthy else "down", version=version, restarts=info.get("restarts", 0),
         uptime_seconds=round(uptime, 1) if uptime is not None and healthy else None,
-        circuit_breakers=breakers, database=database,
+        circuit_breakers=breakers, database=database, pss_mb=memory_mb(info.get("pid")),
     )
+
+
+def memory_mb(pid: int | None) -> float | None:
+    """``pid``'s PSS in MB, None when there is no such process (or it is not ours to read)."""
+    pss = pss_mb(pid) if pid else 0.0
+    return round(pss, 1) if pss > 0 else None
 
 
 async def _http_health(session: aiohttp.ClientSession, url: str) -> tuple[bool, str | None, dict[str, str]]:

@@ -123,6 +123,8 @@ class SystemConfig:
     # as ``workers`` processes sharing that port (more than one needs PostgreSQL).
     monolith: bool = False
     workers: int = 1
+    # Let the kernel merge the identical pages of the fork server and its children (forkserver.py).
+    merge_pages: bool = False
 
     def __post_init__(self) -> None:
         # Absolute, because children and a detached supervisor may not share our working directory.
@@ -282,6 +284,7 @@ class System:
             "ready_seconds": self.ready_seconds,
             # Parent of the Python components (forkserver.py); its memory is theirs, shared.
             "fork_server_pid": self.fork_server_pid,
+            "merge_pages": self.config.merge_pages,
             "databases": postgres.describe_databases(self.postgres, self.env),
             "processes": {
                 name: {
@@ -570,6 +573,9 @@ class System:
         """Start the fork server unless MICROSHOP_FORK_SERVER=0 or no component is a ``python -m``;
         the components that come first (NATS) do not wait for its imports."""
         if self.env.get("MICROSHOP_FORK_SERVER", "1") == "0":
+            if self.config.merge_pages:
+                self._log(logging.WARNING, "--merge-pages merges the pages of forked components; with "
+                          "MICROSHOP_FORK_SERVER=0 none is forked, so nothing is merged")
             return
         modules = [forkserver.python_module(m.component.command) for m in self._managed.values()]
         packages = sorted({module for module, _args in filter(None, modules)})
@@ -580,6 +586,7 @@ class System:
             self._fork_server = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "microshop_cli.forkserver", "--socket", str(self.paths.fork_server_socket),
                 *(argument for package in packages for argument in ("--preload", package)),
+                *(["--merge-pages"] if self.config.merge_pages else []),
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**forkserver.MALLOC_ENV, **self.env},  # the children inherit its allocator's settings
                 start_new_session=True, preexec_fn=_child_setup(os.getpid()))
@@ -589,6 +596,9 @@ class System:
         finally:
             log.close()
         self._fork_server_up = asyncio.ensure_future(self._await_fork_server())
+        if self.config.merge_pages and not forkserver.ksm_running():
+            self._log(logging.WARNING, "--merge-pages: the kernel does not merge pages now (KSM is off; as root: "
+                      "echo 1 > %s), so memory stays as without it", forkserver.KSM_RUN)
 
     async def _await_fork_server(self) -> bool:
         deadline = time.monotonic() + FORK_SERVER_TIMEOUT
