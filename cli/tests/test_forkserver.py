@@ -118,7 +118,8 @@ def test_the_memory_tool_shows_what_building_an_app_copies_from_the_server():
     megabytes = {}
     for line in out.splitlines():
         name = line.split(" shared ")[0].strip()
-        megabytes[name] = {kind: float(mb) for kind, mb in re.findall(r"(shared|copied|new)\s+([\d.]+) MB", line)}
+        kinds = re.findall(r"(shared|merged|copied|new)\s+([\d.]+) MB", line)
+        megabytes[name] = {kind: float(mb) for kind, mb in kinds}
     idle, built = megabytes["did nothing"], megabytes["built inventory"]
     assert idle["shared"] > 50 and built["shared"] > 50  # the preloaded imports, still shared
     assert built["copied"] > idle["copied"] + 1  # building the app writes to the server's objects

@@ -1,5 +1,7 @@
 """Where a forked component's memory goes: its resident pages still shared with the fork server,
-copied from it (copy-on-write: written after the fork), or new (at addresses the server never had).
+copied from it (copy-on-write: written after the fork), or new (at addresses the server never had);
+with ``microshop up --merge-pages`` and KSM on, a copy the kernel has merged again with identical
+pages is counted apart, as merged (its frame is a KSM page: /proc/kpageflags).
 
     python docs/tools/forked_pages.py DATA_DIR [COMPONENT ...]
     python docs/tools/forked_pages.py --build SERVICE
@@ -22,6 +24,7 @@ from pathlib import Path
 PAGE = 4096
 _PRESENT = 1 << 63
 _FRAME = (1 << 55) - 1
+_KPF_KSM = 1 << 21  # linux/kernel-page-flags.h
 
 
 def writable_regions(pid: int) -> list[tuple[int, int, str]]:
@@ -49,15 +52,22 @@ def frames(pid: int) -> dict[int, tuple[int, str]]:
 
 def _kinds(server: dict[int, tuple[int, str]], pid: int) -> Counter:
     kinds: Counter = Counter()
-    for address, (frame, _) in frames(pid).items():
-        theirs = server.get(address)
-        kinds["new" if theirs is None else "shared" if theirs[0] == frame else "copied"] += 1
+    with open("/proc/kpageflags", "rb") as flags:
+        for address, (frame, _) in frames(pid).items():
+            theirs = server.get(address)
+            if theirs is None:
+                kinds["new"] += 1
+            elif theirs[0] == frame:
+                kinds["shared"] += 1
+            else:
+                flags.seek(frame * 8)
+                kinds["merged" if struct.unpack("<Q", flags.read(8))[0] & _KPF_KSM else "copied"] += 1
     return kinds
 
 
 def _line(name: str, kinds: Counter) -> str:
     return f"{name:15} " + "  ".join(
-        f"{kind} {kinds[kind] * PAGE / 2**20:6.1f} MB" for kind in ("shared", "copied", "new")
+        f"{kind} {kinds[kind] * PAGE / 2**20:6.1f} MB" for kind in ("shared", "merged", "copied", "new")
     )
 
 
