@@ -4,17 +4,21 @@ with ``microshop up --merge-pages`` and KSM on, a copy the kernel has merged aga
 pages is counted apart, as merged (its frame is a KSM page: /proc/kpageflags).
 
     python docs/tools/forked_pages.py DATA_DIR [COMPONENT ...]
-    python docs/tools/forked_pages.py --build SERVICE
+    python docs/tools/forked_pages.py --build SERVICE [--objects]
 
 Reads the pids of a running `microshop up -d DATA_DIR` from its run/state.json and compares, page
 by page, the physical frame behind each writable virtual address in the component and in the fork
 server (/proc/<pid>/pagemap: needs root, else the kernel hides the frame numbers). ``--build``
 preloads here what the fork server does, then forks a child that only builds SERVICE's app (no
-database, no serving) and one that does nothing, and compares each with this process.
+database, no serving) and one that does nothing, and compares each with this process; with
+``--objects``, what kinds of this process's objects lie on the pages that building copied (each
+page shared among the objects on it; gc-tracked objects, the code of functions and the strings
+and constants those reference: most of what the preload made).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import struct
 import sys
@@ -71,7 +75,47 @@ def _line(name: str, kinds: Counter) -> str:
     )
 
 
-def build_in_a_fork(service: str) -> None:
+def object_map() -> tuple[list[int], dict[int, tuple[int, str]]]:
+    """This process's objects: sorted start addresses, and address -> (size, type name)."""
+    import gc
+
+    objects: dict[int, tuple[int, str]] = {}
+
+    def add(thing: object, kind: str | None = None) -> None:
+        objects.setdefault(id(thing), (sys.getsizeof(thing), kind or type(thing).__name__))
+
+    for thing in gc.get_objects():
+        add(thing)
+        if type(thing).__name__ == "function":
+            code = thing.__code__
+            add(code)
+            for constant in (*code.co_consts, *code.co_names):
+                if not hasattr(constant, "__dict__"):
+                    add(constant)
+        elif isinstance(thing, dict):
+            for key in thing:
+                if type(key) is str:
+                    add(key)
+    return sorted(objects), objects
+
+
+def objects_on(pages: list[int], starts: list[int], objects: dict[int, tuple[int, str]]) -> Counter:
+    """Pages per kind of object on them (a page with several objects shared among their kinds)."""
+    kinds: Counter = Counter()
+    for page in pages:
+        index = bisect.bisect_left(starts, page)
+        here: Counter = Counter()
+        if index and starts[index - 1] + objects[starts[index - 1]][0] > page:  # begins on the page before
+            here[objects[starts[index - 1]][1]] += 1
+        while index < len(starts) and starts[index] < page + PAGE:
+            here[objects[starts[index]][1]] += 1
+            index += 1
+        for kind, count in (here or Counter({"(no object known)": 1})).items():
+            kinds[kind] += count / sum(here.values() or [1])
+    return kinds
+
+
+def build_in_a_fork(service: str, *, by_object: bool = False) -> None:
     import gc
     import importlib
     import os
@@ -83,6 +127,7 @@ def build_in_a_fork(service: str) -> None:
     package = f"microshop_{service}"
     forkserver.preload([*forkserver.PRELOAD, *forkserver.main_imports(package)])
     gc.collect()
+    starts, objects = object_map() if by_object else ([], {})
     gc.freeze()
     server = frames(os.getpid())
 
@@ -99,6 +144,12 @@ def build_in_a_fork(service: str) -> None:
             signal.pause()
         os.read(ready, 1)
         print(_line(name, _kinds(server, pid)))
+        if by_object and work is build:
+            copied = [address for address, (frame, _) in frames(pid).items()
+                      if address in server and server[address][0] != frame]
+            kinds = objects_on(copied, starts, objects)
+            print("  the copied pages hold: " + ", ".join(
+                f"{kind} {100 * pages / len(copied):.0f}%" for kind, pages in kinds.most_common(8)))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
 
@@ -118,6 +169,6 @@ def main(data_dir: str, components: list[str]) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--build"]:
-        build_in_a_fork(sys.argv[2])
+        build_in_a_fork(sys.argv[2], by_object="--objects" in sys.argv[3:])
     else:
         main(sys.argv[1], sys.argv[2:])
