@@ -31,14 +31,13 @@ from microshop_chassis.middleware import QUIET_PATHS
 
 from .bench_floor import Floor, measure_floor
 from .bench_load import BROWSE, CHECKOUT, Sample, closed_loop, open_loop, plan_actions
-from .bench_proc import ProcessTrees, rss_mb
+from .bench_proc import FORK_SERVER, ProcessTrees, rss_mb
 from .bench_stats import latency_ms, percentile
 from .components import admin_credentials
 from .shop_client import APPROVED_CARD, login, new_customer, stock_up
 from .state import DataDir, read_state, running_supervisor
 from .system import System, SystemConfig
 
-FORK_SERVER = "fork-server"
 FINAL = {"CONFIRMED", "REJECTED", "CANCELLED"}
 
 

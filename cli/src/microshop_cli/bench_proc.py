@@ -10,6 +10,9 @@ from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
+# How the fork server (forkserver.py) is named beside the components in figures per process.
+FORK_SERVER = "fork-server"
+
 
 def children(pid: int) -> list[int]:
     """The live children of ``pid`` (every thread's), or none once it is gone."""

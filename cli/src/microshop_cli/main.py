@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import control, forkserver, nats_cluster
+from .bench_proc import FORK_SERVER
 from .chaos_cli import chaos_app, verify_command
 from .components import (
     ALL_SERVICES,
@@ -262,8 +263,11 @@ def status(data_dir: Path = DataDirOption,
     components = asyncio.run(check_all(state.get("processes", {}), state.get("databases", {})))
     all_ok = bool(components) and all(component.health == "ok" for component in components)
     # The fork server's memory is what its children share: part of the system's.
-    fork_server = {"pid": state["fork_server_pid"], "pss_mb": memory_mb(state["fork_server_pid"])} \
-        if state.get("fork_server_pid") else None
+    server_pid = state.get("fork_server_pid")
+    fork_server = None
+    if server_pid:
+        named = {component.name: component.pid for component in components if component.pid}
+        fork_server = {"pid": server_pid, "pss_mb": memory_mb({**named, FORK_SERVER: server_pid})[FORK_SERVER]}
     pss_total = round(sum(c.pss_mb or 0.0 for c in components) + ((fork_server or {}).get("pss_mb") or 0.0), 1)
     if as_json:
         print(json.dumps({

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .bench_proc import pss_mb
+from .bench_proc import ProcessTrees
 
 PROBE_TIMEOUT = 1.0
 
@@ -29,7 +29,8 @@ class ComponentStatus:
     circuit_breakers: dict[str, str] = field(default_factory=dict)
     # Its database: {"kind": "postgresql", "database": "microshop_orders", ...}; never a password.
     database: dict | None = None
-    # Its proportional set size (shared pages split among the processes sharing them); None if gone.
+    # The PSS of its process and of the workers it started (shared pages split among the processes
+    # sharing them); None if gone.
     pss_mb: float | None = None
 
     def as_dict(self) -> dict:
@@ -41,8 +42,19 @@ async def check_all(processes: dict[str, dict], databases: dict[str, dict] | Non
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
     databases = databases or {}
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        return list(await asyncio.gather(*(_check(session, name, info, databases.get(info.get("service") or name))
-                                           for name, info in processes.items())))
+        components = list(await asyncio.gather(*(_check(session, name, info, databases.get(info.get("service") or name))
+                                                 for name, info in processes.items())))
+    memory = memory_mb({component.name: component.pid for component in components if component.pid})
+    for component in components:
+        component.pss_mb = memory.get(component.name)
+    return components
+
+
+def memory_mb(pids: dict[str, int]) -> dict[str, float | None]:
+    """Per name, the PSS in MB of that process and its descendants that are not named themselves
+    (a monolith's workers are its own; the fork server's children are components); None when
+    there is no such process (or it is not ours to read)."""
+    return {name: round(mb, 1) if mb > 0 else None for name, mb in ProcessTrees(pids).pss_mb().items()}
 
 
 async def _check(session: aiohttp.ClientSession, name: str, info: dict, database: dict | None) -> ComponentStatus:
@@ -57,14 +69,8 @@ async def _check(session: aiohttp.ClientSession, name: str, info: dict, database
         name=name, pid=info.get("pid"), port=info.get("port"), url=info.get("url"),
         health="ok" if healthy else "down", version=version, restarts=info.get("restarts", 0),
         uptime_seconds=round(uptime, 1) if uptime is not None and healthy else None,
-        circuit_breakers=breakers, database=database, pss_mb=memory_mb(info.get("pid")),
+        circuit_breakers=breakers, database=database,
     )
-
-
-def memory_mb(pid: int | None) -> float | None:
-    """``pid``'s PSS in MB, None when there is no such process (or it is not ours to read)."""
-    pss = pss_mb(pid) if pid else 0.0
-    return round(pss, 1) if pss > 0 else None
 
 
 async def _http_health(session: aiohttp.ClientSession, url: str) -> tuple[bool, str | None, dict[str, str]]:
