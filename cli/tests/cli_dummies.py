@@ -55,6 +55,12 @@ def read_events(path: Path) -> list[tuple[str, str, int]]:
     return [(kind, name, int(pid)) for kind, name, pid in (line.split() for line in path.read_text().splitlines())]
 
 
+def merging_pages(pid: int) -> bool:
+    """Whether the kernel may merge ``pid``'s identical pages (KSM, /proc/<pid>/ksm_stat: Linux 6.4+)."""
+    with open(f"/proc/{pid}/ksm_stat") as stat:
+        return "ksm_merge_any: yes" in stat.read()
+
+
 def process_gone(pid: int) -> bool:
     """True once the process has exited (a zombie nobody reaped yet counts as gone)."""
     try:

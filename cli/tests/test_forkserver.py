@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_dummies import merging_pages
 from microshop_cli.forkserver import fork, main_imports
 
 
@@ -74,11 +75,6 @@ async def test_when_the_server_stops_its_children_stop_too(server, tmp_path):
                              out.fileno())
     process.terminate()
     assert await asyncio.wait_for(serving.wait(), 10) == -signal.SIGTERM  # drained, reported, then the server left
-
-
-def merging_pages(pid: int) -> bool:
-    with open(f"/proc/{pid}/ksm_stat") as stat:  # Linux 6.4+
-        return "ksm_merge_any: yes" in stat.read()
 
 
 # CI's machine has it; elsewhere an older kernel may not.

@@ -11,7 +11,7 @@ import time
 
 import aiohttp
 import pytest
-from cli_dummies import cli_env, process_gone
+from cli_dummies import cli_env, merging_pages, process_gone
 from microshop_cli.bench_proc import pss_mb
 from microshop_cli.components import default_components
 from microshop_cli.system import System, SystemConfig
@@ -25,12 +25,6 @@ pytestmark = pytest.mark.skipif(
 
 def existing_parts(config):
     return [component for component in default_components(config) if component.name in PARTS]
-
-
-def merging_pages(pid: int) -> bool:
-    """Whether the kernel may merge ``pid``'s identical pages (KSM, /proc/<pid>/ksm_stat: Linux 6.4+)."""
-    with open(f"/proc/{pid}/ksm_stat") as stat:
-        return "ksm_merge_any: yes" in stat.read()
 
 
 async def test_nats_simulators_and_users_start_get_ready_and_stop(tmp_path):

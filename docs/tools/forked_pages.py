@@ -110,8 +110,9 @@ def objects_on(pages: list[int], starts: list[int], objects: dict[int, tuple[int
         while index < len(starts) and starts[index] < page + PAGE:
             here[objects[starts[index]][1]] += 1
             index += 1
-        for kind, count in (here or Counter({"(no object known)": 1})).items():
-            kinds[kind] += count / sum(here.values() or [1])
+        here = here or Counter({"(no object known)": 1})
+        for kind, count in here.items():
+            kinds[kind] += count / sum(here.values())
     return kinds
 
 

@@ -22,7 +22,6 @@ from rich.table import Table
 from rich.text import Text
 
 from . import control, forkserver, nats_cluster
-from .bench_proc import FORK_SERVER
 from .chaos_cli import chaos_app, verify_command
 from .components import (
     ALL_SERVICES,
@@ -37,7 +36,7 @@ from .logtail import follow, sizes, tail_lines
 from .postgres import EMBEDDED
 from .scaling import parse_counts
 from .state import DataDir, read_state, running_supervisor
-from .status import check_all, format_uptime, memory_mb
+from .status import check_all, format_uptime, measure_memory
 from .system import SystemConfig, run_until_signalled
 
 app = typer.Typer(help="Run microshop on this machine: start, supervise, inspect and stop it.",
@@ -264,10 +263,8 @@ def status(data_dir: Path = DataDirOption,
     all_ok = bool(components) and all(component.health == "ok" for component in components)
     # The fork server's memory is what its children share: part of the system's.
     server_pid = state.get("fork_server_pid")
-    fork_server = None
-    if server_pid:
-        named = {component.name: component.pid for component in components if component.pid}
-        fork_server = {"pid": server_pid, "pss_mb": memory_mb({**named, FORK_SERVER: server_pid})[FORK_SERVER]}
+    server_pss = measure_memory(components, server_pid)
+    fork_server = {"pid": server_pid, "pss_mb": server_pss} if server_pid else None
     pss_total = round(sum(c.pss_mb or 0.0 for c in components) + ((fork_server or {}).get("pss_mb") or 0.0), 1)
     if as_json:
         print(json.dumps({

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from .bench_proc import ProcessTrees
+from .bench_proc import FORK_SERVER, ProcessTrees
 
 PROBE_TIMEOUT = 1.0
 
@@ -42,19 +42,21 @@ async def check_all(processes: dict[str, dict], databases: dict[str, dict] | Non
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
     databases = databases or {}
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        components = list(await asyncio.gather(*(_check(session, name, info, databases.get(info.get("service") or name))
-                                                 for name, info in processes.items())))
-    memory = memory_mb({component.name: component.pid for component in components if component.pid})
+        return list(await asyncio.gather(*(_check(session, name, info, databases.get(info.get("service") or name))
+                                           for name, info in processes.items())))
+
+
+def measure_memory(components: list[ComponentStatus], fork_server_pid: int | None) -> float | None:
+    """Set each component's ``pss_mb``: the PSS of its process and of its descendants that are not
+    components themselves (a monolith's workers are its own; the fork server's children are
+    components); None when gone (or not ours to read). Returns the fork server's own, if any."""
+    pids = {component.name: component.pid for component in components if component.pid}
+    if fork_server_pid:
+        pids[FORK_SERVER] = fork_server_pid
+    memory = {name: round(mb, 1) if mb > 0 else None for name, mb in ProcessTrees(pids).pss_mb().items()}
     for component in components:
         component.pss_mb = memory.get(component.name)
-    return components
-
-
-def memory_mb(pids: dict[str, int]) -> dict[str, float | None]:
-    """Per name, the PSS in MB of that process and its descendants that are not named themselves
-    (a monolith's workers are its own; the fork server's children are components); None when
-    there is no such process (or it is not ours to read)."""
-    return {name: round(mb, 1) if mb > 0 else None for name, mb in ProcessTrees(pids).pss_mb().items()}
+    return memory.get(FORK_SERVER)
 
 
 async def _check(session: aiohttp.ClientSession, name: str, info: dict, database: dict | None) -> ComponentStatus:
